@@ -1,0 +1,3 @@
+# Portable build of the frame kernel (any CPU the compiler targets by default).
+VARIANT = "portable"
+include "frames.pxi"

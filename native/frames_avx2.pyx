@@ -1,0 +1,3 @@
+# AVX2 + FMA build of the same frame kernel; agent.native imports it only when the CPU has both.
+VARIANT = "avx2"
+include "frames.pxi"
