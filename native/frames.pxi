@@ -13,12 +13,51 @@
 # pixels, so every weight is an integer and the result is the true area average of the luminance. It
 # differs from OpenCV's pipeline (which rounds gray to uint8 before resizing) by at most 1.
 
-from libc.stdint cimport uint8_t, uint16_t, int32_t
-from libc.stdlib cimport malloc, free
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t
+from libc.stdlib cimport calloc, free, malloc
 
 import math
 
 import numpy as np
+
+cdef struct HorizontalTables:
+    # sparse form: output x reads `taps` source pixels from first[x], weights coef[x * taps + t]
+    int out_width
+    int taps
+    const int32_t* first
+    const float* coef
+    # grouped form (AVX2 build): 8 outputs per group reading a window of 8 * vecs floats from
+    # group_base[g]; lane i of tap t takes window[group_index[k, i]] (k = g * taps + t), chosen
+    # by masks group_mask[k, 0|1, i] (index >= 8, index >= 16); vecs = 0 when a window won't fit
+    int groups
+    int vecs
+    const int32_t* group_base
+    const int32_t* group_index
+    const uint32_t* group_mask
+    const float* group_coef
+
+
+cdef inline void horizontal_row_scalar(const float* S, float* F,
+                                       const HorizontalTables* ht) noexcept nogil:
+    cdef int x, t
+    cdef int tx = ht.taps
+    cdef const float* c = ht.coef
+    cdef const float* s
+    cdef float acc
+    if tx == 3:  # every shrink by 1x to 2x (160 -> 84 included): unrolled, short dependency chain
+        for x in range(ht.out_width):
+            s = S + ht.first[x]
+            F[x] = (c[0] * s[0] + c[1] * s[1]) + (c[2] * s[2] + <float> 0.5)
+            c = c + 3
+    else:
+        for x in range(ht.out_width):
+            s = S + ht.first[x]
+            acc = 0.5
+            for t in range(tx):
+                acc = acc + c[t] * s[t]
+            F[x] = acc
+            c = c + tx
+
 
 # OpenCV's fixed-point RGB->gray weights (cv::COLOR_RGB2GRAY, shift 14): 0.299, 0.587, 0.114.
 cdef float GRAY_ONE = 16384.0
@@ -77,6 +116,9 @@ cdef class FramePreprocessor:
     cdef float* coef_x
     cdef uint16_t* row_acc     # V: vertical sums of one output row, interleaved (3 * in_width)
     cdef float* row_gray       # S: luminance of V, one per source column
+    cdef float* row_out        # one output row before rounding (padded to whole groups of 8)
+    cdef HorizontalTables ht
+    cdef object _group_tables  # numpy arrays behind the grouped tables
 
     def __cinit__(self):
         self.first_y = NULL
@@ -85,6 +127,7 @@ cdef class FramePreprocessor:
         self.coef_x = NULL
         self.row_acc = NULL
         self.row_gray = NULL
+        self.row_out = NULL
 
     def __init__(self, in_shape=(210, 160), out_shape=(84, 84)):
         cdef int i, t
@@ -110,9 +153,11 @@ cdef class FramePreprocessor:
         self.first_x = <int32_t*> malloc(ow * sizeof(int32_t))
         self.coef_x = <float*> malloc(ow * self.taps_x * sizeof(float))
         self.row_acc = <uint16_t*> malloc(3 * iw * sizeof(uint16_t))
-        self.row_gray = <float*> malloc(iw * sizeof(float))
+        self.row_gray = <float*> calloc(iw + 24, sizeof(float))  # padding: AVX2 window loads
+        self.row_out = <float*> malloc(((ow + 7) // 8) * 8 * sizeof(float))
         if (self.first_y == NULL or self.weight_y == NULL or self.first_x == NULL
-                or self.coef_x == NULL or self.row_acc == NULL or self.row_gray == NULL):
+                or self.coef_x == NULL or self.row_acc == NULL or self.row_gray == NULL
+                or self.row_out == NULL):
             raise MemoryError("FramePreprocessor tables")
         scale = 1.0 / (dx * dy * GRAY_ONE)
         for i in range(oh):
@@ -123,6 +168,18 @@ cdef class FramePreprocessor:
             self.first_x[i] = fx[i]
             for t in range(self.taps_x):
                 self.coef_x[i * self.taps_x + t] = wx[i, t] * scale
+        self._group_tables = _group_tables(fx, wx * scale, iw)
+        base, index, mask, coef, vecs = self._group_tables
+        self.ht.out_width = ow
+        self.ht.taps = self.taps_x
+        self.ht.first = self.first_x
+        self.ht.coef = self.coef_x
+        self.ht.groups = base.shape[0]
+        self.ht.vecs = vecs
+        self.ht.group_base = <const int32_t*> _address(base)
+        self.ht.group_index = <const int32_t*> _address(index)
+        self.ht.group_mask = <const uint32_t*> _address(mask)
+        self.ht.group_coef = <const float*> _address(coef)
 
     def __dealloc__(self):
         free(self.first_y)
@@ -131,6 +188,7 @@ cdef class FramePreprocessor:
         free(self.coef_x)
         free(self.row_acc)
         free(self.row_gray)
+        free(self.row_out)
 
     @property
     def in_shape(self):
@@ -175,23 +233,19 @@ cdef class FramePreprocessor:
         # store through it may alias any field of self, which would stop gcc hoisting them.
         cdef int n = channels * self.in_width
         cdef int W = self.in_width, h = self.out_height, w = self.out_width
-        cdef int ty = self.taps_y, tx = self.taps_x
+        cdef int ty = self.taps_y
         cdef uint16_t* V = self.row_acc
         cdef float* S = self.row_gray
         cdef const int32_t* first_y = self.first_y
         cdef const uint16_t* weight_y = self.weight_y
-        cdef const int32_t* first_x = self.first_x
-        cdef const float* coef_x = self.coef_x
         cdef float kr = K_R, kg = K_G, kb = K_B, one = GRAY_ONE, half = 0.5
         cdef const uint16_t* v
         cdef const uint8_t* pa
         cdef const uint8_t* pb
-        cdef const float* c
-        cdef const float* s
         cdef uint16_t wgt
         cdef uint8_t va, vb
-        cdef float acc
-        cdef int oy, k, j, x, t
+        cdef float* F = self.row_out
+        cdef int oy, k, j, x
         for oy in range(h):
             # 1. vertical: first tap assigns, the rest accumulate
             pa = A + <Py_ssize_t> first_y[oy] * n
@@ -220,22 +274,10 @@ cdef class FramePreprocessor:
             else:
                 for x in range(W):
                     S[x] = one * V[x]
-            # 3. horizontal taps; coef_x already holds 1 / (dx * dy * 2^14)
-            if tx == 3:  # every downscale between 1x and 2x (160 -> 84 included): unrolled
-                c = coef_x
-                for x in range(w):
-                    s = S + first_x[x]
-                    O[x] = <uint8_t> (half + c[0] * s[0] + c[1] * s[1] + c[2] * s[2])
-                    c = c + 3
-            else:
-                c = coef_x
-                for x in range(w):
-                    s = S + first_x[x]
-                    acc = half
-                    for t in range(tx):
-                        acc = acc + c[t] * s[t]
-                    O[x] = <uint8_t> acc
-                    c = c + tx
+            # 3. horizontal (build-specific), then one rounding pass over the row
+            horizontal_row(S, F, &self.ht)
+            for x in range(w):
+                O[x] = <uint8_t> F[x]
             O = O + w
 
 
@@ -296,3 +338,31 @@ from cpu cimport atari_agent_cpu_has_avx2_fma
 def cpu_has_avx2_fma():
     """True when this CPU can run the AVX2 + FMA build of the kernel."""
     return bool(atari_agent_cpu_has_avx2_fma())
+
+
+def _group_tables(first, coef, int in_width):
+    """Tables for the grouped horizontal pass (see HorizontalTables); vecs = 0 if it cannot apply."""
+    out_width, taps = coef.shape
+    groups = (out_width + 7) // 8
+    base = np.zeros(groups, np.int32)
+    index = np.zeros((groups, taps, 8), np.int32)
+    mask = np.zeros((groups, taps, 2, 8), np.uint32)
+    gcoef = np.zeros((groups, taps, 8), np.float32)
+    widest = 0
+    for g in range(groups):
+        lanes = range(8 * g, min(8 * g + 8, out_width))
+        base[g] = first[lanes[0]]
+        for lane, o in enumerate(lanes):
+            for t in range(taps):
+                pos = int(first[o]) + t - int(base[g])
+                widest = max(widest, pos + 1)
+                index[g, t, lane] = pos
+                mask[g, t, 0, lane] = 0xFFFFFFFF if pos >= 8 else 0
+                mask[g, t, 1, lane] = 0xFFFFFFFF if pos >= 16 else 0
+                gcoef[g, t, lane] = coef[o, t]
+    vecs = (widest + 7) // 8
+    return base, index, mask, gcoef, (vecs if vecs <= 3 else 0)
+
+
+cdef size_t _address(arr):
+    return <size_t> arr.ctypes.data
