@@ -370,11 +370,6 @@ cdef class FrameReplay:
                 "add more steps first (or sample a smaller batch)"
             )
         out = self._batch_for(B, out)
-        cdef uint8_t[:, :, :, ::1] obs = out.obs
-        cdef uint8_t[:, :, :, ::1] nxt = out.next_obs
-        cdef int64_t[::1] act = out.action
-        cdef float[::1] ret = out.reward
-        cdef float[::1] disc = out.discount
         cdef int64_t[::1] idx = out.index
         cdef float[::1] wgt = out.weight
         cdef bint ok
@@ -387,11 +382,10 @@ cdef class FrameReplay:
                 for i in range(nb):
                     wgt[i] = 1.0
                 ok = True
-            if ok:
-                self._gather(nb, &idx[0], &obs[0, 0, 0, 0], &nxt[0, 0, 0, 0], &act[0], &ret[0], &disc[0])
         if not ok:
             raise RuntimeError("prioritized draw kept landing on zero-priority leaves; sum-tree "
                                "is inconsistent (please report this)")
+        self._fill(out)
         return out
 
     def gather(self, indices, Batch out=None):
@@ -410,16 +404,20 @@ cdef class FrameReplay:
         out = self._batch_for(idx.size, out)
         out.index[:] = idx
         out.weight[:] = 1.0
+        self._fill(out)
+        return out
+
+    cdef _fill(self, Batch out):
+        """Gather every field of `out` for the valid logical indices already in out.index."""
         cdef uint8_t[:, :, :, ::1] obs = out.obs
         cdef uint8_t[:, :, :, ::1] nxt = out.next_obs
         cdef int64_t[::1] act = out.action
         cdef float[::1] ret = out.reward
         cdef float[::1] disc = out.discount
-        cdef int64_t[::1] iv = out.index
+        cdef int64_t[::1] idx = out.index
         with nogil:
-            self._gather(<int> iv.shape[0], &iv[0], &obs[0, 0, 0, 0], &nxt[0, 0, 0, 0], &act[0],
+            self._gather(out.batch_size, &idx[0], &obs[0, 0, 0, 0], &nxt[0, 0, 0, 0], &act[0],
                          &ret[0], &disc[0])
-        return out
 
     cdef Batch _batch_for(self, int B, Batch out):
         """`out` if it fits a batch of B from this replay (else a clear error); a new Batch if None."""
