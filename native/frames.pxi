@@ -2,7 +2,9 @@
 #
 # This file is compiled twice (frames.pyx for any CPU, frames_avx2.pyx with -mavx2 -mfma) and
 # agent.native picks the AVX2 build at import when the CPU has it. Same source, same results
-# within rounding; gcc only vectorises the stride-3 RGB reads when AVX2 is available.
+# within rounding; gcc only vectorises the stride-3 RGB reads when AVX2 is available, and each
+# build brings its own horizontal pass (frames_hpass_scalar.pxi / frames_hpass_avx2.pxi).
+# (An AVX2-intrinsics vertical pass was measured no faster than these loops under gcc -O3.)
 #
 # The arithmetic, per output row oy:
 #   1. vertical:   V[j] = sum_k wy[k] * max(a[y_k, j], b[y_k, j])   over the interleaved row j
@@ -238,7 +240,7 @@ cdef class FramePreprocessor:
         cdef float* S = self.row_gray
         cdef const int32_t* first_y = self.first_y
         cdef const uint16_t* weight_y = self.weight_y
-        cdef float kr = K_R, kg = K_G, kb = K_B, one = GRAY_ONE, half = 0.5
+        cdef float kr = K_R, kg = K_G, kb = K_B, one = GRAY_ONE
         cdef const uint16_t* v
         cdef const uint8_t* pa
         cdef const uint8_t* pb
