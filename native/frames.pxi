@@ -28,10 +28,12 @@ cdef struct HorizontalTables:
     int taps
     const int32_t* first
     const float* coef
-    # grouped form (AVX2 build): 8 outputs per group reading a window of 8 * vecs floats from
+    # grouped form (AVX2 build): `lanes` (<= 8) outputs per group, group g's starting at output
+    # lanes * g, reading a window of 8 * vecs floats from
     # group_base[g]; lane i of tap t takes window[group_index[k, i]] (k = g * taps + t), chosen
     # by masks group_mask[k, 0|1, i] (index >= 8, index >= 16); vecs = 0 when a window won't fit
     int groups
+    int lanes
     int vecs
     const int32_t* group_base
     const int32_t* group_index
@@ -118,7 +120,7 @@ cdef class FramePreprocessor:
     cdef float* coef_x
     cdef uint16_t* row_acc     # V: vertical sums of one output row, interleaved (3 * in_width)
     cdef float* row_gray       # S: luminance of V, one per source column
-    cdef float* row_out        # one output row before rounding (padded to whole groups of 8)
+    cdef float* row_out        # one output row before rounding (+ 8 floats for grouped stores)
     cdef HorizontalTables ht
     cdef object _group_tables  # numpy arrays behind the grouped tables
 
@@ -156,7 +158,7 @@ cdef class FramePreprocessor:
         self.coef_x = <float*> malloc(ow * self.taps_x * sizeof(float))
         self.row_acc = <uint16_t*> malloc(3 * iw * sizeof(uint16_t))
         self.row_gray = <float*> calloc(iw + 24, sizeof(float))  # padding: AVX2 window loads
-        self.row_out = <float*> malloc(((ow + 7) // 8) * 8 * sizeof(float))
+        self.row_out = <float*> malloc((ow + 8) * sizeof(float))  # grouped stores spill past ow
         if (self.first_y == NULL or self.weight_y == NULL or self.first_x == NULL
                 or self.coef_x == NULL or self.row_acc == NULL or self.row_gray == NULL
                 or self.row_out == NULL):
@@ -171,13 +173,14 @@ cdef class FramePreprocessor:
             for t in range(self.taps_x):
                 self.coef_x[i * self.taps_x + t] = wx[i, t] * scale
         self._group_tables = _group_tables(fx, wx * scale, iw)
-        base, index, mask, coef, vecs = self._group_tables
+        base, index, mask, coef, lanes, vecs = self._group_tables
         self.ht.out_width = ow
         self.ht.taps = self.taps_x
         self.ht.first = self.first_x
         self.ht.coef = self.coef_x
         self.ht.groups = base.shape[0]
         self.ht.vecs = vecs
+        self.ht.lanes = lanes
         self.ht.group_base = <const int32_t*> _address(base)
         self.ht.group_index = <const int32_t*> _address(index)
         self.ht.group_mask = <const uint32_t*> _address(mask)
@@ -343,18 +346,37 @@ def cpu_has_avx2_fma():
 
 
 def _group_tables(first, coef, int in_width):
-    """Tables for the grouped horizontal pass (see HorizontalTables); vecs = 0 if it cannot apply."""
+    """Tables for the grouped horizontal pass (see HorizontalTables).
+
+    Picks the most outputs per group (8 down to 4) whose source window fits two vectors (16
+    floats: two permutes per tap); failing that, 8 outputs over three vectors; failing that,
+    vecs = 0 (the AVX2 build then uses the sparse form).
+    """
     out_width, taps = coef.shape
-    groups = (out_width + 7) // 8
+    choice = None
+    for lanes in range(8, 3, -1):
+        tables = _group_tables_for(first, coef, lanes)
+        if tables[5] <= 2:
+            choice = tables
+            break
+    if choice is None:
+        choice = _group_tables_for(first, coef, 8)
+    base, index, mask, gcoef, lanes, vecs = choice
+    return base, index, mask, gcoef, lanes, (vecs if vecs <= 3 else 0)
+
+
+def _group_tables_for(first, coef, int lanes):
+    out_width, taps = coef.shape
+    groups = (out_width + lanes - 1) // lanes
     base = np.zeros(groups, np.int32)
     index = np.zeros((groups, taps, 8), np.int32)
     mask = np.zeros((groups, taps, 2, 8), np.uint32)
     gcoef = np.zeros((groups, taps, 8), np.float32)
     widest = 0
     for g in range(groups):
-        lanes = range(8 * g, min(8 * g + 8, out_width))
-        base[g] = first[lanes[0]]
-        for lane, o in enumerate(lanes):
+        outputs = range(lanes * g, min(lanes * g + lanes, out_width))
+        base[g] = first[outputs[0]]
+        for lane, o in enumerate(outputs):
             for t in range(taps):
                 pos = int(first[o]) + t - int(base[g])
                 widest = max(widest, pos + 1)
@@ -362,8 +384,7 @@ def _group_tables(first, coef, int in_width):
                 mask[g, t, 0, lane] = 0xFFFFFFFF if pos >= 8 else 0
                 mask[g, t, 1, lane] = 0xFFFFFFFF if pos >= 16 else 0
                 gcoef[g, t, lane] = coef[o, t]
-    vecs = (widest + 7) // 8
-    return base, index, mask, gcoef, (vecs if vecs <= 3 else 0)
+    return base, index, mask, gcoef, lanes, (widest + 7) // 8
 
 
 cdef size_t _address(arr):

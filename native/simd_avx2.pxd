@@ -13,3 +13,5 @@ cdef extern from "immintrin.h" nogil:
     __m256 _mm256_permutevar8x32_ps(__m256 a, __m256i idx)
     __m256 _mm256_blendv_ps(__m256 a, __m256 b, __m256 mask)
     __m256 _mm256_fmadd_ps(__m256 a, __m256 b, __m256 c)
+    __m256 _mm256_mul_ps(__m256 a, __m256 b)
+    __m256 _mm256_add_ps(__m256 a, __m256 b)
