@@ -223,3 +223,33 @@ def minimal_action_names(game: str) -> list[str]:
     ale = ale_py.ALEInterface()
     ale.loadROM(str(rom_path(game)))
     return [a.name for a in ale.getMinimalActionSet()]
+
+
+def games_table() -> str:
+    """One line per game ale-py can load: profile, movement axis, ZAP binding."""
+    rows = [("game", "profile", "movement", "ZAP", "documented actions", "ZAP means")]
+    for game in all_games():
+        p = profile(game)
+        rows.append((game, "yes" if p.profiled else "default", p.movement, p.zap or "inert",
+                     str(4 * len(MOVEMENTS[p.movement])), p.zap_means))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+    profiled = sum(1 for g in all_games() if g in PROFILES)
+    lines.append(f"\n{len(rows) - 1} games, {profiled} with a profile; the rest use the default "
+                 "(eight-way movement, ZAP inert). `atari-agent games GAME` shows one game.")
+    return "\n".join(lines)
+
+
+def describe_game(game: str) -> str:
+    """One game's documented actions (index, name, ALE action) and its minimal action set."""
+    p = profile(game)
+    doc = documented_actions(game)
+    mini = action_set(game, "minimal")
+    lines = [f"{game}: movement {p.movement}, ZAP = {p.zap or 'inert'} ({p.zap_means})"
+             + ("" if p.profiled else " [default profile]"),
+             f"ROM: {rom_path(game)}", "", "documented action set (index = movement * 4 + button):"]
+    lines += [f"  {i:3d}  {n:18s} -> {a}" for i, (n, a) in enumerate(zip(doc.names, doc.ale_names))]
+    lines += ["", "minimal action set (--action-set minimal):"]
+    lines += [f"  {i:3d}  {n:18s}    button {BUTTONS[b]}"
+              for i, (n, b) in enumerate(zip(mini.names, mini.buttons))]
+    return "\n".join(lines)
