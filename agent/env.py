@@ -21,8 +21,6 @@ from agent.config import EnvConfig
 from agent.games import ActionSet, action_set, profile, rom_path
 from agent.native import FramePreprocessor
 
-SCREEN = (210, 160)
-
 
 @dataclass
 class Step:
@@ -63,8 +61,9 @@ class AtariEnv:
         self._ale_actions = self.actions.ale_actions
         self._noop = ale_py.Action.NOOP
         self._fire = ale_py.Action.FIRE
-        self._kernel = FramePreprocessor(SCREEN, self.config.frame_shape)
-        self._screens = np.empty((2, *SCREEN, 3), np.uint8)  # the last two raw frames
+        screen = tuple(self.ale.getScreenDims())  # (210, 160) for most ROMs, up to (250, 160)
+        self._kernel = FramePreprocessor(screen, self.config.frame_shape)
+        self._screens = np.empty((2, *screen, 3), np.uint8)  # the last two raw frames
         h, w = self.config.frame_shape
         self._stack = np.zeros((self.config.stack, h, w), np.uint8)
         self.episode_score = 0.0
@@ -135,14 +134,16 @@ class AtariEnv:
         # Max over the last two frames; with one frame (frameskip 1, or a game that ended before
         # the second-to-last frame) the newest frame is maxed with itself.
         prev = screens[1] if (skip == 1 or i < skip - 1) else screens[0]
-        frame = self._kernel(prev, screens[1], self._stack[-1] if out is None else out)
-        self._stack[:-1] = self._stack[1:]
-        self._stack[-1] = frame
+        self._stack[:-1] = self._stack[1:]  # shift first: the kernel may write into _stack[-1]
+        if out is None:
+            self._kernel(prev, screens[1], self._stack[-1])
+        else:
+            self._stack[-1] = self._kernel(prev, screens[1], out)
         lives = ale.lives()
         life_lost = lives < self._lives and not game_over
         self._lives = lives
         if life_lost and self.profile.fire_on_reset:
-            ale.act(self._fire)
+            raw += ale.act(self._fire)  # the game waits for FIRE; its frame's reward counts
         truncated = not game_over and ale.getEpisodeFrameNumber() >= self.config.max_frames
         self.episode_score += raw
         self.episode_steps += 1

@@ -98,13 +98,23 @@ def _bundled_md5() -> dict[str, str]:
         return {md5: name.removesuffix(".bin") for name, md5 in json.load(f).items()}
 
 
+# In ale-py's ROM list, but ALE's loadROM exits the whole process for them (two-player-only
+# games). tests/test_games.py checks that each still fails and every other ROM loads.
+UNLOADABLE = frozenset({"combat", "joust", "maze_craze", "warlords"})
+
+
 def all_games() -> list[str]:
     """Every ROM id ale-py can load, sorted."""
-    return sorted(ale_roms.get_all_rom_ids())
+    return sorted(set(ale_roms.get_all_rom_ids()) - UNLOADABLE)
 
 
 def check_game(game: str) -> str:
-    """`game` if ale-py supports it; else a ValueError naming close matches."""
+    """`game` if ale-py can load it; else a ValueError naming close matches."""
+    if game in UNLOADABLE:
+        raise ValueError(
+            f"game {game!r} ships with ale-py but ALE cannot load it (a two-player-only game); "
+            "`atari-agent games` lists the games it can load"
+        )
     if not isinstance(game, str) or game not in all_games():
         close = difflib.get_close_matches(str(game).lower().replace("-", "_").replace(" ", "_"),
                                           all_games(), n=5, cutoff=0.5)

@@ -179,3 +179,28 @@ def test_gymnasium_face_passes_the_env_checker():
     with pytest.raises(ValueError, match="action must be in Discrete"):
         env.step(99)
     env.close()
+
+
+def test_the_stack_holds_the_last_four_frames_in_order():
+    """With and without `out`, the acting stack is the last `stack` frames, oldest first."""
+    plain = AtariEnv(EnvConfig(), seed=8)
+    into = AtariEnv(EnvConfig(), seed=8)
+    plain.reset()
+    slots = [np.empty((84, 84), np.uint8) for _ in range(40)]
+    into.reset(out=slots[0])
+    for t in range(1, 40):
+        plain.step(t % 12)
+        into.step(t % 12, out=slots[t])
+        expected = np.stack([slots[max(0, t - 3 + j)] for j in range(4)])
+        np.testing.assert_array_equal(into.observation, expected)
+        np.testing.assert_array_equal(plain.observation, expected)
+
+
+def test_tall_screens_are_preprocessed_too():
+    env = AtariEnv(EnvConfig(game="air_raid"), seed=0)  # a 250-row screen
+    assert env.ale.getScreenDims() == (250, 160)
+    env.reset()
+    for _ in range(20):
+        env.step(2)
+    frame = env.observation[-1]
+    assert frame.shape == (84, 84) and frame.std() > 0

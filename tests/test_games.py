@@ -116,3 +116,25 @@ def test_a_bad_rom_file_gives_a_clear_error(tmp_path):
         games.rom_path("pong", user_roms=tmp_path)
     with pytest.raises(ValueError, match="cannot read ROM file"):
         games.identify_rom(tmp_path / "missing.bin")
+
+
+def test_unloadable_roms_are_refused_and_every_listed_game_loads():
+    """ALE's loadROM exits the process for some ROMs it lists, so probe in subprocesses."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, ale_py; ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)\n"
+             "for path in sys.argv[1:]:\n"
+             "    ale_py.ALEInterface().loadROM(path)\n")
+    from ale_py import roms as ale_roms
+
+    for game in sorted(games.UNLOADABLE):
+        with pytest.raises(ValueError, match="ALE cannot load it"):
+            games.check_game(game)
+        path = str(ale_roms.get_rom_path(game))
+        proc = subprocess.run([sys.executable, "-c", probe, path], capture_output=True, timeout=60)
+        assert proc.returncode != 0, f"{game} loads now: take it out of UNLOADABLE"
+    paths = [str(games.rom_path(g)) for g in games.all_games()]
+    proc = subprocess.run([sys.executable, "-c", probe, *paths], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-500:] + proc.stderr[-500:]
