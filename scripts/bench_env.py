@@ -1,0 +1,619 @@
+"""Benchmark environment throughput: agent steps/s of our envs against raw ALE and the libraries.
+
+Run from the repository root (the `agent` package must be built and installed):
+
+    python scripts/bench_env.py                        # full run: ~1.5 min (5 x 2.5 s a row)
+    python scripts/bench_env.py --quick                # smoke run: ~10 s
+    python scripts/bench_env.py --game breakout        # another game (ALE ROM id, snake_case)
+    python scripts/bench_env.py --json bench.json      # also write the numbers as JSON
+    python scripts/bench_env.py --seconds 4 --repeats 7
+
+What it measures, in one run on this machine: agent steps per second, one agent step
+being frameskip 4 emulator frames with sticky actions (repeat_action_probability 0.25), for the
+same game, driven by random actions from a seeded generator, every episode reset when it ends:
+
+(a) raw ALE, the limit: ``ale_py.ALEInterface`` with the minimal action set, four ``act()``
+    calls per agent step, ``reset_game()`` on game over; no screen is read, nothing is
+    preprocessed or stacked. Also, for context (no target), the same loop in two processes at
+    once (this script re-run with a hidden ``--raw-worker`` flag), summed: what the machine
+    gives two parallel emulators right now, the ceiling for (d) and (e) with two envs. On a
+    shared machine it can be far below 2x one.
+(b) our single environment, ``agent.env.AtariEnv``: the same four frames, the max of the last
+    two through the native kernel, 84x84 gray, the 4-stack kept by the env; ``reset()`` when an
+    episode terminates or is truncated.
+(c) gymnasium: ``ALE/<Game>-v5`` with frameskip 1, in ``AtariPreprocessing`` (frame_skip 4,
+    84x84, gray, noop_max 30) and ``FrameStackObservation(4)``.
+(d) ale_py's C++ vector env, ``ale_py.vector_env.AtariVectorEnv`` (84x84 gray, stack 4,
+    frameskip 4, max-pooled, synchronous: batch_size = num_envs, one thread per env), with one
+    and with two envs; it resets finished episodes itself.
+(e) our worker pool, ``agent.workers.VecEnv`` with two envs (resets finished episodes itself).
+
+A vector step counts num_envs agent steps. Each row runs for a fixed wall time per repeat;
+steps/s is the median over the repeats, taken after a warm-up, with the garbage collector off
+while timing. The repeats of the rows are interleaved (a, a2, b, c, d1, d2, e, a, ...) so that a
+slow patch of a noisy, shared machine hits them alike; every env stays open for the whole run (an
+idle ``AtariVectorEnv`` or worker pool waits without using a core). A row that cannot be built or
+run (e.g. ``agent.workers`` not importable) is reported as n/a with the reason, and the ratios
+that need it are null.
+
+Targets: (b) >= 0.9x (a); (b) >= 2x (c); (e) >= 1.8x (b); (e) >= (d) with two envs. The
+column "this process's CPU" (CPU seconds of the benchmark process per wall second) and the load
+average show when other load shared the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SEED = 0
+FRAMESKIP = 4
+STICKY = 0.25
+NOOP_MAX = 30
+SCREEN_SIZE = 84
+STACK = 4
+ACTION_BLOCK = 1 << 14  # pre-drawn random actions per row, cycled
+
+# Targets (see module docstring).
+TARGET_SINGLE_VS_RAW = 0.9
+TARGET_SINGLE_VS_GYMNASIUM = 2.0
+TARGET_WORKERS2_VS_SINGLE = 1.8
+TARGET_WORKERS2_VS_ATARIVECTORENV = 1.0
+
+
+# ------------------------------------------------------------------------------------ rows
+@dataclass
+class Row:
+    """One contender: `step()` does one (vector) step of `num_envs` agent steps, or `run()`."""
+
+    key: str
+    name: str
+    num_envs: int = 1
+    actions: int | None = None
+    """Size of the action set the random actions are drawn from."""
+    step: Callable[[], None] | None = None
+    run: Callable[[float], float] | None = None
+    """Instead of `step`: run for the given seconds, return agent steps/s (rows timed elsewhere)."""
+    close: Callable[[], None] = lambda: None
+    error: str | None = None
+    """Why the row could not be measured (it is then n/a)."""
+    detail: str | None = None
+    """The exception behind `error`, where `error` summarises it."""
+    steps_per_s: list[float] = field(default_factory=list)
+    cpu_per_wall: list[float] = field(default_factory=list)
+    """CPU seconds of this process (all its threads, not worker processes) per wall second."""
+
+
+def action_stream(
+    n_actions: int, num_envs: int | None = None, seed: int = SEED
+) -> Callable[[], object]:
+    """A cycled stream of seeded random actions: ints, or int64 arrays of num_envs."""
+    rng = np.random.default_rng(seed)
+    if num_envs is None:
+        block = rng.integers(0, n_actions, ACTION_BLOCK).tolist()
+    else:
+        block = list(rng.integers(0, n_actions, (ACTION_BLOCK, num_envs), dtype=np.int64))
+    i = -1
+
+    def next_action():
+        nonlocal i
+        i = (i + 1) % ACTION_BLOCK
+        return block[i]
+
+    return next_action
+
+
+def gym_id(game: str) -> str:
+    """ALE ROM id (snake_case) -> gymnasium id: "space_invaders" -> "ALE/SpaceInvaders-v5"."""
+    return "ALE/" + "".join(part.capitalize() for part in game.split("_")) + "-v5"
+
+
+def make_raw(row: Row, game: str, seed: int = SEED) -> None:
+    import ale_py
+
+    from agent.games import rom_path
+
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
+    ale = ale_py.ALEInterface()
+    ale.setInt("random_seed", seed)
+    ale.setFloat("repeat_action_probability", STICKY)
+    ale.loadROM(str(rom_path(game)))  # the ROM our env loads
+    actions = ale.getMinimalActionSet()
+    next_action = action_stream(len(actions), seed=seed)
+    act, game_over, reset_game = ale.act, ale.game_over, ale.reset_game
+
+    def step() -> None:
+        a = actions[next_action()]
+        for _ in range(FRAMESKIP):
+            act(a)
+        if game_over():
+            reset_game()
+
+    row.actions, row.step = len(actions), step
+
+
+def raw_worker(game: str, index: int) -> int:
+    """`--raw-worker INDEX`: loop (a) with seed SEED + INDEX for the seconds read from stdin.
+
+    Prints "ready" once the ROM is loaded, then answers each line of stdin (seconds to run)
+    with "<calls> <elapsed seconds>"; exits at end of input.
+    """
+    row = Row("raw_ale", "")
+    make_raw(row, game, seed=SEED + index)
+    print("ready", row.actions, flush=True)
+    for line in sys.stdin:
+        calls, elapsed = run_for(row.step, float(line))
+        print(calls, elapsed, flush=True)
+    return 0
+
+
+def make_raw_processes(row: Row, game: str) -> None:
+    """(a) in `num_envs` processes at once: what this machine gives parallel emulation."""
+    import subprocess
+
+    cmd = [sys.executable, os.path.abspath(__file__), "--game", game, "--raw-worker"]
+    procs: list[subprocess.Popen] = []
+
+    def close() -> None:
+        for p in procs:
+            try:
+                p.stdin.close()
+                p.wait(timeout=10)
+            except Exception:  # not answering: end it (only the processes started here)
+                p.kill()
+                p.wait()
+
+    row.close = close
+    for i in range(row.num_envs):
+        procs.append(subprocess.Popen(
+            [*cmd, str(i)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        ))
+    for p in procs:
+        answer = p.stdout.readline().split()
+        if len(answer) != 2 or answer[0] != "ready":
+            raise RuntimeError(f"raw ALE worker (pid {p.pid}) did not start (see stderr)")
+        row.actions = int(answer[1])
+
+    def run(seconds: float) -> float:
+        for p in procs:  # all start at once
+            p.stdin.write(f"{seconds!r}\n")
+            p.stdin.flush()
+        rate = 0.0
+        for p in procs:
+            answer = p.stdout.readline().split()
+            if len(answer) != 2:
+                raise RuntimeError(f"raw ALE worker (pid {p.pid}) stopped answering")
+            rate += int(answer[0]) / float(answer[1])
+        return rate
+
+    row.run = run
+
+
+def make_single(row: Row, game: str) -> None:
+    from agent.config import EnvConfig
+    from agent.env import AtariEnv
+
+    env = AtariEnv(EnvConfig(game=game), seed=SEED)
+    row.close = env.close
+    env.reset()
+    next_action = action_stream(len(env.actions))
+    env_step, env_reset = env.step, env.reset
+
+    def step() -> None:
+        s = env_step(next_action())
+        if s.terminated or s.truncated:
+            env_reset()
+
+    row.actions, row.step = len(env.actions), step
+
+
+def make_gymnasium(row: Row, game: str) -> None:
+    import ale_py
+    import gymnasium
+    from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
+
+    gymnasium.register_envs(ale_py)
+    env = gymnasium.make(gym_id(game), frameskip=1, repeat_action_probability=STICKY)
+    env = AtariPreprocessing(
+        env, noop_max=NOOP_MAX, frame_skip=FRAMESKIP, screen_size=SCREEN_SIZE, grayscale_obs=True
+    )
+    env = FrameStackObservation(env, STACK)
+    row.close = env.close
+    env.reset(seed=SEED)
+    next_action = action_stream(int(env.action_space.n))
+    env_step, env_reset = env.step, env.reset
+
+    def step() -> None:
+        _, _, terminated, truncated, _ = env_step(next_action())
+        if terminated or truncated:
+            env_reset()
+
+    row.actions, row.step = int(env.action_space.n), step
+
+
+def make_atarivectorenv(row: Row, game: str) -> None:
+    from ale_py.vector_env import AtariVectorEnv
+
+    env = AtariVectorEnv(
+        game,
+        row.num_envs,
+        batch_size=0,  # synchronous: every env steps on every call
+        num_threads=row.num_envs,
+        repeat_action_probability=STICKY,
+        img_height=SCREEN_SIZE,
+        img_width=SCREEN_SIZE,
+        grayscale=True,
+        stack_num=STACK,
+        frameskip=FRAMESKIP,
+        maxpool=True,
+        noop_max=NOOP_MAX,
+    )
+    row.close = env.close
+    env.reset(seed=SEED)
+    n = int(env.single_action_space.n)
+    next_action = action_stream(n, row.num_envs)
+    env_step = env.step
+
+    def step() -> None:
+        env_step(next_action())
+
+    row.actions, row.step = n, step
+
+
+def make_workers(row: Row, game: str) -> None:
+    from agent import workers  # (not `from agent.workers import`: sorts alike with or without it)
+    from agent.config import EnvConfig
+
+    env = workers.VecEnv(EnvConfig(game=game), num_envs=row.num_envs, seed=SEED)
+    row.close = env.close
+    env.reset()
+    next_action = action_stream(len(env.actions), row.num_envs)
+    env_step = env.step
+
+    def step() -> None:
+        env_step(next_action())
+
+    row.actions, row.step = len(env.actions), step
+
+
+def build_rows(game: str, skip: set[str], log: Callable[[str], None]) -> list[Row]:
+    specs = [
+        (Row("raw_ale", "(a) raw ALE act loop, no preprocessing"), make_raw),
+        (Row("raw_ale_2proc", "(a) raw ALE act loop, 2 processes: the machine's parallel limit",
+             num_envs=2), make_raw_processes),
+        (Row("single", "(b) agent.env.AtariEnv"), make_single),
+        (Row("gymnasium", "(c) gymnasium AtariPreprocessing + FrameStack"), make_gymnasium),
+        (Row("atarivectorenv_1", "(d) ale_py AtariVectorEnv, 1 env"), make_atarivectorenv),
+        (Row("atarivectorenv_2", "(d) ale_py AtariVectorEnv, 2 envs", num_envs=2),
+         make_atarivectorenv),
+        (Row("workers_2", "(e) agent.workers.VecEnv, 2 envs", num_envs=2), make_workers),
+    ]
+    rows = []
+    for row, make in specs:
+        if row.key in skip:
+            row.error = "skipped (--skip)"
+        else:
+            log(f"opening {row.key}")
+            try:
+                make(row, game)
+            except Exception as exc:  # the row is reported as n/a
+                traceback.print_exc(file=sys.stderr)
+                row.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
+                if row.key == "workers_2" and isinstance(exc, ImportError):
+                    row.detail, row.error = row.error, "agent.workers unavailable"
+                close_quietly(row)
+        rows.append(row)
+    return rows
+
+
+def close_quietly(row: Row) -> None:
+    try:
+        row.close()
+    except Exception:  # a failed close must not hide the results
+        traceback.print_exc(file=sys.stderr)
+    row.close = lambda: None
+
+
+# ---------------------------------------------------------------------------------- timing
+def run_for(step: Callable[[], None], seconds: float) -> tuple[int, float]:
+    """Call `step` until `seconds` of wall time have passed; returns (calls, elapsed seconds)."""
+    clock = time.perf_counter
+    start = clock()
+    end = start + seconds
+    calls = 0
+    now = start
+    while now < end:
+        step()
+        calls += 1
+        now = clock()
+    return calls, now - start
+
+
+def measure(rows: list[Row], seconds: float, repeats: int, warmup: float, log) -> None:
+    """Interleaved repeats of every live row; a row that fails mid-run becomes n/a."""
+    live = [r for r in rows if r.error is None]
+    for row in live:
+        try:
+            row.run(warmup) if row.run is not None else run_for(row.step, warmup)
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            row.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for rep in range(repeats):
+            log(f"repeat {rep + 1}/{repeats}")
+            for row in rows:
+                if row.error is not None:
+                    continue
+                try:
+                    cpu, start = time.process_time(), time.perf_counter()
+                    if row.run is not None:
+                        rate = row.run(seconds)
+                    else:
+                        calls, elapsed = run_for(row.step, seconds)
+                        rate = calls * row.num_envs / elapsed
+                    cpu = (time.process_time() - cpu) / (time.perf_counter() - start)
+                except Exception as exc:
+                    traceback.print_exc(file=sys.stderr)
+                    row.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
+                    continue
+                row.steps_per_s.append(rate)
+                row.cpu_per_wall.append(cpu)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+# ---------------------------------------------------------------------------------- report
+def median(row: Row) -> float | None:
+    if row.error is not None or not row.steps_per_s:
+        return None
+    return statistics.median(row.steps_per_s)
+
+
+def ratio(num: float | None, den: float | None) -> float | None:
+    return None if num is None or den is None or den == 0 else num / den
+
+
+def targets(res: dict) -> list[dict]:
+    r = res["ratios"]
+    specs = [
+        ("single_vs_raw", f"(b) single env >= {TARGET_SINGLE_VS_RAW:g}x (a) raw ALE",
+         TARGET_SINGLE_VS_RAW),
+        ("single_vs_gymnasium", f"(b) single env >= {TARGET_SINGLE_VS_GYMNASIUM:g}x (c) gymnasium",
+         TARGET_SINGLE_VS_GYMNASIUM),
+        ("workers2_vs_single",
+         f"(e) workers, 2 envs >= {TARGET_WORKERS2_VS_SINGLE:g}x (b) single env",
+         TARGET_WORKERS2_VS_SINGLE),
+        ("workers2_vs_atarivectorenv", "(e) workers, 2 envs >= (d) AtariVectorEnv, 2 envs",
+         TARGET_WORKERS2_VS_ATARIVECTORENV),
+    ]
+    out = []
+    for key, text, threshold in specs:
+        value = r[key]
+        out.append(
+            dict(
+                key=key,
+                target=text,
+                threshold=threshold,
+                value=value,
+                measured="n/a" if value is None else f"{value:.2f}x",
+                met=None if value is None else value >= threshold,
+            )
+        )
+    return out
+
+
+def fmt_int(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def render(res: dict) -> str:
+    m = res["machine"]
+    lines = [
+        f"Machine: {m['cpu_count']} CPUs ({m['cpu']}), {m['system']}, frame kernel "
+        f"`{m['frame_kernel']}`; Python {m['python']}, numpy {m['numpy']}, ale-py {m['ale_py']}, "
+        f"gymnasium {m['gymnasium']}; load average {m['loadavg_start']} at start, "
+        f"{m['loadavg_end']} at end.",
+        f"Game `{res['game']}`, frameskip {FRAMESKIP}, sticky actions {STICKY:g}, "
+        f"{SCREEN_SIZE}x{SCREEN_SIZE} gray, stack {STACK}; random actions (seed {SEED}). "
+        f"Median of {res['repeats']} interleaved repeats of {res['seconds_per_repeat']:g} s each "
+        f"after {res['warmup_s']:g} s of warm-up.",
+        "",
+        "| Environment | envs | actions | agent steps/s | min - max | vs (b) single env "
+        "| this process's CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    single = res["steps_per_s"]["single"]
+    for row in res["rows"]:
+        sps = row["steps_per_s"]
+        if sps is None:
+            cells = f"n/a ({row['error']}) | - | - | -"
+        else:
+            rel = ratio(sps, single)
+            cells = (
+                f"{fmt_int(sps)} | {fmt_int(row['min'])} - {fmt_int(row['max'])} | "
+                + ("-" if rel is None else f"{rel:.2f}x")
+                + f" | {row['process_cpu_per_wall']:.2f}"
+            )
+        actions = "-" if row["actions"] is None else row["actions"]
+        lines.append(f"| {row['name']} | {row['num_envs']} | {actions} | {cells} |")
+
+    lines += [
+        "",
+        "This process's CPU: CPU seconds of the benchmark process (all its threads, not worker "
+        "processes) per wall second, median; under 1 for a single-threaded row means other load "
+        "took the core away (a VM's steal time does not show here).",
+    ]
+    r = res["ratios"]
+    if r["raw2proc_vs_raw"] is not None:
+        lines += [
+            "",
+            f"Parallel limit: two raw ALE processes together run {r['raw2proc_vs_raw']:.2f}x one "
+            "(2.00x on two free cores)"
+            + (
+                ""
+                if r["workers2_vs_raw2proc"] is None
+                else f"; the workers (2 envs) reach {r['workers2_vs_raw2proc']:.0%} of it, "
+                f"2x the single env would be {r['single_x2_vs_raw2proc']:.0%}"
+            )
+            + ".",
+        ]
+    lines += ["", "Targets:", "", "| Target | Measured | Status |", "|---|---:|---|"]
+    for t in res["targets"]:
+        status = {True: "met", False: "NOT met", None: "n/a"}[t["met"]]
+        lines.append(f"| {t['target']} | {t['measured']} | {status} |")
+    lines += ["", f"Total runtime {res['runtime_s']:.0f} s."]
+    return "\n".join(lines)
+
+
+def machine_info() -> dict:
+    import ale_py
+    import gymnasium
+
+    from agent.native import FRAME_KERNEL
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count()
+    return dict(
+        cpu_count=os.cpu_count(),
+        usable_cpus=usable,
+        cpu=cpu,
+        system=f"{platform.system()} {platform.machine()}",
+        frame_kernel=FRAME_KERNEL,
+        python=platform.python_version(),
+        numpy=np.__version__,
+        ale_py=ale_py.__version__,
+        gymnasium=gymnasium.__version__,
+        loadavg_start=loadavg(),
+    )
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+# ------------------------------------------------------------------------------------ main
+ROW_KEYS = (
+    "raw_ale", "raw_ale_2proc", "single", "gymnasium", "atarivectorenv_1", "atarivectorenv_2",
+    "workers_2",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short repeats (smoke run)")
+    parser.add_argument("--game", default="phoenix", help="ALE ROM id, snake_case (phoenix)")
+    parser.add_argument("--json", metavar="PATH", help="write the results as one JSON object")
+    parser.add_argument("--seconds", type=float, help="wall time per repeat (2.5; quick 0.3)")
+    parser.add_argument("--repeats", type=int, help="timed repeats per row (5; quick 3)")
+    parser.add_argument(
+        "--skip", action="append", default=[], choices=ROW_KEYS, metavar="ROW",
+        help=f"leave a row out (repeatable): {', '.join(ROW_KEYS)}",
+    )
+    parser.add_argument("--raw-worker", type=int, metavar="INDEX", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.raw_worker is not None:  # a child of the raw_ale_2proc row
+        return raw_worker(args.game, args.raw_worker)
+
+    t0 = time.perf_counter()
+    quick = args.quick
+    seconds = args.seconds if args.seconds is not None else (0.3 if quick else 2.5)
+    repeats = args.repeats if args.repeats is not None else (3 if quick else 5)
+    warmup = min(seconds, 0.2 if quick else 1.0)
+    if seconds <= 0 or repeats < 1:
+        parser.error("--seconds must be > 0 and --repeats >= 1")
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    res: dict = {
+        "machine": machine_info(),
+        "game": args.game,
+        "quick": quick,
+        "repeats": repeats,
+        "seconds_per_repeat": seconds,
+        "warmup_s": warmup,
+        "settings": dict(
+            frameskip=FRAMESKIP, repeat_action_probability=STICKY, noop_max=NOOP_MAX,
+            screen_size=SCREEN_SIZE, stack=STACK, seed=SEED,
+            atarivectorenv=dict(batch_size=0, num_threads="num_envs", maxpool=True),
+        ),
+    }
+    rows = build_rows(args.game, set(args.skip), log)
+    try:
+        measure(rows, seconds, repeats, warmup, log)
+    finally:
+        for row in rows:
+            close_quietly(row)
+
+    res["rows"] = [
+        dict(
+            key=row.key,
+            name=row.name,
+            num_envs=row.num_envs,
+            actions=row.actions,
+            steps_per_s=median(row),
+            min=min(row.steps_per_s) if median(row) is not None else None,
+            max=max(row.steps_per_s) if median(row) is not None else None,
+            steps_per_s_per_repeat=[round(x, 1) for x in row.steps_per_s],
+            process_cpu_per_wall=(
+                statistics.median(row.cpu_per_wall) if median(row) is not None else None
+            ),
+            error=row.error,
+            error_detail=row.detail,
+        )
+        for row in rows
+    ]
+    sps = {row["key"]: row["steps_per_s"] for row in res["rows"]}
+    res["steps_per_s"] = sps
+    res["ratios"] = dict(
+        single_vs_raw=ratio(sps["single"], sps["raw_ale"]),
+        single_vs_gymnasium=ratio(sps["single"], sps["gymnasium"]),
+        workers2_vs_single=ratio(sps["workers_2"], sps["single"]),
+        workers2_vs_atarivectorenv=ratio(sps["workers_2"], sps["atarivectorenv_2"]),
+        # Context, no target: how much the machine parallelises, and how much of that we reach.
+        raw2proc_vs_raw=ratio(sps["raw_ale_2proc"], sps["raw_ale"]),
+        workers2_vs_raw2proc=ratio(sps["workers_2"], sps["raw_ale_2proc"]),
+        single_x2_vs_raw2proc=ratio(
+            None if sps["single"] is None else 2 * sps["single"], sps["raw_ale_2proc"]
+        ),
+    )
+    res.update(res["ratios"])  # the four ratios also at the top level
+    res["targets"] = targets(res)
+    res["machine"]["loadavg_end"] = loadavg()
+    res["runtime_s"] = time.perf_counter() - t0
+
+    print(render(res))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+            f.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Smoke test of the env benchmark: it runs, prints its tables and writes its JSON."""
+
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+ALWAYS = ("raw_ale", "raw_ale_2proc", "single", "gymnasium", "atarivectorenv_1", "atarivectorenv_2")
+
+
+def test_bench_env_quick_writes_the_documented_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "scripts/bench_env.py", "--quick", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| Environment | envs | actions | agent steps/s |" in proc.stdout
+    assert "| (b) agent.env.AtariEnv | 1 |" in proc.stdout
+    assert "Targets:" in proc.stdout
+    result = json.loads(out.read_text())
+
+    sps = result["steps_per_s"]
+    for key in ALWAYS:
+        assert sps[key] > 0, (key, result["rows"])
+    assert result["single_vs_raw"] > 0
+    assert result["single_vs_gymnasium"] > 0
+    # Row (e) is n/a (null ratios) only where agent.workers does not exist.
+    if importlib.util.find_spec("agent.workers") is None:
+        assert sps["workers_2"] is None
+        assert result["workers2_vs_single"] is None
+        assert result["workers2_vs_atarivectorenv"] is None
+    else:
+        assert sps["workers_2"] > 0, result["rows"]
+        assert result["workers2_vs_single"] > 0
+        assert result["workers2_vs_atarivectorenv"] > 0
+    assert result["raw2proc_vs_raw"] > 0
+    assert len(result["targets"]) == 4
+    assert result["machine"]["cpu_count"] > 0

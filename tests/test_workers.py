@@ -1,0 +1,371 @@
+"""The worker pool: same trajectories as serial envs, auto-reset, failures named, no orphans."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.config import EnvConfig
+from agent.env import AtariEnv
+from agent.workers import VecEnv, WorkerError, WorkerValueError
+
+ROOT = Path(__file__).resolve().parents[1]
+SHORT = 400  # emulator frames: an episode is truncated after about 100 agent steps
+
+
+def proc_running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie that nobody reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def wait_gone(pids, seconds: float = 5.0) -> list[int]:
+    """The pids still running after waiting up to `seconds` for them to end."""
+    deadline = time.monotonic() + seconds
+    while True:
+        alive = [p for p in pids if proc_running(p)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.02)
+
+
+def our_children(vec: VecEnv) -> list:
+    return [p for p in multiprocessing.active_children() if p.pid in vec.pids]
+
+
+@pytest.fixture
+def make_vec():
+    """Builds VecEnvs and always closes them; afterwards none of their workers runs."""
+    made: list[VecEnv] = []
+
+    def make(config=None, num_envs=2, **kwargs) -> VecEnv:
+        vec = VecEnv(config or EnvConfig(max_frames=SHORT), num_envs, **kwargs)
+        made.append(vec)
+        return vec
+
+    try:
+        yield make
+    finally:
+        pids = [pid for vec in made for pid in getattr(vec, "pids", [])]
+        for vec in made:
+            for pid in getattr(vec, "pids", []):  # a test may leave a worker stopped
+                if proc_running(pid):
+                    os.kill(pid, signal.SIGCONT)
+            vec.close()
+        assert wait_gone(pids) == []
+
+
+def serial_trajectory(config: EnvConfig, seed: int, actions: np.ndarray):
+    """What a serial AtariEnv does with the VecEnv's auto-reset, one record per step.
+
+    Frames go through `out`, as the workers do it (and as a replay ring does).
+    """
+    env = AtariEnv(config, seed)
+    frame = np.empty(config.frame_shape, np.uint8)
+    first = env.reset(out=frame).copy()
+    records = []
+    for a in actions:
+        s = env.step(int(a), out=frame)
+        final = episode = None
+        if s.terminated or s.truncated:
+            final = frame.copy()
+            episode = (env.episode_score, env.episode_steps)
+            env.reset(out=frame)
+        records.append((s, env.observation.copy(), final, episode))
+    return first, records
+
+
+@pytest.mark.parametrize("config", [
+    pytest.param(EnvConfig(game="phoenix", max_frames=SHORT), id="phoenix-documented"),
+    pytest.param(EnvConfig(game="breakout", action_set="minimal", max_frames=SHORT,
+                           terminal_on_life_loss=True), id="breakout-minimal"),
+])
+def test_workers_match_serial_envs_across_auto_resets(make_vec, config):
+    n, steps, seed = 2, 150, 7
+    vec = make_vec(config, n, seed=seed)
+    serial = AtariEnv(config, 0)
+    assert vec.actions == serial.actions and len(vec.actions) == len(serial.actions)
+    actions = np.random.default_rng(3).integers(0, len(vec.actions), (steps, n))
+    expected = [serial_trajectory(config, seed + i, actions[:, i]) for i in range(n)]
+
+    obs = vec.reset()
+    assert obs is vec.obs and obs.shape == (n, 4, 84, 84) and obs.dtype == np.uint8
+    for i in range(n):
+        np.testing.assert_array_equal(vec.obs[i], expected[i][0])
+        np.testing.assert_array_equal(vec.frames[i], expected[i][0][-1])
+    ends = 0
+    for t in range(steps):
+        before = vec.obs.copy()
+        out = vec.step(actions[t])
+        assert out.reward.dtype == np.float32 and out.terminated.dtype == np.bool_
+        assert out.reward.shape == (n,)
+        scores = {}
+        for i in range(n):
+            s, stack, final, episode = expected[i][1][t]
+            assert out.reward[i] == np.float32(s.reward)
+            assert out.raw_reward[i] == np.float32(s.raw_reward)
+            assert (out.terminated[i], out.truncated[i], out.life_lost[i],
+                    out.learn_terminal[i]) == (s.terminated, s.truncated, s.life_lost,
+                                               s.learn_terminal), (t, i)
+            np.testing.assert_array_equal(vec.obs[i], stack, err_msg=f"step {t} env {i}")
+            np.testing.assert_array_equal(vec.frames[i], stack[-1])
+            if final is None:  # the stack moved up by one frame, oldest first
+                np.testing.assert_array_equal(vec.obs[i, :-1], before[i, 1:])
+            else:  # a new episode: its first frame, repeated
+                assert (vec.obs[i] == vec.frames[i]).all()
+                np.testing.assert_array_equal(vec.final_frames[i], final)
+                scores[i] = episode
+        assert out.ended.tolist() == [i in scores for i in range(n)]
+        assert {i: (score, length) for i, score, length in out.episode_scores} == scores
+        ends += len(scores)
+    assert ends >= n  # every env went through at least one auto-reset
+
+
+@pytest.mark.parametrize("method, spin", [("spawn", 0.001), ("fork", 0.001),
+                                          ("forkserver", 0.0)])
+def test_other_start_methods_and_no_spin_give_the_same_frames(make_vec, method, spin):
+    config = EnvConfig(max_frames=SHORT)
+    vec = make_vec(config, 2, seed=1, start_method=method, spin=spin)
+    assert vec.start_method == method
+    actions = np.random.default_rng(0).integers(0, len(vec.actions), (20, 2))
+    expected = serial_trajectory(config, 2, actions[:, 1])[1]
+    vec.reset()
+    for t in range(20):
+        vec.step(actions[t])
+        np.testing.assert_array_equal(vec.obs[1], expected[t][1])
+
+
+def test_step_async_then_step_wait_is_one_step(make_vec):
+    config = EnvConfig(max_frames=SHORT)
+    plain, split = make_vec(config, seed=3), make_vec(config, seed=3)
+    actions = np.random.default_rng(5).integers(0, len(plain.actions), (30, 2))
+    plain.reset()
+    split.reset()
+    for t in range(30):
+        a = plain.step(actions[t])
+        split.step_async(actions[t])
+        b = split.step_wait()
+        np.testing.assert_array_equal(plain.obs, split.obs)
+        assert a.raw_reward.tolist() == b.raw_reward.tolist()
+        assert a.ended.tolist() == b.ended.tolist()
+    split.step_async([0, 0])
+    with pytest.raises(RuntimeError, match="step_wait"):
+        split.step_async([0, 0])
+    with pytest.raises(RuntimeError, match="step_wait"):
+        split.reset()
+    split.step_wait()
+    with pytest.raises(RuntimeError, match="step_async"):
+        split.step_wait()
+    assert not split.closed
+
+
+def test_a_killed_worker_is_named_and_leaves_no_orphans(make_vec):
+    vec = make_vec(timeout=5)
+    vec.reset()
+    vec.step([0, 0])
+    victim = vec.pids[1]
+    os.kill(victim, signal.SIGKILL)
+    start = time.monotonic()
+    with pytest.raises(WorkerError) as info:
+        vec.step([0, 0])
+    assert time.monotonic() - start < 5
+    message = str(info.value)
+    assert f"worker 1 (pid {victim})" in message and "SIGKILL" in message, message
+    assert info.value.index == 1 and info.value.pid == victim and info.value.exitcode == -9
+    assert vec.closed and our_children(vec) == []
+    assert wait_gone(vec.pids) == []
+    with pytest.raises(RuntimeError, match="closed"):
+        vec.step([0, 0])
+
+
+def test_a_hung_worker_times_out_and_is_cleaned_up(make_vec):
+    vec = make_vec(timeout=2)
+    vec.reset()
+    victim = vec.pids[0]
+    os.kill(victim, signal.SIGSTOP)
+    start = time.monotonic()
+    with pytest.raises(WorkerError, match="did not answer within 2 s") as info:
+        vec.step([1, 1])
+    elapsed = time.monotonic() - start
+    assert 1.9 < elapsed < 4.5, elapsed
+    assert f"worker 0 (pid {victim})" in str(info.value)
+    assert vec.closed and our_children(vec) == []
+    assert wait_gone(vec.pids) == []
+
+
+def test_an_exception_in_a_worker_comes_back_with_its_message(make_vec):
+    vec = make_vec()
+    vec.reset()
+    with pytest.raises(WorkerValueError, match=r"worker 1 .*action must be an int in \[0, 11\]"):
+        vec._step(np.array([0, 99]))  # past the parent's check: the env itself refuses it
+    assert vec.closed and wait_gone(vec.pids) == []
+    assert issubclass(WorkerValueError, ValueError) and issubclass(WorkerValueError, WorkerError)
+
+
+def test_a_worker_that_fails_to_start_is_named_and_the_rest_are_stopped(monkeypatch):
+    """With "fork" the workers inherit a patched AtariEnv whose ROM load fails in worker 1."""
+    import agent.env
+
+    real_init = agent.env.AtariEnv.__init__
+
+    def flaky_init(self, config=None, seed=0):
+        if seed == 1:
+            raise RuntimeError("ROM load failed (test)")
+        real_init(self, config, seed)
+
+    monkeypatch.setattr(agent.env.AtariEnv, "__init__", flaky_init)
+    before = {p.pid for p in multiprocessing.active_children()}
+    with pytest.raises(WorkerError, match=r"worker 1 \(pid \d+\) raised an exception during "
+                                          r"start:(.|\n)*ROM load failed \(test\)"):
+        VecEnv(EnvConfig(), 3, start_method="fork")
+    assert {p.pid for p in multiprocessing.active_children()} <= before
+
+
+@pytest.mark.parametrize("actions, match", [
+    ([0], r"shape \(2,\)"),
+    ([[0, 1]], r"shape \(2,\)"),
+    ([0, 12], r"actions\[1\] = 12 is out of range.*\[0, 11\]"),
+    ([-1, 0], r"actions\[0\] = -1 is out of range"),
+    ([0.5, 1], r"ints in \[0, 11\], got dtype float64"),
+    ([True, False], r"got dtype bool"),
+    (["a", "b"], r"got dtype <U1"),
+])
+def test_bad_actions_are_refused_and_the_pool_stays_usable(make_vec, actions, match):
+    vec = make_vec()
+    vec.reset()
+    with pytest.raises(ValueError, match=match):
+        vec.step(actions)
+    assert not vec.closed
+    out = vec.step(np.array([3, 4], dtype=np.uint8))
+    assert out.reward.shape == (2,)
+
+
+def test_construction_is_checked():
+    with pytest.raises(ValueError, match="num_envs"):
+        VecEnv(EnvConfig(), 0)
+    with pytest.raises(ValueError, match="seed"):
+        VecEnv(EnvConfig(), 1, seed=-1)
+    with pytest.raises(ValueError, match="timeout"):
+        VecEnv(EnvConfig(), 1, timeout=0)
+    with pytest.raises(ValueError, match="spin"):
+        VecEnv(EnvConfig(), 1, spin=-1)
+    with pytest.raises(ValueError, match="start_method"):
+        VecEnv(EnvConfig(), 1, start_method="thread")
+    with pytest.raises(ValueError, match="unknown game"):
+        VecEnv(EnvConfig(game="no_such_game"), 1)
+
+
+def test_step_before_reset_is_refused(make_vec):
+    vec = make_vec(num_envs=1)
+    with pytest.raises(RuntimeError, match=r"reset\(\)"):
+        vec.step([0])
+
+
+def test_close_is_idempotent_and_leaves_no_children(make_vec):
+    vec = make_vec(num_envs=3)
+    vec.reset()
+    pids = list(vec.pids)
+    assert len(our_children(vec)) == 3
+    vec.close()
+    vec.close()
+    assert our_children(vec) == [] and wait_gone(pids) == []
+    with pytest.raises(RuntimeError, match="closed"):
+        vec.reset()
+    assert vec.obs.shape == (3, 4, 84, 84)  # the views outlive the workers
+
+
+def test_context_manager_and_garbage_collection_close_the_pool():
+    with VecEnv(EnvConfig(), 1) as vec:
+        vec.reset()
+        pids = list(vec.pids)
+    assert vec.closed and wait_gone(pids) == []
+    vec = VecEnv(EnvConfig(), 1)
+    pids = list(vec.pids)
+    del vec  # the finalizer holds no reference to the VecEnv
+    assert wait_gone(pids) == []
+
+
+def test_workers_ignore_ctrl_c(make_vec):
+    vec = make_vec()
+    vec.reset()
+    os.kill(vec.pids[0], signal.SIGINT)
+    time.sleep(0.2)
+    vec.step([0, 0])
+    assert all(proc_running(p) for p in vec.pids)
+
+
+@pytest.mark.parametrize("method", ["forkserver", "fork"])
+def test_workers_exit_when_the_parent_process_dies(method):
+    code = textwrap.dedent(f"""
+        import sys, time
+        from agent.config import EnvConfig
+        from agent.workers import VecEnv
+        if __name__ == "__main__":
+            vec = VecEnv(EnvConfig(), 2, start_method={method!r})
+            vec.reset()
+            print(*vec.pids, flush=True)
+            time.sleep(60)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        line = parent.stdout.readline()
+        pids = [int(p) for p in line.split()]
+        assert len(pids) == 2, line
+        assert all(proc_running(p) for p in pids)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        assert wait_gone(pids, 10) == []
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(10)
+        parent.stdout.close()
+
+
+def test_ctrl_c_to_the_process_group_reaches_only_the_parent():
+    """A terminal's Ctrl-C signals the whole group: workers ignore it, the parent closes."""
+    code = textwrap.dedent("""
+        import sys
+        from agent.config import EnvConfig
+        from agent.workers import VecEnv
+        if __name__ == "__main__":
+            vec = VecEnv(EnvConfig(), 2)
+            vec.reset()
+            print(*vec.pids, flush=True)
+            try:
+                while True:
+                    vec.step([0, 1])
+            except KeyboardInterrupt:
+                print("interrupted", flush=True)
+            finally:
+                vec.close()
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert len(pids) == 2
+        time.sleep(0.3)
+        os.killpg(parent.pid, signal.SIGINT)  # the group of the session started just above
+        out, err = parent.communicate(timeout=20)
+        assert "interrupted" in out and parent.returncode == 0, err[-2000:]
+        assert "Traceback" not in err, err[-2000:]  # no worker was interrupted
+        assert wait_gone(pids) == []
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.communicate(timeout=10)
