@@ -471,12 +471,58 @@ def render(res: dict) -> str:
             )
             + ".",
         ]
+    if res.get("components_us"):
+        lines += ["", "Per call, best of 5 (one step of (b) = 4 emulator frames, 2 RGB reads, 1 "
+                  "kernel call):", "", "| Part | µs per call |", "|---|---:|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in res["components_us"].items()]
     lines += ["", "Targets:", "", "| Target | Measured | Status |", "|---|---:|---|"]
     for t in res["targets"]:
         status = {True: "met", False: "NOT met", None: "n/a"}[t["met"]]
         lines.append(f"| {t['target']} | {t['measured']} | {status} |")
     lines += ["", f"Total runtime {res['runtime_s']:.0f} s."]
     return "\n".join(lines)
+
+
+def components(game: str, calls: int) -> dict:
+    """Microseconds per call of what one step of our env does beside emulating."""
+    import ale_py
+
+    from agent.games import rom_path
+    from agent.native import FramePreprocessor
+
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
+    ale = ale_py.ALEInterface()
+    ale.setInt("random_seed", SEED)
+    ale.loadROM(str(rom_path(game)))
+    for _ in range(200):
+        ale.act(ale_py.Action.FIRE)
+    h, w = ale.getScreenDims()
+    rgb = np.empty((h, w, 3), np.uint8)
+    idx = np.empty((h, w), np.uint8)
+    out = np.empty((SCREEN_SIZE, SCREEN_SIZE), np.uint8)
+    kernel = FramePreprocessor((h, w), (SCREEN_SIZE, SCREEN_SIZE))
+    ale.getScreenRGB(rgb)
+    def act() -> None:
+        if ale.game_over():  # acting on a finished game is nearly free: keep the game running
+            ale.reset_game()
+        ale.act(ale_py.Action.FIRE)
+
+    parts = {
+        "ale.act (one emulator frame)": act,
+        "ale.getScreenRGB (palette -> RGB)": lambda: ale.getScreenRGB(rgb),
+        "ale.getScreen (palette indices)": lambda: ale.getScreen(idx),
+        "native frame kernel (2 RGB frames -> 84x84)": lambda: kernel(rgb, rgb, out),
+    }
+    result = {}
+    for name, fn in parts.items():
+        best = float("inf")
+        for _ in range(5):
+            t = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            best = min(best, (time.perf_counter() - t) / calls * 1e6)
+        result[name] = best
+    return result
 
 
 def machine_info() -> dict:
@@ -563,6 +609,8 @@ def main(argv: list[str] | None = None) -> int:
             atarivectorenv=dict(batch_size=0, num_threads="num_envs", maxpool=True),
         ),
     }
+    log("per-step components")
+    res["components_us"] = components(args.game, 200 if quick else 2000)
     rows = build_rows(args.game, set(args.skip), log)
     try:
         measure(rows, seconds, repeats, warmup, log)
