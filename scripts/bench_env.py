@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import statistics
@@ -56,6 +55,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from benchio import emit
 
 SEED = 0
 FRAMESKIP = 4
@@ -655,11 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     res["machine"]["loadavg_end"] = loadavg()
     res["runtime_s"] = time.perf_counter() - t0
 
-    print(render(res))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
-            f.write("\n")
+    emit(render(res), res, args.json)
     return 0
 
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
-import json
 import os
 import platform
 import resource
@@ -50,6 +49,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 import torch
+from benchio import emit
 
 from agent.native import FRAME_KERNEL, Batch, FramePreprocessor, FrameReplay
 
@@ -538,11 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     res["peak_rss_bytes"] = peak_rss_bytes()
     res["runtime_s"] = time.perf_counter() - t0
 
-    print(render(res))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
-            f.write("\n")
+    emit(render(res), res, args.json)
     return 0
 
 
