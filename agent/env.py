@@ -94,21 +94,29 @@ class AtariEnv:
             self.ale.act(self._noop)
             if self.ale.game_over():
                 self.ale.reset_game()
+        opening = 0.0
         if self.profile.fire_on_reset:
-            self.ale.act(self._fire)
+            opening = self.ale.act(self._fire)  # scored like the FIRE after a lost life
+            if self.ale.game_over():
+                self.ale.reset_game()
+                opening = 0.0
         # The first observation has nothing to max with: its frame with itself.
         self.ale.getScreenRGB(self._screens[1])
         frame = self._kernel(self._screens[1], self._screens[1],
                              self._stack[-1] if out is None else out)
         self._stack[:] = frame  # first-frame padding, as the replay does
         self._lives = self.ale.lives()
-        self.episode_score = 0.0
+        self.episode_score = opening
         self.episode_steps = 0
         return self._stack
 
     def step(self, action: int, out: np.ndarray | None = None) -> Step:
         """Act for `frameskip` frames. The new frame goes into `out` if given, and the stack."""
+        if self.ale is None:
+            raise RuntimeError("step() on a closed AtariEnv: make a new one")
         try:
+            if isinstance(action, bool):
+                raise TypeError  # True would index action 1
             ale_action = self._ale_actions[action]
         except (IndexError, TypeError):
             raise ValueError(

@@ -148,7 +148,7 @@ def test_frames_can_go_straight_into_a_replay_slot():
 def test_bad_actions_and_configs_are_refused():
     env = AtariEnv(EnvConfig(), seed=0)
     env.reset()
-    for bad in (12, -1, 2.5, "FIRE", None):
+    for bad in (12, -1, 2.5, "FIRE", None, True):
         with pytest.raises(ValueError, match=r"action must be an int in \[0, 11\]"):
             env.step(bad)
     for kw, needle in [(dict(game="phenix"), "phoenix"), (dict(action_set="full"), "action_set"),
@@ -204,3 +204,11 @@ def test_tall_screens_are_preprocessed_too():
         env.step(2)
     frame = env.observation[-1]
     assert frame.shape == (84, 84) and frame.std() > 0
+
+
+def test_a_closed_env_says_so():
+    env = AtariEnv(EnvConfig(), seed=0)
+    env.reset()
+    env.close()
+    with pytest.raises(RuntimeError, match="closed AtariEnv"):
+        env.step(0)
