@@ -7,9 +7,13 @@ the field, the value and what is accepted.
 from __future__ import annotations
 
 import dataclasses
+import json
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 
 ACTION_SETS = ("documented", "minimal")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,374 @@ class EnvConfig:
         return dataclasses.replace(self, **changes).validate()
 
 
+@dataclass(frozen=True)
+class LearnerConfig:
+    """The clipped-gradient DQN update. Defaults follow Dopamine's DQN where they leave Nature's."""
+
+    lr: float = 1e-4
+    """Adam step size. Nature used RMSProp at 2.5e-4; Adam at 1e-4 is steadier (CleanRL)."""
+    adam_eps: float = 1.5e-4
+    """Adam's epsilon (Rainbow's value: larger than the 1e-8 default, so tiny second moments
+    do not turn into huge steps)."""
+    gamma: float = 0.99
+    """Discount per agent step."""
+    n_step: int = 3
+    """Steps in the bootstrapped return. Nature used 1; 3 (Rainbow) carries rewards back faster."""
+    batch_size: int = 32
+    """Transitions per update."""
+    huber_delta: float = 1.0
+    """Huber loss threshold: quadratic below, linear above (Nature's error clipping)."""
+    max_grad_norm: float = 10.0
+    """Clip the global gradient norm to this before each step; 0 turns clipping off. Not in
+    Nature; the system we learn from diverged without it."""
+    td_clip: float = 50.0
+    """Clip each bootstrapped TD target to [-td_clip, td_clip]; 0 turns it off."""
+    double_dqn: bool = True
+    """Pick the next action with the online network, value it with the target network (van
+    Hasselt et al. 2016); Nature used the target network's max."""
+    dueling: bool = False
+    """Dueling head (Wang et al. 2016): separate value and advantage streams."""
+    target_update: int = 2_000
+    """Learner updates between hard target-network syncs (8,000 agent steps at train_freq 4,
+    as in Dopamine; Nature synced every 10,000)."""
+    train_freq: int = 4
+    """Agent steps per learner update."""
+    learning_starts: int = 20_000
+    """Agent steps of experience before the first update (Dopamine's 20k; Nature waited 50k)."""
+    precision: str = "auto"
+    """"auto": bf16 autocast on CPU (about 1.6-1.8x more updates/s here, fp32 master weights and
+    loss) and on CUDA GPUs that support bf16; "fp32": no autocast; "bf16": always autocast."""
+    device: str = "auto"
+    """"auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N"."""
+    threads: int = 0
+    """Torch CPU threads; 0 keeps torch's default (one per core)."""
+
+    def validate(self) -> LearnerConfig:
+        _float_range("learner.lr", self.lr, 0.0, 1.0, low_open=True)
+        _float_range("learner.adam_eps", self.adam_eps, 0.0, 1.0, low_open=True)
+        _float_range("learner.gamma", self.gamma, 0.0, 1.0)
+        _int_range("learner.n_step", self.n_step, 1, 100)
+        _int_range("learner.batch_size", self.batch_size, 1, 65_536)
+        _float_range("learner.huber_delta", self.huber_delta, 0.0, 1e9, low_open=True)
+        _float_range("learner.max_grad_norm", self.max_grad_norm, 0.0, 1e12)
+        _float_range("learner.td_clip", self.td_clip, 0.0, 1e12)
+        _bool("learner.double_dqn", self.double_dqn)
+        _bool("learner.dueling", self.dueling)
+        _int_range("learner.target_update", self.target_update, 1, 10**9)
+        _int_range("learner.train_freq", self.train_freq, 1, 10**6)
+        _int_range("learner.learning_starts", self.learning_starts, 0, 10**12)
+        _choice("learner.precision", self.precision, PRECISIONS)
+        if not isinstance(self.device, str) or not (
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
+        ):
+            raise ValueError(
+                f"learner.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
+            )
+        _int_range("learner.threads", self.threads, 0, 1024)
+        return self
+
+
+@dataclass(frozen=True)
+class ExploreConfig:
+    """epsilon-greedy acting."""
+
+    eps_start: float = 1.0
+    """epsilon at step 0."""
+    eps_end: float = 0.01
+    """epsilon after the decay (Dopamine's 0.01; Nature kept 0.1)."""
+    eps_decay_steps: int = 250_000
+    """Agent steps of linear decay from eps_start to eps_end (Nature's 1M frames)."""
+    eval_epsilon: float = 0.001
+    """epsilon of evaluation episodes (Dopamine/Rainbow's 0.001): small but not zero, so a
+    policy that stalls cannot stall forever. Distinct from training's."""
+
+    def validate(self) -> ExploreConfig:
+        _float_range("explore.eps_start", self.eps_start, 0.0, 1.0)
+        _float_range("explore.eps_end", self.eps_end, 0.0, 1.0)
+        _int_range("explore.eps_decay_steps", self.eps_decay_steps, 0, 10**12)
+        _float_range("explore.eval_epsilon", self.eval_epsilon, 0.0, 1.0)
+        return self
+
+    def epsilon(self, step: int) -> float:
+        """Training epsilon after `step` agent steps."""
+        if step >= self.eps_decay_steps:
+            return self.eps_end
+        return self.eps_start + (self.eps_end - self.eps_start) * step / self.eps_decay_steps
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """The frame-ring replay (each frame stored once: about 7.1 KB per transition at 84x84)."""
+
+    capacity: int = 1_000_000
+    """Transitions kept (Nature's 1M: about 7 GB here, frames stored once)."""
+    prioritized: bool = False
+    """Proportional prioritized replay (Schaul et al. 2016) instead of uniform."""
+    alpha: float = 0.6
+    """PER: priority exponent."""
+    beta_start: float = 0.4
+    """PER: importance-weight exponent at the first update, annealed linearly..."""
+    beta_end: float = 1.0
+    """...to this at the last step of the run."""
+    priority_eps: float = 1e-6
+    """PER: added to |TD error| so that no transition gets priority 0."""
+
+    def validate(self) -> ReplayConfig:
+        _int_range("replay.capacity", self.capacity, 2, 10**10)
+        _bool("replay.prioritized", self.prioritized)
+        _float_range("replay.alpha", self.alpha, 0.0, 10.0)
+        _float_range("replay.beta_start", self.beta_start, 0.0, 1.0)
+        _float_range("replay.beta_end", self.beta_end, 0.0, 1.0)
+        _float_range("replay.priority_eps", self.priority_eps, 0.0, 1.0, low_open=True)
+        return self
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    """Divergence detection, checked every `check_every` learner updates."""
+
+    check_every: int = 250
+    """Learner updates between health checks (1,000 agent steps at train_freq 4)."""
+    loss_factor: float = 50.0
+    """Alarm when a check's mean loss exceeds this times the median of earlier checks."""
+    loss_history: int = 50
+    """Checks in that running median."""
+    min_history: int = 5
+    """Checks needed before the loss and agreement rules may fire."""
+    q_limit: float = 100.0
+    """Alarm when any |Q| on the probe batch exceeds this: twice the TD-clip bound (and the
+    1/(1-gamma) = 100 ceiling of clipped rewards at gamma 0.99)."""
+    agree_drop: float = 30.0
+    """Alarm when Agree% falls this many points below its plateau (its best median so far)."""
+    agree_window: int = 5
+    """Checks in the median that smooths Agree% before comparing with the plateau."""
+    on_divergence: str = "rollback"
+    """"rollback": restore the last healthy checkpoint (target re-synced) and go on;
+    "halt": save an incident and stop."""
+    max_rollbacks: int = 3
+    """Roll-backs in a row (without a healthy checkpoint in between) before the run halts."""
+
+    def validate(self) -> WatchdogConfig:
+        _int_range("watchdog.check_every", self.check_every, 1, 10**9)
+        _float_range("watchdog.loss_factor", self.loss_factor, 1.0, 1e12, low_open=True)
+        _int_range("watchdog.loss_history", self.loss_history, 1, 10**6)
+        _int_range("watchdog.min_history", self.min_history, 1, 10**6)
+        _float_range("watchdog.q_limit", self.q_limit, 0.0, 1e12, low_open=True)
+        _float_range("watchdog.agree_drop", self.agree_drop, 0.0, 100.0, low_open=True)
+        _int_range("watchdog.agree_window", self.agree_window, 1, 10**6)
+        _choice("watchdog.on_divergence", self.on_divergence, ("rollback", "halt"))
+        _int_range("watchdog.max_rollbacks", self.max_rollbacks, 0, 10**6)
+        return self
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The run: budget, seed, reporting, checkpoints and periodic evaluation."""
+
+    total_steps: int = 10_000_000
+    """Agent steps to train (40M emulator frames at frameskip 4; Nature trained 50M frames)."""
+    seed: int = 0
+    """One seed, split into the emulator, replay, torch and exploration streams."""
+    runs_dir: str = "runs"
+    """Where run directories are created."""
+    name: str = ""
+    """Run directory name; empty: <game>-<YYYYmmdd-HHMMSS>."""
+    report_seconds: float = 10.0
+    """Seconds between diagnostic rows (also on demand: send SIGUSR1)."""
+    checkpoint_every: int = 100_000
+    """Agent steps between checkpoints (also saved at the end and on Ctrl-C / SIGTERM)."""
+    keep_last: int = 3
+    """Periodic checkpoints kept (the best-by-evaluation one is kept besides)."""
+    eval_every: int = 250_000
+    """Agent steps between evaluations that pick the best checkpoint; 0 turns them off."""
+    eval_episodes: int = 5
+    """Episodes per periodic evaluation (at explore.eval_epsilon)."""
+    save_replay: bool = False
+    """Also snapshot the replay with each checkpoint (about 7 KB per stored transition) so that
+    --resume continues bit-exactly; without it a resume refills learning_starts steps first."""
+    probe_size: int = 128
+    """Observations in the fixed probe batch that Q-range is measured on."""
+    diag_batch: int = 256
+    """Replay transitions sampled at each health check for Agree% and the distributions."""
+
+    def validate(self) -> RunConfig:
+        _int_range("run.total_steps", self.total_steps, 1, 10**12)
+        _int_range("run.seed", self.seed, 0, 2**31 - 1)
+        if not isinstance(self.runs_dir, str) or not self.runs_dir:
+            raise ValueError(f"run.runs_dir must be a non-empty path, got {self.runs_dir!r}")
+        if not isinstance(self.name, str) or "/" in self.name or self.name in (".", ".."):
+            raise ValueError(f"run.name must be a directory name without '/', got {self.name!r}")
+        _float_range("run.report_seconds", self.report_seconds, 0.0, 1e9, low_open=True)
+        _int_range("run.checkpoint_every", self.checkpoint_every, 1, 10**12)
+        _int_range("run.keep_last", self.keep_last, 1, 10**6)
+        _int_range("run.eval_every", self.eval_every, 0, 10**12)
+        _int_range("run.eval_episodes", self.eval_episodes, 1, 10**6)
+        _bool("run.save_replay", self.save_replay)
+        _int_range("run.probe_size", self.probe_size, 1, 65_536)
+        _int_range("run.diag_batch", self.diag_batch, 1, 65_536)
+        return self
+
+
+SECTIONS = ("env", "learner", "explore", "replay", "watchdog", "run")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a training run needs; saved as config.toml in the run directory."""
+
+    env: EnvConfig = EnvConfig()
+    learner: LearnerConfig = LearnerConfig()
+    explore: ExploreConfig = ExploreConfig()
+    replay: ReplayConfig = ReplayConfig()
+    watchdog: WatchdogConfig = WatchdogConfig()
+    run: RunConfig = RunConfig()
+
+    def validate(self) -> Config:
+        for name in SECTIONS:
+            getattr(self, name).validate()
+        need = self.env.stack + self.learner.n_step
+        if self.replay.capacity <= need:
+            raise ValueError(
+                f"replay.capacity must be greater than env.stack + learner.n_step = {need}, "
+                f"got {self.replay.capacity}"
+            )
+        if self.learner.batch_size > self.replay.capacity:
+            raise ValueError(
+                f"learner.batch_size ({self.learner.batch_size}) must not exceed "
+                f"replay.capacity ({self.replay.capacity})"
+            )
+        if self.learner.learning_starts < self.learner.batch_size:
+            raise ValueError(
+                f"learner.learning_starts ({self.learner.learning_starts}) must be at least "
+                f"learner.batch_size ({self.learner.batch_size}): the first update samples a batch"
+            )
+        return self
+
+    def replace(self, **sections) -> Config:
+        """`cfg.replace(learner={"lr": 3e-4}, run={"seed": 1})`: a validated copy."""
+        return from_dict({**to_dict(self), **{k: {**to_dict(self)[k], **v}
+                                                for k, v in sections.items()}})
+
+
+def field_docs(cls) -> dict[str, str]:
+    """{field: its docstring} of a config dataclass (the string literal under each field)."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def to_dict(config: Config) -> dict:
+    """{section: {field: value}} with tuples as lists (TOML- and JSON-ready)."""
+    out = {}
+    for name in SECTIONS:
+        section = getattr(config, name)
+        out[name] = {f.name: (list(v) if isinstance(v := getattr(section, f.name), tuple) else v)
+                     for f in dataclasses.fields(section)}
+    return out
+
+
+def from_dict(data: dict, source: str = "config") -> Config:
+    """Build and validate a Config from {section: {field: value}}; missing fields keep defaults.
+
+    Unknown sections or keys and values of the wrong type raise ValueError naming them.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a table of sections, got {type(data).__name__}")
+    unknown = set(data) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"{source}: unknown section(s) {', '.join(sorted(map(repr, unknown)))}; "
+                         f"sections are {', '.join(SECTIONS)}")
+    sections = {}
+    for name in SECTIONS:
+        cls = type(getattr(Config(), name))
+        values = data.get(name, {})
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: [{name}] must be a table, got {values!r}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        bad = set(values) - set(fields)
+        if bad:
+            raise ValueError(
+                f"{source}: unknown key(s) {', '.join(sorted(f'{name}.{k}' for k in bad))}; "
+                f"[{name}] accepts {', '.join(fields)}"
+            )
+        kwargs = {k: _coerce(f"{name}.{k}", v, fields[k].default) for k, v in values.items()}
+        sections[name] = cls(**kwargs)
+    return Config(**sections).validate()
+
+
+def load_toml(path, overrides: dict | None = None) -> Config:
+    """A Config from a TOML file ([env], [learner], ... tables), then `overrides` on top."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ValueError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    for section, values in (overrides or {}).items():
+        data.setdefault(section, {})
+        if isinstance(data[section], dict):
+            data[section].update(values)
+    return from_dict(data, source=str(path))
+
+
+def dump_toml(config: Config) -> str:
+    """The config as TOML text (what the run directory's config.toml holds)."""
+    lines = ["# The effective configuration of this run (fields documented in agent/config.py)."]
+    for name, values in to_dict(config).items():
+        lines.append(f"\n[{name}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def _coerce(name: str, value, default):
+    """Check a TOML/CLI value against the field's default's type; ints are accepted as floats."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, tuple):
+        ok = isinstance(value, (list, tuple))
+        value = tuple(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        kind = {bool: "true or false", float: "a number", int: "an integer", tuple: "an array",
+                str: "a string"}[type(default)]
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return value
+
+
+def _bool(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
 def _choice(name: str, value, options) -> None:
     if value not in options:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}, got {value!r}")
@@ -72,6 +444,8 @@ def _int_range(name: str, value, low: int, high: int) -> None:
         raise ValueError(f"{name} must be an int in [{low}, {high}], got {value!r}")
 
 
-def _float_range(name: str, value, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+def _float_range(name: str, value, low: float, high: float, low_open: bool = False) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and low <= value <= high
+    if not ok or (low_open and value == low):
+        lo = f"({low}" if low_open else f"[{low}"
+        raise ValueError(f"{name} must be a number in {lo}, {high}], got {value!r}")

@@ -1,0 +1,66 @@
+"""Config: TOML and flags reach every field; bad values are refused with a message naming them."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+
+import pytest
+
+from agent.cli import build_parser, config_overrides
+from agent.config import SECTIONS, Config, dump_toml, field_docs, from_dict, load_toml
+
+
+def test_defaults_round_trip_through_toml():
+    config = Config().validate()
+    assert from_dict(tomllib.loads(dump_toml(config))) == config
+
+
+def test_every_field_is_documented_and_has_a_flag():
+    parser = build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    dests = {a.dest for a in train._actions}
+    for section in SECTIONS:
+        cls = type(getattr(Config(), section))
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            assert docs.get(f.name), f"{section}.{f.name} has no docstring"
+            assert f"{section}.{f.name}" in dests, f"no flag for {section}.{f.name}"
+
+
+def test_flags_override_the_toml_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[learner]\nlr = 3e-4\nbatch_size = 64\n[env]\ngame = "breakout"\n')
+    args = build_parser().parse_args(["train", "--config", str(path), "--batch-size", "16",
+                                      "--no-double-dqn", "--frame-shape", "42,42"])
+    config = load_toml(path, config_overrides(args))
+    assert config.learner.lr == 3e-4 and config.learner.batch_size == 16
+    assert config.learner.double_dqn is False and config.env.game == "breakout"
+    assert config.env.frame_shape == (42, 42)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[learner]\nlrr = 1\n", "unknown key(s) learner.lrr"),
+    ("[learnr]\nlr = 1\n", "unknown section(s) 'learnr'"),
+    ("[learner]\nlr = -0.1\n", "learner.lr must be a number in (0.0, 1.0], got -0.1"),
+    ("[learner]\nlr = \"fast\"\n", "learner.lr must be a number, got 'fast'"),
+    ("[learner]\ngamma = 1.5\n", "learner.gamma must be a number in [0.0, 1.0], got 1.5"),
+    ("[learner]\nbatch_size = 64\n[replay]\ncapacity = 32\n",
+     "learner.batch_size (64) must not exceed replay.capacity (32)"),
+    ("[learner]\ndouble_dqn = 1\n", "learner.double_dqn must be true or false, got 1"),
+    ("[env]\ngame = \"pongg\"\n", "pongg"),
+    ("[learner\n", "is not valid TOML"),
+])
+def test_bad_toml_is_refused_by_name(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as info:
+        load_toml(path)
+    assert message in str(info.value)
+
+
+def test_epsilon_decays_linearly():
+    explore = Config().explore
+    assert explore.epsilon(0) == 1.0
+    assert explore.epsilon(explore.eps_decay_steps // 2) == pytest.approx(0.505)
+    assert explore.epsilon(10**9) == explore.eps_end
