@@ -1,0 +1,268 @@
+"""Checkpoints: atomic writes, safe loads, layout checks, and which files a run keeps.
+
+A checkpoint is one `torch.save` file holding only tensors and plain data (dicts, lists, str,
+numbers), so it loads with `torch.load(..., weights_only=True)`: no pickled code can run.
+It is written to a temporary file in the same directory, flushed, fsync'd and renamed over the
+target (then the directory is fsync'd), so a reader only ever sees a complete file: a crash or a
+full disk mid-write leaves the previous checkpoint as it was.
+
+Layout of a run's checkpoints/ directory:
+- ``ckpt-<steps>.pt``: periodic checkpoints; the last `keep_last` are kept, and never the newest
+  healthy one is deleted (a roll-back needs it);
+- ``best.pt``: a copy of the checkpoint with the best periodic evaluation score;
+- ``replay-<steps>.npz``: the latest replay snapshot (only with run.save_replay), plain arrays
+  read with ``allow_pickle=False``;
+- ``index.json``: which files exist, their steps, health and evaluation score (rebuilt from
+  the files if lost).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import warnings
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT = "atari-agent-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint could not be read, written or used; the message names the file and why."""
+
+
+# ------------------------------------------------------------------------------ atomic files
+def atomic_write(path: Path, write: Callable) -> None:
+    """Write `path` through `write(file)` so that it appears complete or not at all."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, (OSError, RuntimeError)):  # disk full, permissions, torch's writer
+            raise CheckpointError(f"could not write {path}: {exc}; the previous files in "
+                                  f"{path.parent} are untouched") from exc
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a directory; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def save(path: Path, payload: dict) -> None:
+    """Atomically write a checkpoint dict (format and version are added here)."""
+    payload = {"format": FORMAT, "version": VERSION, **payload}
+    atomic_write(Path(path), lambda f: torch.save(payload, f))
+
+
+def load(path: Path) -> dict:
+    """Read a checkpoint safely, or raise CheckpointError naming the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist" if not path.exists()
+                              else f"checkpoint {path} is not a file")
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = _unpickler_detail(exc)
+        if "global" in detail.lower():  # a class or function reference: code we never load
+            raise CheckpointError(
+                f"checkpoint {path} was refused: it references Python objects other than tensors "
+                f"and plain data, which are never unpickled here ({detail})") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({detail})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError,
+            UnicodeDecodeError, AttributeError, IndexError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt "
+                              f"({_first_line(exc)})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an atari-agent checkpoint (no {FORMAT!r} marker)")
+    if data.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {data.get('version')!r}; "
+                              f"this atari-agent reads version {VERSION}")
+    return data
+
+
+def _unpickler_detail(exc: BaseException) -> str:
+    """The informative line of torch's long weights_only error (not its boilerplate)."""
+    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    useful = [ln.split("WeightsUnpickler error:", 1)[-1].strip() for ln in lines
+              if not ln.startswith(boilerplate)]
+    useful = [ln for ln in useful if ln]
+    return useful[0][:200] if useful else type(exc).__name__
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+
+
+def verify(ckpt: dict, path: Path, network: dict | None = None,
+           layout: dict | None = None) -> None:
+    """Check that a checkpoint fits the network spec and action layout the caller will use."""
+    if network is not None and ckpt.get("network") != network:
+        raise CheckpointError(f"checkpoint {path} holds a different network: "
+                              f"{ckpt.get('network')} (this run builds {network})")
+    if layout is not None and ckpt.get("layout") != layout:
+        have = ckpt.get("layout") or {}
+        raise CheckpointError(
+            f"checkpoint {path} was trained on {have.get('game')!r} with the {have.get('kind')!r} "
+            f"action set {have.get('ale_names')}; this run uses {layout['game']!r} "
+            f"{layout['kind']!r} {layout['ale_names']}")
+
+
+# ------------------------------------------------------------------------------ plain data
+def to_torch(obj):
+    """numpy arrays -> tensors, recursively (what weights_only loading accepts)."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, dict):
+        return {k: to_torch(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_torch(v) for v in obj)
+    return obj
+
+
+def to_numpy(obj):
+    """tensors -> numpy arrays, recursively (undoes `to_torch`)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numpy()
+    if isinstance(obj, dict):
+        return {k: to_numpy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_numpy(v) for v in obj)
+    return obj
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    atomic_write(Path(path), lambda f: np.savez(f, **arrays))
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise CheckpointError(f"replay snapshot {path} is missing or corrupt "
+                              f"({type(exc).__name__}: {exc})") from None
+
+
+# ------------------------------------------------------------------------------ retention
+class CheckpointStore:
+    """The checkpoints/ directory of one run: save, list, prune, find the one to resume from."""
+
+    def __init__(self, run_dir: Path, keep_last: int = 3):
+        self.dir = Path(run_dir) / "checkpoints"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.keep_last = keep_last
+        self.index = self._read_index()
+
+    # index.json: {"checkpoints": [{"file", "steps", "healthy"}], "best": {...} | None}
+    def _read_index(self) -> dict:
+        try:
+            index = json.loads((self.dir / "index.json").read_text())
+            entries = [e for e in index["checkpoints"] if (self.dir / e["file"]).is_file()]
+            return {"checkpoints": entries, "best": index.get("best")}
+        except (OSError, ValueError, KeyError, TypeError):
+            return self._rebuild_index()
+
+    def _rebuild_index(self) -> dict:
+        entries = []
+        for path in sorted(self.dir.glob("ckpt-*.pt")):
+            try:
+                ckpt = load(path)
+            except CheckpointError:
+                continue
+            entries.append({"file": path.name, "steps": int(ckpt["counters"]["steps"]),
+                            "healthy": bool(ckpt.get("healthy", True))})
+        best = None
+        if (self.dir / "best.pt").is_file():
+            try:
+                ckpt = load(self.dir / "best.pt")
+                best = {"file": "best.pt", "steps": int(ckpt["counters"]["steps"]),
+                        "eval_score": ckpt.get("eval_score")}
+            except CheckpointError:
+                pass
+        return {"checkpoints": entries, "best": best}
+
+    def _write_index(self) -> None:
+        text = json.dumps(self.index, indent=1).encode()
+        atomic_write(self.dir / "index.json", lambda f: f.write(text))
+
+    @property
+    def entries(self) -> list[dict]:
+        return sorted(self.index["checkpoints"], key=lambda e: e["steps"])
+
+    def path(self, entry: dict) -> Path:
+        return self.dir / entry["file"]
+
+    def latest(self) -> Path | None:
+        entries = self.entries
+        return self.path(entries[-1]) if entries else None
+
+    def latest_healthy(self) -> Path | None:
+        healthy = [e for e in self.entries if e["healthy"]]
+        return self.path(healthy[-1]) if healthy else None
+
+    def save(self, payload: dict, steps: int, healthy: bool,
+             replay: dict[str, np.ndarray] | None = None) -> Path:
+        """Write ckpt-<steps>.pt (and its replay snapshot first), then prune old files."""
+        name = f"ckpt-{steps:012d}.pt"
+        if replay is not None:
+            replay_name = f"replay-{steps:012d}.npz"
+            save_arrays(self.dir / replay_name, replay)
+            payload = {**payload, "replay_file": replay_name}
+        save(self.dir / name, {**payload, "healthy": healthy})
+        self.index["checkpoints"] = [e for e in self.index["checkpoints"] if e["file"] != name]
+        self.index["checkpoints"].append({"file": name, "steps": steps, "healthy": healthy})
+        self._prune()
+        self._write_index()
+        return self.dir / name
+
+    def save_best(self, payload: dict, steps: int, eval_score: float) -> bool:
+        """Keep `payload` as best.pt if its evaluation score beats the best so far."""
+        best = self.index.get("best")
+        if best is not None and best["eval_score"] is not None and eval_score <= best["eval_score"]:
+            return False
+        save(self.dir / "best.pt", {**payload, "eval_score": eval_score, "healthy": True})
+        self.index["best"] = {"file": "best.pt", "steps": steps, "eval_score": eval_score}
+        self._write_index()
+        return True
+
+    def _prune(self) -> None:
+        entries = self.entries
+        keep = {e["file"] for e in entries[-self.keep_last:]}
+        healthy = [e for e in entries if e["healthy"]]
+        if healthy:
+            keep.add(healthy[-1]["file"])
+        for e in entries:
+            if e["file"] not in keep:
+                (self.dir / e["file"]).unlink(missing_ok=True)
+        self.index["checkpoints"] = [e for e in entries if e["file"] in keep]
+        # Only the newest replay snapshot is worth its size.
+        snapshots = sorted(self.dir.glob("replay-*.npz"))
+        for old in snapshots[:-1]:
+            old.unlink(missing_ok=True)
