@@ -16,6 +16,10 @@
 # A transition L is valid when it has an action, its stack history (back to the episode's first
 # frame, at most stack - 1 frames) is live, and its n-step window is complete: it reaches n steps
 # with the bootstrap frame written, or it ends early at a terminal or a truncation.
+#
+# Snapshots. state_dict() / load_state_dict() save and restore the exact state (frames, per-slot
+# fields, counters, priorities and the sampler's RNG) as plain numpy arrays; the sum-tree is
+# rebuilt from the priorities on load, bit for bit (see load_state_dict).
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport isfinite, pow
@@ -36,6 +40,9 @@ cdef enum:
 
 # A draw that lands on a zero leaf through float rounding is redrawn at most this often.
 cdef int PER_REDRAWS = 64
+
+# Version of the state_dict() layout; load_state_dict() refuses any other.
+SNAPSHOT_VERSION = 1
 
 
 cdef class Batch:
@@ -289,9 +296,14 @@ cdef class FrameReplay:
         return max(<int64_t> 0, self.total - self.capacity + 1)
 
     cdef inline int64_t _episode_floor(self, int64_t L) noexcept nogil:
-        """Lowest frame index the stack ending at L reads: L - (stack - 1), or the episode start."""
+        """Lowest frame index the stack ending at L reads: L - (stack - 1), or the episode start.
+
+        Below the live range it returns live_start - 1 (L is then not a valid transition).
+        """
         cdef int64_t j = L
-        cdef int64_t lowest = L - (self.stack - 1)
+        # Never below start - 1: a floor under the live range makes L invalid whatever the stale
+        # slots under it hold, and the walk must not reach logical index -1 (before the buffer).
+        cdef int64_t lowest = max(L - (self.stack - 1), self._live_start() - 1)
         while j > lowest and not (self.flags[j % self.capacity] & FIRST):
             j -= 1
         return j
@@ -571,6 +583,235 @@ cdef class FrameReplay:
             raise ValueError(f"rng_state must be four uint64 words, not all zero, got {value!r}")
         for i in range(4):
             self.rng[i] = words[i]
+
+    # ------------------------------------------------------------------ snapshots
+    def state_dict(self, *, bint copy=True):
+        """The exact state of the replay as a dict of numpy arrays (scalars as 0-d arrays).
+
+        Every value is a plain numeric or bool array, so the dict can be written with
+        ``numpy.savez(path, **state)`` and read back with ``numpy.load(path, allow_pickle=False)``,
+        or turned into tensors with ``torch.from_numpy``. ``load_state_dict`` restores it into a
+        FrameReplay built with the same parameters; the two then write and sample identically
+        (same batches, indices, weights and priorities), bit for bit.
+
+        Keys (C = capacity, N = min(total, C) slots written so far, H x W = frame_shape):
+
+        - version int64: the layout version (SNAPSHOT_VERSION, now 1);
+        - the constructor's parameters, checked on load: capacity int64, frame_shape int64 (2,),
+          stack int64, n_step int64, gamma float64, prioritized bool, alpha float64;
+        - frames uint8 (N, H, W): only the slots ever written (all C once the ring has wrapped);
+        - action uint8 (C,), reward float32 (C,), flags uint8 (C,): the per-slot fields;
+        - prio float32 (C,): each slot's priority ** alpha (shape (0,) for a uniform replay);
+          the sum-tree is not stored: load rebuilds it from prio and the flags;
+        - total int64, max_priority float64, live_transitions int64, episode_open bool,
+          episode_transitions int64: the counters;
+        - rng_state uint64 (4,): the sampler's xoshiro256** state (as ``rng_state``).
+
+        A frame written into ``frame_slot()`` but not yet committed by reset()/add() is part of
+        the snapshot only once the ring has wrapped (before that only the first N slots are).
+
+        copy: True (default) returns arrays of its own; False returns read-only views of the
+        ring (no copy of a large ring's frames): they follow the ring, so write them out (e.g.
+        with numpy.savez) before the next reset() or add().
+        """
+        cdef int64_t n = min(self.total, self.capacity)
+        state = {
+            "version": np.asarray(SNAPSHOT_VERSION, np.int64),
+            "capacity": np.asarray(self.capacity, np.int64),
+            "frame_shape": np.asarray((self.height, self.width), np.int64),
+            "stack": np.asarray(self.stack, np.int64),
+            "n_step": np.asarray(self.n_step, np.int64),
+            "gamma": np.asarray(self.gamma, np.float64),
+            "prioritized": np.asarray(bool(self.prioritized), np.bool_),
+            "alpha": np.asarray(self.alpha, np.float64),
+            "frames": _snapshot_array(self._frames[:n], copy),
+            "action": _snapshot_array(self._action, copy),
+            "reward": _snapshot_array(self._reward, copy),
+            "flags": _snapshot_array(self._flags, copy),
+            "prio": (_snapshot_array(self._prio, copy) if self.prioritized
+                     else np.zeros(0, np.float32)),
+            "total": np.asarray(self.total, np.int64),
+            "max_priority": np.asarray(self.max_priority, np.float64),
+            "live_transitions": np.asarray(self.live_transitions, np.int64),
+            "episode_open": np.asarray(bool(self.episode_open), np.bool_),
+            "episode_transitions": np.asarray(self.episode_transitions, np.int64),
+            "rng_state": np.array([self.rng[i] for i in range(4)], np.uint64),
+        }
+        return state
+
+    def load_state_dict(self, state):
+        """Restore a ``state_dict()`` into this replay (built with the same parameters).
+
+        state: a mapping with exactly the keys of ``state_dict()``; each value a numpy array or
+        anything ``numpy.asarray`` turns into one of the same dtype and shape (e.g. a CPU torch
+        tensor, or an entry of ``numpy.load(..., allow_pickle=False)``).
+
+        Everything is checked before anything is written: a missing or unknown key, a wrong
+        dtype or shape, a constructor parameter that differs from this replay's, or values that
+        cannot come from a replay (a negative total, a frames count other than min(total,
+        capacity), a live_transitions count that disagrees with the flags, ...) raise ValueError
+        naming the key, the value and what was expected, and leave this replay unchanged.
+
+        The sum-tree is rebuilt from prio: each live, valid transition's leaf is its priority
+        ** alpha, every other leaf 0, and each parent the sum of its two children. A running
+        replay keeps exactly that invariant (every update recomputes the parents from their
+        children), so the rebuilt tree equals the saved replay's bit for bit.
+        """
+        st = _SnapshotReader(state)
+        version = st.scalar("version", np.int64)
+        if version != SNAPSHOT_VERSION:
+            raise ValueError(f"state['version'] is {version}, expected {SNAPSHOT_VERSION} (a "
+                             "snapshot of another FrameReplay layout cannot be loaded)")
+        st.param("capacity", st.scalar("capacity", np.int64), self.capacity)
+        st.param("frame_shape", tuple(int(v) for v in st.array("frame_shape", np.int64, (2,))),
+                 (self.height, self.width))
+        st.param("stack", st.scalar("stack", np.int64), self.stack)
+        st.param("n_step", st.scalar("n_step", np.int64), self.n_step)
+        st.param("gamma", st.scalar("gamma", np.float64), self.gamma)
+        st.param("prioritized", st.scalar("prioritized", np.bool_), bool(self.prioritized))
+        st.param("alpha", st.scalar("alpha", np.float64), self.alpha)
+
+        C = int(self.capacity)
+        total = st.scalar("total", np.int64)
+        if total < 0:
+            raise ValueError(f"state['total'] is {total}, expected an int >= 0")
+        n = min(total, C)
+        frames = st.array("frames", np.uint8, (n, self.height, self.width),
+                          f"(min(total={total}, capacity={C}), H, W)")
+        action = st.array("action", np.uint8, (C,))
+        reward = st.array("reward", np.float32, (C,))
+        flags = st.array("flags", np.uint8, (C,))
+        prio = st.array("prio", np.float32, (C,) if self.prioritized else (0,),
+                        "(capacity,)" if self.prioritized else "(0,) for a uniform replay")
+        if not np.all(np.isfinite(reward)):
+            raise ValueError(f"state['reward'] holds a non-finite value "
+                             f"({reward[~np.isfinite(reward)][0]}); rewards are finite")
+        if np.any(flags > (FIRST | HAS_TRANSITION | TERMINATED | TRUNCATED)):
+            raise ValueError(f"state['flags'] holds {int(flags.max())}, expected values in "
+                             f"[0, 15] (FIRST=1 | HAS_TRANSITION=2 | TERMINATED=4 | TRUNCATED=8)")
+        if total < C and np.any(flags[total:]):
+            raise ValueError(f"state['flags'] marks slot {total + int(np.flatnonzero(flags[total:])[0])}"
+                             f", which was never written (total={total}); expected 0 there")
+        if self.prioritized and not np.all(np.isfinite(prio) & (prio >= 0)):
+            bad = prio[~(np.isfinite(prio) & (prio >= 0))][0]
+            raise ValueError(f"state['prio'] holds {bad}, expected finite values >= 0")
+
+        max_priority = st.scalar("max_priority", np.float64)
+        if not (isfinite(max_priority) and max_priority >= 1.0):
+            raise ValueError(f"state['max_priority'] is {max_priority}, expected a finite number "
+                             ">= 1 (it starts at 1 and only grows)")
+        has = (flags & HAS_TRANSITION) != 0
+        if total < C:
+            live = int(np.count_nonzero(has[:total]))
+        else:
+            live = int(np.count_nonzero(has)) - int(has[total % C])
+        live_transitions = st.scalar("live_transitions", np.int64)
+        if live_transitions != live:
+            raise ValueError(f"state['live_transitions'] is {live_transitions}, but the flags of "
+                             f"the live slots hold {live} transitions; expected {live}")
+        episode_open = st.scalar("episode_open", np.bool_)
+        if episode_open and total == 0:
+            raise ValueError("state['episode_open'] is True with total=0; expected False (an open "
+                             "episode has written its first frame)")
+        episode_transitions = st.scalar("episode_transitions", np.int64)
+        if not 0 <= episode_transitions <= max(total - 1, 0):
+            raise ValueError(f"state['episode_transitions'] is {episode_transitions}, expected an "
+                             f"int in [0, {max(total - 1, 0)}] (total - 1)")
+        words = st.array("rng_state", np.uint64, (4,))
+        if not np.any(words):
+            raise ValueError("state['rng_state'] is all zero, expected four uint64 words, not all "
+                             "zero (an all-zero xoshiro256** state only ever yields 0)")
+        st.no_extra_keys()
+
+        # Everything checked: write.
+        self._frames[:n] = frames
+        self._action[:] = action
+        self._reward[:] = reward
+        self._flags[:] = flags
+        if self.prioritized:
+            self._prio[:] = prio
+        self.total = total
+        self.max_priority = max_priority
+        self.live_transitions = live_transitions
+        self.episode_open = episode_open
+        self.episode_transitions = episode_transitions
+        for i in range(4):
+            self.rng[i] = int(words[i])
+        if self.prioritized:
+            with nogil:
+                self._rebuild_tree()
+
+    cdef void _rebuild_tree(self) noexcept nogil:
+        """Every leaf from prio and validity, then every parent from its children (bottom up)."""
+        cdef int64_t i, L
+        cdef int m
+        cdef bint term
+        for i in range(2 * self.leaves):
+            self.tree[i] = 0.0
+        for L in range(self._live_start(), self.total):
+            if self._window(L, &m, &term):
+                self.tree[self.leaves + L % self.capacity] = self.prio[L % self.capacity]
+        for i in range(self.leaves - 1, 0, -1):
+            self.tree[i] = self.tree[2 * i] + self.tree[2 * i + 1]
+
+
+cdef object _snapshot_array(arr, bint copy):
+    if copy:
+        return arr.copy()
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
+_STATE_KEYS = ("version", "capacity", "frame_shape", "stack", "n_step", "gamma", "prioritized",
+               "alpha", "frames", "action", "reward", "flags", "prio", "total", "max_priority",
+               "live_transitions", "episode_open", "episode_transitions", "rng_state")
+
+
+class _SnapshotReader:
+    """Typed, checked access to the entries of a FrameReplay state dict (for load_state_dict)."""
+
+    def __init__(self, state):
+        try:
+            keys = set(state.keys())
+        except (AttributeError, TypeError):
+            raise ValueError(f"state must be a dict from FrameReplay.state_dict(), got "
+                             f"{type(state).__name__}") from None
+        self.state = state
+        self.keys = keys
+        missing = [k for k in _STATE_KEYS if k not in keys]
+        if missing:
+            raise ValueError(f"state is missing key {missing[0]!r} (a FrameReplay.state_dict() "
+                             f"has keys {', '.join(_STATE_KEYS)})")
+
+    def array(self, key, dtype, shape, shape_text=None):
+        try:
+            a = np.asarray(self.state[key])
+        except Exception as exc:  # e.g. a CUDA tensor, or something numpy cannot read
+            raise ValueError(f"state[{key!r}] could not be read as a numpy array "
+                             f"({type(exc).__name__}: {exc})") from None
+        want = np.dtype(dtype)
+        if a.dtype != want or a.shape != tuple(shape):
+            expect = shape_text or str(tuple(shape))
+            raise ValueError(f"state[{key!r}] is a {a.dtype} array of shape {a.shape}, expected "
+                             f"{want} of shape {expect}"
+                             + (f" = {tuple(shape)}" if shape_text else ""))
+        return a
+
+    def scalar(self, key, dtype):
+        return self.array(key, dtype, (), "() (a 0-d array)")[()].item()
+
+    def param(self, key, got, expected):
+        if got != expected:
+            raise ValueError(f"state[{key!r}] is {got!r}, but this replay was built with "
+                             f"{key}={expected!r}; load into a FrameReplay constructed with the "
+                             "same parameters")
+
+    def no_extra_keys(self):
+        extra = sorted(str(k) for k in self.keys if k not in _STATE_KEYS)
+        if extra:
+            raise ValueError(f"state has unexpected key(s) {', '.join(map(repr, extra))} (a "
+                             f"FrameReplay.state_dict() has keys {', '.join(_STATE_KEYS)})")
 
 
 cdef uint8_t* _data_u8(arr):
