@@ -1,0 +1,65 @@
+"""The Nature DQN convolutional Q-network (Mnih et al. 2015), with an optional dueling head.
+
+Input: uint8 stacks (B, stack, H, W); the 1/255 scaling happens inside, so callers hand over
+replay batches as they are. Output: one Q-value per joint action of the game's action set.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ARCHITECTURE = "nature-dqn"
+
+
+class QNetwork(nn.Module):
+    """conv 32-8x8-s4, conv 64-4x4-s2, conv 64-3x3-s1, FC 512, one output per action."""
+
+    def __init__(self, n_actions: int, stack: int = 4, frame_shape: tuple[int, int] = (84, 84),
+                 dueling: bool = False):
+        super().__init__()
+        if n_actions < 1:
+            raise ValueError(f"n_actions must be >= 1, got {n_actions}")
+        self.n_actions, self.stack, self.frame_shape, self.dueling = (
+            int(n_actions), int(stack), tuple(frame_shape), bool(dueling))
+        self.features = nn.Sequential(
+            nn.Conv2d(stack, 32, 8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            flat = self.features(torch.zeros(1, stack, *frame_shape)).shape[1]
+        if dueling:
+            self.value = nn.Sequential(nn.Linear(flat, 512), nn.ReLU(), nn.Linear(512, 1))
+            self.advantage = nn.Sequential(nn.Linear(flat, 512), nn.ReLU(),
+                                           nn.Linear(512, n_actions))
+        else:
+            self.head = nn.Sequential(nn.Linear(flat, 512), nn.ReLU(), nn.Linear(512, n_actions))
+
+    def spec(self) -> dict:
+        """What a checkpoint records to rebuild this network and to check a match."""
+        return {"architecture": ARCHITECTURE, "n_actions": self.n_actions, "stack": self.stack,
+                "frame_shape": list(self.frame_shape), "dueling": self.dueling}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> QNetwork:
+        if spec.get("architecture") != ARCHITECTURE:
+            raise ValueError(f"network architecture {spec.get('architecture')!r} is not "
+                             f"supported (expected {ARCHITECTURE!r})")
+        return cls(spec["n_actions"], spec["stack"], tuple(spec["frame_shape"]), spec["dueling"])
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        # uint8 -> float in the dtype the first conv computes in (autocast's, when active), so
+        # the scaled input is not cast a second time; channels_last suits oneDNN's convs.
+        dtype = self.features[0].weight.dtype
+        if torch.is_autocast_enabled(obs.device.type):
+            dtype = torch.get_autocast_dtype(obs.device.type)
+        x = obs.to(dtype).mul_(1.0 / 255.0)
+        if self.features[0].weight.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.features(x)
+        if not self.dueling:
+            return self.head(x)
+        adv = self.advantage(x)
+        return self.value(x) + adv - adv.mean(dim=1, keepdim=True)

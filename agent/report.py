@@ -1,0 +1,161 @@
+"""Reporting a run: table rows on the terminal, metrics.jsonl, TensorBoard, a live progress bar.
+
+metrics.jsonl is a stable interface: one JSON object per line. A diagnostics row holds at least
+
+    time, steps, updates, sps, epsilon, episodes, score_mean100, loss, agree, greedy_dist,
+    replay_dist, q_min, q_mean, q_max, grad_norm, clip_delta, td_clip_frac, target_age
+
+(`agree` in percent 0-100; the two distributions map "noop", "ZAP", "FIRE", "FIRE+ZAP" to shares
+summing to 1; learner fields are null before the first health check). Watchdog incidents and
+other events are rows with an `event` key ("divergence", "rollback", "halt", "checkpoint",
+"eval", "resume", "interrupted").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from agent.diagnostics import BUTTON_KEYS
+from agent.tensorboard import EventWriter
+
+ROW_KEYS = ("time", "steps", "updates", "sps", "epsilon", "episodes", "score_mean100", "loss",
+            "agree", "greedy_dist", "replay_dist", "q_min", "q_mean", "q_max", "grad_norm",
+            "clip_delta", "td_clip_frac", "target_age")
+"""Every key of a diagnostics row in metrics.jsonl, in order."""
+
+_COLUMNS = (  # header, width, formatter of the row
+    ("Steps", 10, lambda r: f"{r['steps']:,}"),
+    ("SPS", 5, lambda r: f"{r['sps']:.0f}"),
+    ("eps", 5, lambda r: f"{r['epsilon']:.3f}"),
+    ("Eps", 5, lambda r: f"{r['episodes']}"),
+    ("Score100", 9, lambda r: _num(r["score_mean100"], ".1f")),
+    ("Loss", 8, lambda r: _num(r["loss"], ".4f")),
+    ("Agree%", 6, lambda r: _num(r["agree"], ".1f")),
+    ("Greedy n/Z/F/FZ %", 17, lambda r: _dist(r["greedy_dist"])),
+    ("Replay n/Z/F/FZ %", 17, lambda r: _dist(r["replay_dist"])),
+    ("Q min/mean/max", 20, lambda r: "-" if r["q_min"] is None else
+     f"{r['q_min']:.2f}/{r['q_mean']:.2f}/{r['q_max']:.2f}"),
+    ("GradNorm", 8, lambda r: _num(r["grad_norm"], ".3g")),
+    ("ClipΔ", 5, lambda r: _num(r["clip_delta"], ".2f")),
+    ("TDclip%", 7, lambda r: _num(None if r["td_clip_frac"] is None
+                                  else 100 * r["td_clip_frac"], ".1f")),
+    ("TgtAge", 6, lambda r: f"{r['target_age']}"),
+)
+
+
+def _num(v, spec: str) -> str:
+    if v is None:
+        return "-"
+    return f"{v:{spec}}" if math.isfinite(v) else str(v)
+
+
+def _dist(d: dict | None) -> str:
+    if d is None:
+        return "-"
+    return "/".join(f"{100 * d[k]:.0f}" for k in BUTTON_KEYS)
+
+
+def header() -> str:
+    return " ".join(f"{h:>{w}}" for h, w, _ in _COLUMNS)
+
+
+def format_row(row: dict) -> str:
+    return " ".join(f"{f(row):>{w}}" for _, w, f in _COLUMNS)
+
+
+def _json_safe(obj):
+    """NaN/Inf are not JSON: write them as strings ("nan", "inf") so every line parses."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+class Reporter:
+    """Writes rows and events of one run; prints them; draws the progress line on a terminal."""
+
+    def __init__(self, run_dir: Path, total_steps: int, out=None, tensorboard: bool = True):
+        self.run_dir = Path(run_dir)
+        self.total = total_steps
+        self.out = out or sys.stdout
+        self.tty = bool(getattr(self.out, "isatty", lambda: False)())
+        self._metrics = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self._tensorboard = tensorboard
+        self._tb = EventWriter(self.run_dir) if tensorboard else None
+        self._rows = 0
+        self._progress_at = 0.0
+        self._progress_shown = False
+
+    def print(self, text: str) -> None:
+        self._clear_progress()
+        print(text, file=self.out, flush=True)
+
+    def row(self, row: dict) -> None:
+        """A diagnostics row: metrics.jsonl, TensorBoard, and a table line."""
+        self._write(row)
+        if self._tensorboard:
+            if self._tb is None or self._tb.closed:  # reopened after close(): a new file
+                self._tb = EventWriter(self.run_dir)
+            scalars = {k: v for k, v in row.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)
+                       and k not in ("time", "steps")}
+            for name in ("greedy_dist", "replay_dist"):
+                if row.get(name):
+                    scalars.update({f"{name}/{k}": v for k, v in row[name].items()})
+            self._tb.add_scalars(row["steps"], scalars)
+        if self._rows % 20 == 0:
+            self.print(header())
+        self._rows += 1
+        self.print(format_row(row))
+
+    def event(self, event: str, message: str, **fields) -> None:
+        """An event row (divergence, rollback, checkpoint, ...) and a line on the terminal."""
+        self._write({"event": event, "time": time.time(), **fields, "message": message})
+        self.print(f"[{event}] {message}")
+
+    def _write(self, obj: dict) -> None:
+        if self._metrics.closed:  # written to again after close() (a resumed loop): append
+            self._metrics = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self._metrics.write(json.dumps(_json_safe(obj)) + "\n")
+        self._metrics.flush()
+
+    def progress(self, steps: int, sps: float, force: bool = False) -> None:
+        """Redraw the progress line (terminal only, at most 4 times a second)."""
+        now = time.monotonic()
+        if not self.tty or (not force and now - self._progress_at < 0.25):
+            return
+        self._progress_at = now
+        frac = min(steps / self.total, 1.0)
+        bar = "#" * int(30 * frac)
+        eta = (self.total - steps) / sps if sps > 0 else float("inf")
+        self.out.write(f"\r[{bar:<30}] {100 * frac:5.1f}% {steps:,}/{self.total:,} steps "
+                       f"{sps:6.0f} SPS  ETA {_duration(eta)}\x1b[K")
+        self.out.flush()
+        self._progress_shown = True
+
+    def _clear_progress(self) -> None:
+        if self._progress_shown:
+            self.out.write("\r\x1b[K")
+            self._progress_shown = False
+
+    def close(self) -> None:
+        self._clear_progress()
+        self._metrics.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "--:--"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
