@@ -138,11 +138,13 @@ class ExploreConfig:
     """epsilon-greedy acting."""
 
     eps_start: float = 1.0
-    """epsilon at step 0."""
+    """epsilon when learning starts; before that every action is uniformly random (the network
+    is untrained: acting with it would only cost time), as in Dopamine."""
     eps_end: float = 0.01
     """epsilon after the decay (Dopamine's 0.01; Nature kept 0.1)."""
     eps_decay_steps: int = 250_000
-    """Agent steps of linear decay from eps_start to eps_end (Nature's 1M frames)."""
+    """Agent steps of linear decay from eps_start to eps_end, counted from learning_starts
+    (Nature's 1M frames)."""
     eval_epsilon: float = 0.001
     """epsilon of evaluation episodes (Dopamine/Rainbow's 0.001): small but not zero, so a
     policy that stalls cannot stall forever. Distinct from training's."""
@@ -154,8 +156,11 @@ class ExploreConfig:
         _float_range("explore.eval_epsilon", self.eval_epsilon, 0.0, 1.0)
         return self
 
-    def epsilon(self, step: int) -> float:
-        """Training epsilon after `step` agent steps."""
+    def epsilon(self, step: int, learning_starts: int = 0) -> float:
+        """Training epsilon after `step` agent steps: 1 before learning starts, then linear."""
+        if step < learning_starts:
+            return 1.0
+        step -= learning_starts
         if step >= self.eps_decay_steps:
             return self.eps_end
         return self.eps_start + (self.eps_end - self.eps_start) * step / self.eps_decay_steps

@@ -122,10 +122,13 @@ class Learner:
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Online Q-values (float32) of a uint8 batch (B, stack, H, W)."""
+        """Online Q-values (float32) of a uint8 batch (B, stack, H, W).
+
+        Inference runs in fp32 whatever the training precision: acting is one observation at a
+        time, where bf16 autocast would cast every weight on every call (measured slower), and
+        diagnostics then judge exactly the network that acts."""
         x = obs if isinstance(obs, torch.Tensor) else self.to_device(obs)
-        with self._autocast():
-            return self.online(x).float()
+        return self.online(x).float()
 
     def act(self, obs: np.ndarray) -> int:
         """Greedy joint action for one stack (stack, H, W)."""

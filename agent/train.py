@@ -152,8 +152,11 @@ class Trainer:
         return TrainResult(self.run_dir, self.state, self.steps, self.episodes,
                            self.last_checkpoint)
 
+    def _epsilon(self) -> float:
+        return self.config.explore.epsilon(self.steps, self.config.learner.learning_starts)
+
     def _step(self) -> None:
-        eps = self.config.explore.epsilon(self.steps)
+        eps = self._epsilon()
         if self.explore_rng.random() < eps:
             action = int(self.explore_rng.integers(len(self.actions)))
         else:
@@ -262,7 +265,7 @@ class Trainer:
     def _report(self, sps: float) -> None:
         m = self.last_check
         row = {"time": time.time(), "steps": self.steps, "updates": self.learner.updates,
-               "sps": sps, "epsilon": self.config.explore.epsilon(self.steps),
+               "sps": sps, "epsilon": self._epsilon(),
                "episodes": self.episodes,
                "score_mean100": float(np.mean(self.scores)) if self.scores else None,
                **{k: m.get(k) for k in ("loss", "agree", "greedy_dist", "replay_dist", "q_min",
@@ -306,7 +309,7 @@ class Trainer:
             "counters": {"steps": self.steps, "episodes": self.episodes,
                          "collected": self.collected, "updates": self.learner.updates,
                          "incidents": self.incidents, "rollbacks_in_row": self.rollbacks_in_row},
-            "epsilon": self.config.explore.epsilon(self.steps),
+            "epsilon": self._epsilon(),
             "scores": list(self.scores),
             "rng": {"explore": self.explore_rng.bit_generator.state,
                     "diag": self.diag_rng.bit_generator.state,

@@ -59,8 +59,11 @@ def test_bad_toml_is_refused_by_name(tmp_path, text, message):
     assert message in str(info.value)
 
 
-def test_epsilon_decays_linearly():
+def test_epsilon_is_random_until_learning_starts_then_decays_linearly():
     explore = Config().explore
     assert explore.epsilon(0) == 1.0
     assert explore.epsilon(explore.eps_decay_steps // 2) == pytest.approx(0.505)
     assert explore.epsilon(10**9) == explore.eps_end
+    assert explore.epsilon(999, learning_starts=1_000) == 1.0
+    assert explore.epsilon(1_000 + explore.eps_decay_steps // 2, learning_starts=1_000) == \
+        pytest.approx(0.505)
