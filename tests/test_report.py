@@ -1,0 +1,45 @@
+"""Reporting: every metrics.jsonl line parses (NaN included), rows carry the documented keys,
+the table prints one line per row."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from agent.report import ROW_KEYS, Reporter, format_row, header
+from agent.tensorboard import read_events
+
+
+def _row(**changes):
+    row = {k: 0.0 for k in ROW_KEYS}
+    row.update(steps=1000, updates=10, episodes=3, target_age=7,
+               greedy_dist={"noop": 0.1, "ZAP": 0.2, "FIRE": 0.6, "FIRE+ZAP": 0.1},
+               replay_dist={"noop": 0.25, "ZAP": 0.25, "FIRE": 0.25, "FIRE+ZAP": 0.25})
+    row.update(changes)
+    return row
+
+
+def test_rows_and_events_are_json_lines_with_nan_kept_readable(tmp_path):
+    out = io.StringIO()
+    rep = Reporter(tmp_path, total_steps=10_000, out=out)
+    rep.row(_row(loss=float("nan"), q_max=float("inf")))
+    rep.event("divergence", "loss is nan", steps=1000, reasons=["loss is nan"])
+    rep.close()
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
+    assert lines[0]["loss"] == "nan" and lines[0]["q_max"] == "inf"
+    assert set(ROW_KEYS) <= set(lines[0])
+    assert lines[1]["event"] == "divergence" and lines[1]["reasons"] == ["loss is nan"]
+    text = out.getvalue()
+    assert header() in text and "[divergence] loss is nan" in text
+    events = read_events(next(tmp_path.glob("events.out.tfevents.*")))
+    scalars = events[-1]["scalars"]
+    assert events[-1]["step"] == 1000 and scalars["greedy_dist/FIRE"] == 0.6000000238418579
+
+
+def test_a_row_before_learning_shows_dashes():
+    row = _row(loss=None, agree=None, greedy_dist=None, replay_dist=None, q_min=None,
+               q_mean=None, q_max=None, grad_norm=None, clip_delta=None, td_clip_frac=None,
+               score_mean100=None)
+    line = format_row(row)
+    assert "1,000" in line and line.count("-") >= 8
+    assert len(line) == len(header())
