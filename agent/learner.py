@@ -154,12 +154,16 @@ class Learner:
         loss = (per_sample * weight).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        params = list(self.online.parameters())
+        grads = [p.grad for p in self.online.parameters()]
+        grad_norm = torch.nn.utils.get_total_norm(grads)
         if cfg.max_grad_norm > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             clip_delta = torch.clamp(cfg.max_grad_norm / (grad_norm + 1e-6), max=1.0)
+            # Scale only when clipping bites. On CPU reading the norm costs nothing and skips a
+            # pass over every gradient (about 0.8 ms of a 13 ms update here); on a GPU the scale
+            # is always applied (by 1.0 when not clipping) so the update never waits for it.
+            if self.device.type != "cpu" or float(grad_norm) > cfg.max_grad_norm:
+                torch._foreach_mul_(grads, clip_delta)
         else:
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
             clip_delta = torch.ones((), device=self.device)
         self.optimizer.step()
         self.updates += 1

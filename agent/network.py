@@ -55,9 +55,9 @@ class QNetwork(nn.Module):
         dtype = self.features[0].weight.dtype
         if torch.is_autocast_enabled(obs.device.type):
             dtype = torch.get_autocast_dtype(obs.device.type)
-        x = obs.to(dtype).mul_(1.0 / 255.0)
         if self.features[0].weight.is_contiguous(memory_format=torch.channels_last):
-            x = x.contiguous(memory_format=torch.channels_last)
+            obs = obs.contiguous(memory_format=torch.channels_last)  # permute the uint8 bytes
+        x = obs.to(dtype).mul_(1.0 / 255.0)  # .to keeps the memory format
         x = self.features(x)
         if not self.dueling:
             return self.head(x)
