@@ -37,6 +37,9 @@ def test_bench_train_quick_writes_the_documented_json(tmp_path):
     assert (s["replay_capacity"], s["batch_size"], s["train_freq"]) == (100_000, 32, 4)
     assert s["target_update_steps"] == 10_000 and s["target_update_updates_ours"] == 2_500
     assert s["eps_decay_steps"] == 300 and s["torch_threads"] == 1
+    # SB3's epsilon reaches 0.05 at step 300, before learning starts: so does ours (ours decays
+    # from learning_starts on, over what is left of SB3's line: nothing).
+    assert s["ours_explore"] == {"eps_start": 0.05, "eps_end": 0.05, "eps_decay_steps": 0}
 
     ours, sb3 = result["sides"]["ours"], result["sides"]["sb3"]
     for side in (ours, sb3):

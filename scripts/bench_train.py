@@ -1,0 +1,577 @@
+"""Benchmark training: our DQN trainer against stable-baselines3's DQN, same settings, one run.
+
+Run from the repository root (the `agent` package built and installed; stable-baselines3 too):
+
+    python scripts/bench_train.py                      # full run: 25,000 steps a side, ~5-8 min
+    python scripts/bench_train.py --quick              # smoke run: 3,000 steps a side
+    python scripts/bench_train.py --json bench.json    # also write the numbers as JSON
+    python scripts/bench_train.py --steps 50000 --learning-starts 10000 --seed 1
+    python scripts/bench_train.py --threads 1          # one torch thread a side (see below)
+
+Both sides train vanilla DQN on Breakout (ALE's minimal action set, 4 actions) for the same
+budget of agent steps with the same hyper-parameters: replay buffer 100,000; batch 32; one
+update every 4 agent steps once `--learning-starts` steps are collected; Adam, lr 1e-4 and
+epsilon 1e-8 (SB3's default; ours is set to it); gamma 0.99; 1-step targets with the target
+network's max (no double DQN) and no TD-target clip; Huber loss; gradient-norm clip 10; a hard
+target sync every 10,000 agent steps (ours: 2,500 updates); uniformly random actions until
+learning starts, then SB3's epsilon schedule: 1.0 -> 0.05 over the first 10% of the budget,
+counted from step 0 (ours counts its decay from learning_starts, so it is given the rest of that
+line: explore.eps_start = SB3's epsilon at learning_starts, explore.eps_decay_steps = what is
+left of the 10%; at the default 5,000 of 25,000 steps, 0.05 from the first update).
+Environment: frameskip 4 with the max of the last two frames, 84x84 gray, 4-frame stack,
+sticky actions 0.25 per emulator frame, up to 30 no-ops at reset, FIRE on reset, rewards
+clipped to their sign, a lost life a terminal for learning (the game goes on).
+
+- ours: `agent.train.Trainer` with that `Config` (env.action_set "minimal",
+  env.terminal_on_life_loss, learner.double_dqn False, learner.td_clip 0, ...), no evaluation,
+  one checkpoint at the end, no TensorBoard, its table sent to /dev/null, in a temporary run
+  directory.
+- sb3: `DQN("CnnPolicy", optimize_memory_usage=False)` on
+  `make_atari_env("ALE/Breakout-v5", n_envs=1, env_kwargs={"frameskip": 1,
+  "repeat_action_probability": 0.25})` (gymnasium env in SB3's AtariWrapper, Monitor inside)
+  + `VecFrameStack(4)`.
+
+Each side keeps its own defaults for what this script does not set: ours runs its learner
+updates in bf16 autocast on CPU (learner.precision "auto"), SB3 in fp32; both use torch's default
+thread count. These are what a user gets; the table says which were used.
+
+Each side runs in its own process (this script again, with a hidden `--side` flag that prints
+one JSON line), one after the other, so that torch's thread pools, allocator and memory of one
+do not disturb the other. Per side:
+
+- learning-phase SPS: the agent steps after `learning_starts` divided by the wall time from the
+  moment step `learning_starts` is done (ours: the first learner update begins; SB3: a callback
+  sees num_timesteps reach learning_starts) to the last step (ours: the start of the end-of-run
+  checkpoint; SB3: the end of training). This is the number the target is about.
+- overall SPS: the whole budget over the wall time of `Trainer.run()` / `DQN.learn()`, warm-up
+  and our final checkpoint included (building the trainer / model is timed apart, "setup").
+  During the warm-up both act uniformly at random (no forward passes) and do not learn.
+- updates/s in training: learner updates done during the learning phase over its wall time.
+- pure updates/s: after training, on the filled replay, `--pure-updates` (50) updates in a loop
+  (ours: `replay.sample` + `learner.update`; SB3: `model.train(gradient_steps=50,
+  batch_size=32)`, which samples its buffer itself), median of 3 repeats after 3 warm-up updates.
+- score: the mean raw (unclipped) score of the last 20 complete games of training (ours:
+  `Trainer.scores`; SB3: the Monitor's `ep_info_buffer`, which sits under the life-loss wrapper
+  and so records whole games: the JSON counts SB3's learning terminals (lost lives) beside the
+  games), and the number of games. After 25,000 steps both are near random play; the score
+  shows that both learn the same task, not which learns better.
+
+The target: ours >= 2x SB3's learning-phase SPS. CPU seconds per wall second of the learning
+phase, the other load (CPU seconds per wall second that other processes used, from /proc/stat)
+and the load average show how many cores each side used and whether other load shared them.
+Other load matters far more than its share: torch's OpenMP threads wait for each other at every
+operation, so with torch's default of one thread per core, a single busy core elsewhere slows
+both sides' updates about tenfold (measured here: 2 threads 4 updates/s against 50 with one).
+Compare such runs with `--threads 1` (what the table's note suggests), or rerun when quiet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchio import emit
+
+GAME = "breakout"
+SB3_ENV_ID = "ALE/Breakout-v5"
+REPLAY_CAPACITY = 100_000
+BATCH = 32
+TRAIN_FREQ = 4
+LR = 1e-4
+ADAM_EPS = 1e-8  # torch.optim.Adam's default, which SB3 uses
+GAMMA = 0.99
+TARGET_UPDATE_STEPS = 10_000  # agent steps between hard target syncs
+MAX_GRAD_NORM = 10.0
+EXPLORATION_FRACTION = 0.1
+EPS_START = 1.0
+EPS_END = 0.05
+STICKY = 0.25
+FRAMESKIP = 4
+NOOP_MAX = 30
+STACK = 4
+SCORE_WINDOW = 20
+PURE_REPEATS = 3
+PURE_WARMUP = 3
+
+TARGET_SPS_RATIO = 2.0
+OTHER_LOAD_WARN = 0.25  # cores of other load during a learning phase that the table warns about
+SIDES = ("ours", "sb3")
+
+
+def settings(steps: int, learning_starts: int, seed: int) -> dict:
+    return dict(
+        game=GAME, sb3_env_id=SB3_ENV_ID, action_set="minimal", steps=steps,
+        learning_starts=learning_starts, seed=seed, replay_capacity=REPLAY_CAPACITY,
+        batch_size=BATCH, train_freq=TRAIN_FREQ, gradient_steps=1, lr=LR, adam_eps=ADAM_EPS,
+        gamma=GAMMA, n_step=1, double_dqn=False, td_clip=None, loss="huber (delta 1)",
+        max_grad_norm=MAX_GRAD_NORM, target_update_steps=TARGET_UPDATE_STEPS,
+        target_update_updates_ours=TARGET_UPDATE_STEPS // TRAIN_FREQ,
+        eps_start=EPS_START, eps_end=EPS_END, eps_decay_steps=eps_decay_steps(steps),
+        ours_explore=ours_explore(steps, learning_starts),
+        exploration_fraction=EXPLORATION_FRACTION, frameskip=FRAMESKIP, max_pool_last_two=True,
+        screen="84x84 gray", stack=STACK, repeat_action_probability=STICKY, noop_max=NOOP_MAX,
+        fire_on_reset=True, clip_rewards=True, terminal_on_life_loss=True,
+        score_window=SCORE_WINDOW,
+    )
+
+
+def eps_decay_steps(steps: int) -> int:
+    """SB3's decay: over the first exploration_fraction of the budget, counted from step 0."""
+    return round(EXPLORATION_FRACTION * steps)
+
+
+def ours_explore(steps: int, learning_starts: int) -> dict:
+    """Our explore section that follows SB3's schedule after learning_starts.
+
+    Ours is uniformly random before learning_starts and decays linearly from eps_start over
+    eps_decay_steps counted from there; SB3's line runs from step 0 (and SB3 too acts at random
+    until learning_starts). So ours starts where SB3's line is at learning_starts and decays over
+    what is left of it (0 steps: eps_end at once).
+    """
+    decay = eps_decay_steps(steps)
+    at_start = EPS_START + (EPS_END - EPS_START) * min(learning_starts / decay, 1.0)
+    return dict(eps_start=round(at_start, 12), eps_end=EPS_END,
+                eps_decay_steps=max(decay - learning_starts, 0))
+
+
+def mean_last(scores: list[float]) -> float | None:
+    last = scores[-SCORE_WINDOW:]
+    return float(statistics.fmean(last)) if last else None
+
+
+def max_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # not Unix
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def busy_cpu_s() -> float | None:
+    """CPU seconds all cores of the machine have been busy since boot (/proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def clock_marks() -> tuple[float, float, float | None]:
+    """(wall, this process's CPU, the machine's busy CPU) now."""
+    return time.perf_counter(), time.process_time(), busy_cpu_s()
+
+
+def time_pure(update, n: int) -> list[float]:
+    """Updates/s of `update(k)` (k updates), PURE_REPEATS times, after a warm-up."""
+    update(PURE_WARMUP)
+    rates = []
+    for _ in range(PURE_REPEATS):
+        t = time.perf_counter()
+        update(n)
+        rates.append(n / (time.perf_counter() - t))
+    return rates
+
+
+def phases(res: dict, start: tuple, learn: tuple | None, end: tuple, done: tuple) -> None:
+    """Fill the timing fields of a side's result from its `clock_marks()`.
+
+    `start` and `done`: when `run()` / `learn()` begins and returns; `learn` and `end`: when step
+    learning_starts and the last step are done. Besides SPS: this process's CPU seconds per wall
+    second of the learning phase (how many cores it kept busy), and the CPU seconds per wall
+    second that the rest of the machine used meanwhile, in the learning phase and over the whole
+    run (other load; None where /proc/stat is not readable).
+    """
+    steps, ls = res["steps"], res["learning_starts"]
+    res["total_s"] = done[0] - start[0]
+    res["overall_sps"] = steps / res["total_s"]
+    res["other_load_cpu_per_wall_run"] = other_load(start, done)
+    if learn is None:  # never reached learning_starts (cannot happen with validated args)
+        res.update(warmup_s=None, warmup_sps=None, learning_s=None, learning_sps=None,
+                   updates_per_s=None, learning_cpu_per_wall=None, other_load_cpu_per_wall=None)
+        return
+    res["warmup_s"] = learn[0] - start[0]
+    res["warmup_sps"] = ls / res["warmup_s"]
+    res["learning_s"] = wall = end[0] - learn[0]
+    res["learning_steps"] = steps - ls
+    res["learning_sps"] = res["learning_steps"] / wall
+    res["updates_per_s"] = res["updates"] / wall
+    res["learning_cpu_per_wall"] = (end[1] - learn[1]) / wall
+    res["other_load_cpu_per_wall"] = other_load(learn, end)
+
+
+def other_load(a: tuple, b: tuple) -> float | None:
+    """CPU seconds per wall second used by other processes between two `clock_marks()`."""
+    if a[2] is None or b[2] is None:
+        return None
+    wall = b[0] - a[0]
+    return max((b[2] - a[2] - (b[1] - a[1])) / wall, 0.0)
+
+
+# ------------------------------------------------------------------------------ the sides
+def run_ours(steps: int, learning_starts: int, seed: int, pure_n: int, threads: int) -> dict:
+    import torch
+
+    from agent.config import Config
+    from agent.train import Trainer
+
+    config = Config().replace(
+        env=dict(game=GAME, action_set="minimal", frameskip=FRAMESKIP,
+                 repeat_action_probability=STICKY, noop_max=NOOP_MAX,
+                 terminal_on_life_loss=True, clip_rewards=True, stack=STACK),
+        learner=dict(lr=LR, adam_eps=ADAM_EPS, gamma=GAMMA, n_step=1, batch_size=BATCH,
+                     huber_delta=1.0, max_grad_norm=MAX_GRAD_NORM, td_clip=0.0,
+                     double_dqn=False, dueling=False,
+                     target_update=TARGET_UPDATE_STEPS // TRAIN_FREQ, train_freq=TRAIN_FREQ,
+                     learning_starts=learning_starts, threads=threads),
+        explore=ours_explore(steps, learning_starts),
+        replay=dict(capacity=REPLAY_CAPACITY, prioritized=False),
+        run=dict(total_steps=steps, seed=seed, eval_every=0, checkpoint_every=steps,
+                 report_seconds=1e9, save_replay=False),
+    )
+    clock = time.perf_counter
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as run_dir, \
+            open(os.devnull, "w") as devnull:
+        t0 = clock()
+        trainer = Trainer(config, run_dir, out=devnull, tensorboard=False)
+        setup_s = clock() - t0
+        marks: dict = {}
+        update, save = trainer._update, trainer.save
+
+        def first_update() -> None:  # the first call marks the start of the learning phase
+            marks["learn"] = clock_marks()
+            trainer._update = update
+            update()
+
+        def timed_save():
+            if "end" not in marks:  # the first save: the last step is done
+                marks["end"] = clock_marks()
+            t = clock()
+            try:
+                return save()
+            finally:
+                marks["save_s"] = marks.get("save_s", 0.0) + clock() - t
+
+        trainer._update, trainer.save = first_update, timed_save
+        start = clock_marks()
+        result = trainer.run()
+        done = clock_marks()
+        res = dict(
+            side="ours", steps=trainer.steps, learning_starts=learning_starts,
+            updates=trainer.learner.updates, setup_s=setup_s, final_checkpoint_s=marks["save_s"],
+            state=result.state, incidents=trainer.incidents,
+        )
+        phases(res, start, marks.get("learn"), marks["end"], done)
+
+        replay, learner = trainer.replay, trainer.learner
+        batch = trainer.batch
+
+        def updates(k: int) -> None:
+            nonlocal batch
+            for _ in range(k):
+                batch = replay.sample(BATCH, 1.0, out=batch)
+                learner.update(batch)
+
+        rates = time_pure(updates, pure_n)
+        scores = list(trainer.scores)
+        res.update(
+            pure_updates_n=pure_n, pure_updates_per_s=statistics.median(rates),
+            pure_updates_per_s_repeats=rates, episodes=trainer.episodes,
+            scores_last=scores[-SCORE_WINDOW:], score=mean_last(scores),
+            n_actions=len(trainer.actions),
+            precision="bf16 autocast" if learner.bf16 else "fp32",
+            precision_setting=config.learner.precision, device=str(learner.device),
+            torch_threads=torch.get_num_threads(), torch_version=torch.__version__,
+            library="agent (this repository)", max_rss_mb=max_rss_mb(),
+        )
+    return res
+
+
+def run_sb3(steps: int, learning_starts: int, seed: int, pure_n: int, threads: int) -> dict:
+    import ale_py
+    import gymnasium
+    import stable_baselines3
+    import torch
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    gymnasium.register_envs(ale_py)
+    if threads:
+        torch.set_num_threads(threads)
+    clock = time.perf_counter
+
+    class Timer(BaseCallback):
+        """Marks when step learning_starts is done and when training ends; counts games."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.learn: tuple | None = None
+            self.end: tuple = ()
+            self.games = 0
+            self.learn_terminals = 0
+            self.game_end_lives: list[int | None] = []
+
+        def _on_step(self) -> bool:
+            if self.learn is None and self.num_timesteps >= learning_starts:
+                self.learn = clock_marks()
+            self.learn_terminals += int(self.locals["dones"].sum())
+            for info in self.locals["infos"]:
+                if "episode" in info:  # the Monitor closed a whole game
+                    self.games += 1
+                    self.game_end_lives.append(info.get("lives"))
+            return True
+
+        def _on_training_end(self) -> None:
+            self.end = clock_marks()
+
+    t0 = clock()
+    env = make_atari_env(SB3_ENV_ID, n_envs=1, seed=seed,
+                         env_kwargs={"frameskip": 1, "repeat_action_probability": STICKY})
+    env = VecFrameStack(env, STACK)
+    model = DQN(
+        "CnnPolicy", env, learning_rate=LR, buffer_size=REPLAY_CAPACITY,
+        learning_starts=learning_starts, batch_size=BATCH, tau=1.0, gamma=GAMMA,
+        train_freq=TRAIN_FREQ, gradient_steps=1, target_update_interval=TARGET_UPDATE_STEPS,
+        exploration_fraction=EXPLORATION_FRACTION, exploration_initial_eps=EPS_START,
+        exploration_final_eps=EPS_END, max_grad_norm=MAX_GRAD_NORM,
+        optimize_memory_usage=False, seed=seed, verbose=0,
+    )
+    setup_s = clock() - t0
+    timer = Timer()
+    start = clock_marks()
+    model.learn(total_timesteps=steps, callback=timer, progress_bar=False)
+    done = clock_marks()
+    res = dict(side="sb3", steps=model.num_timesteps, learning_starts=learning_starts,
+               updates=model._n_updates, setup_s=setup_s)
+    phases(res, start, timer.learn, timer.end, done)
+
+    def updates(k: int) -> None:
+        model.train(gradient_steps=k, batch_size=BATCH)
+
+    rates = time_pure(updates, pure_n)
+    scores = [float(info["r"]) for info in model.ep_info_buffer]
+    optimizer = model.policy.optimizer
+    env.close()
+    res.update(
+        pure_updates_n=pure_n, pure_updates_per_s=statistics.median(rates),
+        pure_updates_per_s_repeats=rates, episodes=timer.games,
+        learn_terminals=timer.learn_terminals,
+        games_ended_with_lives=sorted(set(timer.game_end_lives), key=str),
+        scores_last=scores[-SCORE_WINDOW:], score=mean_last(scores),
+        n_actions=int(env.action_space.n),
+        precision=f"fp32 ({str(next(model.policy.parameters()).dtype).removeprefix('torch.')})",
+        device=str(model.device), adam_eps=optimizer.defaults["eps"],
+        torch_threads=torch.get_num_threads(), torch_version=torch.__version__,
+        library=f"stable-baselines3 {stable_baselines3.__version__}", max_rss_mb=max_rss_mb(),
+    )
+    return res
+
+
+def side_main(side: str, steps: int, learning_starts: int, seed: int, pure_n: int,
+              threads: int) -> int:
+    """`--side`: train one side, print its result as one JSON line on stdout."""
+    stdout, sys.stdout = sys.stdout, sys.stderr  # whatever the libraries print goes to stderr
+    res = (run_ours if side == "ours" else run_sb3)(steps, learning_starts, seed, pure_n, threads)
+    print(json.dumps(res), file=stdout, flush=True)
+    return 0
+
+
+def run_side(side: str, args, log) -> dict:
+    """This script in a fresh process for one side; its result, or {"error": ...}."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--side", side, "--steps", str(args.steps),
+           "--learning-starts", str(args.learning_starts), "--seed", str(args.seed),
+           "--pure-updates", str(args.pure_updates), "--threads", str(args.threads)]
+    log(f"training {side}: {args.steps:,} steps (learning from {args.learning_starts:,})")
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # stderr: passed through
+    wall = time.perf_counter() - t
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        log(f"{side} failed (exit status {proc.returncode}; see stderr above)")
+        return {"side": side, "error": f"exit status {proc.returncode}", "process_s": wall}
+    res = json.loads(lines[-1])
+    res["process_s"] = wall
+    log(f"{side} done in {wall:.0f} s: learning-phase {res['learning_sps']:.0f} SPS")
+    return res
+
+
+# ---------------------------------------------------------------------------------- report
+def ratio(num: float | None, den: float | None) -> float | None:
+    return None if num is None or den is None or den == 0 else num / den
+
+
+def fmt(x: float | None, spec: str = ",.0f") -> str:
+    return "n/a" if x is None else f"{x:{spec}}"
+
+
+def render(res: dict) -> str:
+    m, s = res["machine"], res["settings"]
+    sides = res["sides"]
+    lines = [
+        f"Machine: {m['cpu_count']} CPUs ({m['cpu']}), {m['system']}; Python {m['python']}; "
+        f"load average {m['loadavg_start']} at start, {m['loadavg_end']} at end.",
+        f"Breakout (minimal action set), {s['steps']:,} agent steps a side, learning from step "
+        f"{s['learning_starts']:,}, seed {s['seed']}; vanilla DQN, replay "
+        f"{s['replay_capacity']:,}, batch {s['batch_size']}, an update every {s['train_freq']} "
+        f"steps, target sync every {s['target_update_steps']:,} steps, epsilon "
+        f"{s['eps_start']:g} -> {s['eps_end']:g} over "
+        f"{s['eps_decay_steps']:,} steps; torch threads: {s['torch_threads']}.",
+        "",
+    ]
+    for key in SIDES:
+        d = sides[key]
+        if "error" in d:
+            lines.append(f"- {key}: failed ({d['error']})")
+            continue
+        lines.append(
+            f"- {key}: {d['library']}, torch {d['torch_version']}, {d['precision']}, "
+            f"{d['torch_threads']} torch threads, device {d['device']}, {d['n_actions']} actions; "
+            f"setup {d['setup_s']:.1f} s, warm-up {fmt(d['warmup_s'], '.1f')} s, learning "
+            f"{fmt(d['learning_s'], '.1f')} s ({fmt(d['learning_cpu_per_wall'], '.2f')} CPU s per "
+            f"wall s; other load {fmt(d['other_load_cpu_per_wall'], '.2f')} cores, "
+            f"{fmt(d['other_load_cpu_per_wall_run'], '.2f')} over the whole run), "
+            f"{d['updates']:,} updates; peak RSS {fmt(d['max_rss_mb'], ',.0f')} MB."
+        )
+    busy = [d[k] for d in sides.values()
+            for k in ("other_load_cpu_per_wall", "other_load_cpu_per_wall_run")
+            if d.get(k) is not None]
+    if busy and max(busy) > OTHER_LOAD_WARN:
+        lines.append(
+            f"- note: other processes kept up to {max(busy):.2f} cores busy during a side's run; "
+            "torch's OpenMP threads slow down many times over when one of their cores is taken "
+            "(rerun on a quiet machine, or compare with --threads 1)."
+        )
+    lines += [
+        "",
+        "| Side | learning-phase SPS | overall SPS | updates/s (in training) | pure updates/s "
+        f"| episodes | score (last {SCORE_WINDOW}) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key in SIDES:
+        d = sides[key]
+        if "error" in d:
+            lines.append(f"| {key} | n/a | n/a | n/a | n/a | n/a | n/a |")
+            continue
+        lines.append(
+            f"| {key} | {fmt(d['learning_sps'])} | {fmt(d['overall_sps'])} | "
+            f"{fmt(d['updates_per_s'], ',.1f')} | {fmt(d['pure_updates_per_s'], ',.1f')} | "
+            f"{d['episodes']} | {fmt(d['score'], '.1f')} |"
+        )
+    r = res["ratios"]
+    lines.append(
+        f"| ours / sb3 | {fmt(r['learning_sps'], '.2f')}x | {fmt(r['overall_sps'], '.2f')}x | "
+        f"{fmt(r['updates_per_s'], '.2f')}x | {fmt(r['pure_updates_per_s'], '.2f')}x | - | - |"
+    )
+    t = res["target"]
+    status = {True: "met", False: "not met", None: "n/a"}[t["met"]]
+    lines += [
+        "",
+        f"target: >= {TARGET_SPS_RATIO:g}x SB3's SPS (learning phase) -> {status} "
+        f"({fmt(t['value'], '.2f')}x)",
+        "",
+        f"Total runtime {res['runtime_s']:.0f} s.",
+    ]
+    return "\n".join(lines)
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return dict(cpu_count=os.cpu_count(), cpu=cpu,
+                system=f"{platform.system()} {platform.machine()}",
+                python=platform.python_version(), loadavg_start=loadavg())
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+# ------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 3,000 steps a side, learning from step 1,000")
+    parser.add_argument("--steps", type=int, help="agent steps a side (25,000; quick 3,000)")
+    parser.add_argument("--learning-starts", type=int,
+                        help="agent steps before the first update (5,000; quick 1,000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of both sides (0)")
+    parser.add_argument("--pure-updates", type=int, default=50, metavar="N",
+                        help="updates per timed loop of the pure update rate (50)")
+    parser.add_argument(
+        "--threads", type=int, default=0, metavar="N",
+        help="torch threads of both sides; 0 (default) keeps torch's default, what users get",
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the results as one JSON object")
+    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.steps is None:
+        args.steps = 3_000 if args.quick else 25_000
+    if args.learning_starts is None:
+        args.learning_starts = 1_000 if args.quick else 5_000
+    if not BATCH <= args.learning_starts < args.steps:
+        parser.error(f"need {BATCH} <= --learning-starts < --steps")
+    if args.pure_updates < 1 or args.seed < 0 or args.threads < 0:
+        parser.error("--pure-updates must be >= 1, --seed and --threads >= 0")
+    if args.side is not None:  # a child: one side
+        return side_main(args.side, args.steps, args.learning_starts, args.seed,
+                         args.pure_updates, args.threads)
+
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    res: dict = {
+        "machine": machine_info(),
+        "quick": args.quick,
+        "settings": {**settings(args.steps, args.learning_starts, args.seed),
+                     "torch_threads": args.threads or "torch's default"},
+        "sides": {},
+    }
+    for side in SIDES:
+        res["sides"][side] = run_side(side, args, log)
+    res["machine"]["loadavg_end"] = loadavg()
+
+    ours, sb3 = res["sides"]["ours"], res["sides"]["sb3"]
+    keys = ("learning_sps", "overall_sps", "updates_per_s", "pure_updates_per_s")
+    res["ratios"] = {k: ratio(ours.get(k), sb3.get(k)) for k in keys}
+    value = res["ratios"]["learning_sps"]
+    res["target"] = dict(target=f"ours >= {TARGET_SPS_RATIO:g}x SB3's learning-phase SPS",
+                         threshold=TARGET_SPS_RATIO, value=value,
+                         met=None if value is None else value >= TARGET_SPS_RATIO)
+    res.update(
+        sps_ratio_vs_sb3=value,
+        overall_sps_ratio_vs_sb3=res["ratios"]["overall_sps"],
+        updates_ratio_vs_sb3=res["ratios"]["updates_per_s"],
+        pure_updates_ratio_vs_sb3=res["ratios"]["pure_updates_per_s"],
+        sps=ours.get("learning_sps"), sps_sb3=sb3.get("learning_sps"),
+        updates_per_s=ours.get("updates_per_s"), updates_per_s_sb3=sb3.get("updates_per_s"),
+        pure_updates_per_s=ours.get("pure_updates_per_s"),
+        pure_updates_per_s_sb3=sb3.get("pure_updates_per_s"),
+        score=ours.get("score"), score_sb3=sb3.get("score"),
+        episodes=ours.get("episodes"), episodes_sb3=sb3.get("episodes"),
+    )
+    res["runtime_s"] = time.perf_counter() - t0
+    emit(render(res), res, args.json)
+    return 0 if all("error" not in res["sides"][s] for s in SIDES) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
