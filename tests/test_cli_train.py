@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -77,3 +81,30 @@ def test_train_help_lists_every_setting(capsys):
     for flag in ("--lr", "--max-grad-norm", "--td-clip", "--double-dqn", "--on-divergence",
                  "--save-replay", "--resume", "--fresh", "--config"):
         assert flag in out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_before_exiting(tmp_path, sig):
+    cmd = [sys.executable, "-m", "agent.cli", "train", *TINY, "--runs-dir", str(tmp_path),
+           "--name", "sig", "--total-steps", "1000000", "--checkpoint-every", "1000000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "sig" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:  # wait for learning to be under way
+            rows = [json.loads(x) for x in metrics.open()] if metrics.exists() else []
+            if any(r.get("updates", 0) > 5 for r in rows):
+                break
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == 130, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    (ckpt,) = (tmp_path / "sig" / "checkpoints").glob("ckpt-*.pt")
+    saved = checkpoint.load(ckpt)
+    status = json.loads((tmp_path / "sig" / "status.json").read_text())
+    assert status["state"] == "interrupted" and saved["counters"]["steps"] == status["steps"]
+    events = [json.loads(x).get("event") for x in metrics.open()]
+    assert "interrupted" in events

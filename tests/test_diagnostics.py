@@ -1,0 +1,85 @@
+"""The watchdog's rules, one by one, and the button marginals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agent.config import WatchdogConfig
+from agent.diagnostics import Watchdog, agreement, button_distribution
+from agent.network import QNetwork
+
+
+def healthy(**changes):
+    m = {"loss": 0.05, "grad_norm": 1.0, "q_min": -0.5, "q_max": 2.0, "agree": 90.0}
+    m.update(changes)
+    return m
+
+
+def warmed(**cfg) -> Watchdog:
+    dog = Watchdog(WatchdogConfig(**cfg))
+    for i in range(10):
+        assert dog.check(healthy(loss=0.05 + 0.001 * i)) == []
+    return dog
+
+
+def test_a_steady_run_raises_nothing():
+    dog = warmed()
+    assert dog.plateau == pytest.approx(90.0)
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"loss": float("nan")}, "loss is nan"),
+    ({"grad_norm": float("inf")}, "gradient norm is inf"),
+    ({"q_max": float("nan")}, "Q-values are not finite"),
+    ({"loss": 0.05 * 60}, "loss explosion"),
+    ({"q_max": 150.0}, "Q blow-up"),
+    ({"q_min": -9827.0}, "Q blow-up"),
+])
+def test_each_rule_fires(changes, words):
+    assert any(words in r for r in warmed().check(healthy(**changes)))
+
+
+def test_nan_weights_fire():
+    assert warmed().check(healthy(), weights_finite=False) == ["network weights hold NaN/Inf"]
+
+
+def test_agreement_collapse_needs_the_smoothed_value_to_fall_30_points():
+    dog = warmed()
+    assert dog.check(healthy(agree=10.0)) == []  # one low check: the median of 5 holds
+    assert dog.check(healthy(agree=10.0)) == []
+    reasons = dog.check(healthy(agree=10.0))  # the median of the last five is now 10
+    assert reasons and "agreement collapse" in reasons[0] and "plateau 90.0" in reasons[0]
+
+
+def test_a_loss_that_grows_slowly_is_not_an_explosion():
+    dog = warmed()
+    loss = 0.05
+    for _ in range(40):
+        loss *= 1.1
+        assert dog.check(healthy(loss=loss)) == []
+
+
+def test_state_round_trip():
+    dog = warmed()
+    other = Watchdog(WatchdogConfig())
+    other.load_state_dict(dog.state_dict())
+    assert other.check(healthy(loss=3.0)) == dog.check(healthy(loss=3.0))
+
+
+def test_button_distribution_marginalises_movement():
+    buttons = np.array([0, 1, 2, 3] * 3)  # three movements x four buttons
+    actions = np.array([2, 6, 10, 11, 0])  # FIRE in each movement, one FIRE+ZAP, one noop
+    d = button_distribution(actions, buttons)
+    assert d == {"noop": 0.2, "ZAP": 0.0, "FIRE": 0.6, "FIRE+ZAP": 0.2}
+    assert agreement(np.array([1, 2, 3, 4]), np.array([1, 2, 0, 0])) == 50.0
+
+
+def test_network_shapes_and_dueling_head():
+    for dueling in (False, True):
+        net = QNetwork(12, dueling=dueling)
+        q = net(torch.zeros(5, 4, 84, 84, dtype=torch.uint8))
+        assert q.shape == (5, 12)
+        assert QNetwork.from_spec(net.spec()).spec() == net.spec()
+    assert sum(p.numel() for p in QNetwork(18).parameters()) == 1_693_362  # Nature DQN's size
