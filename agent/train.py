@@ -62,6 +62,32 @@ def _seed(seq: np.random.SeedSequence, bits: int = 31) -> int:
     return int(seq.generate_state(1, np.uint64)[0] & ((1 << bits) - 1))
 
 
+def available_memory() -> int | None:
+    """Bytes the kernel says can be allocated without swapping (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_replay_memory(config: Config) -> None:
+    """Refuse a replay that cannot fit in memory now, rather than dying hours later when the
+    ring (allocated lazily, page by page) fills up."""
+    h, w = config.env.frame_shape
+    per_slot = h * w + 6 + (12 if config.replay.prioritized else 0)  # frame, fields, PER
+    need = config.replay.capacity * per_slot
+    have = available_memory()
+    if have is not None and need > 0.9 * have:
+        fits = int(0.9 * have / per_slot) // 1000 * 1000
+        raise ValueError(
+            f"replay.capacity {config.replay.capacity:,} needs about {need / 2**30:.1f} GiB but "
+            f"{have / 2**30:.1f} GiB is available; use --capacity {fits:,} or less")
+
+
 class Trainer:
     """One training run in `run_dir`; `run()` trains until total_steps, a stop or a halt."""
 
@@ -78,6 +104,7 @@ class Trainer:
         self.buttons = np.asarray(self.actions.buttons, np.int64)
         torch.manual_seed(_seed(torch_s, 63))
         self.learner = Learner(c.learner, len(self.actions), c.env.stack, c.env.frame_shape)
+        check_replay_memory(c)
         self.replay = FrameReplay(c.replay.capacity, c.env.frame_shape, c.env.stack,
                                   c.learner.n_step, c.learner.gamma, c.replay.prioritized,
                                   c.replay.alpha, seed=_seed(replay_s, 63))

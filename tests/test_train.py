@@ -216,3 +216,15 @@ def test_short_real_rom_run_writes_checkpoints_and_every_diagnostic(tmp_path):
     assert any(r.get("event") == "eval" for r in rows)
     assert list((tmp_path / "rom").glob("events.out.tfevents.*"))
     assert (tmp_path / "rom" / "config.toml").is_file()
+
+
+def test_a_replay_larger_than_memory_is_refused_up_front(tmp_path, monkeypatch):
+    import agent.train as train_module
+
+    monkeypatch.setattr(train_module, "available_memory", lambda: 8 * 2**30)
+    config = toy_config(env={"frame_shape": [84, 84], "stack": 4},
+                        replay={"capacity": 2_000_000})
+    with pytest.raises(ValueError, match=r"replay.capacity 2,000,000 needs about 13.2 GiB but "
+                                         r"8.0 GiB is available; use --capacity 1,094,000"):
+        Trainer(config, tmp_path / "big", make_env=make_fire_game, tensorboard=False)
+    assert not (tmp_path / "big").exists()
