@@ -55,7 +55,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from benchio import emit
+from benchio import cpu_name, emit
 
 SEED = 0
 FRAMESKIP = 4
@@ -531,12 +531,7 @@ def machine_info() -> dict:
 
     from agent.native import FRAME_KERNEL
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux

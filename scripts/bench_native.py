@@ -49,7 +49,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 import torch
-from benchio import emit
+from benchio import cpu_name, emit
 
 from agent.native import FRAME_KERNEL, Batch, FramePreprocessor, FrameReplay
 
@@ -432,12 +432,7 @@ def targets(res: dict, skip_sb3: bool) -> list[dict]:
 
 
 def machine_info(skip_sb3: bool) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     info = dict(
         cpu_count=os.cpu_count(),
         cpu=cpu,

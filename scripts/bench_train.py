@@ -77,7 +77,7 @@ import sys
 import tempfile
 import time
 
-from benchio import emit
+from benchio import cpu_name, emit
 
 GAME = "breakout"
 SB3_ENV_ID = "ALE/Breakout-v5"
@@ -485,12 +485,7 @@ def render(res: dict) -> str:
 
 
 def machine_info() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     return dict(cpu_count=os.cpu_count(), cpu=cpu,
                 system=f"{platform.system()} {platform.machine()}",
                 python=platform.python_version(), loadavg_start=loadavg())
