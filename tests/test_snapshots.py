@@ -191,20 +191,24 @@ def test_replay_state_of_an_empty_replay_and_views():
     assert not np.array_equal(copied["flags"], a.state_dict()["flags"])
     np.testing.assert_array_equal(view["flags"], a.state_dict()["flags"])
 
+def _editors(good: dict):
+    """put(key, value) / drop(key): copies of the state `good` with one key changed or gone."""
+
+    def put(key, value):
+        return {**good, key: value}
+
+    def drop(key):
+        return {k: v for k, v in good.items() if k != key}
+
+    return put, drop
+
+
 
 def _mutations(good: dict) -> list:
     """(description, key the error must name, broken state) for one consistent state."""
     total = int(good["total"])
 
-    def put(key, value):
-        s = dict(good)
-        s[key] = value
-        return s
-
-    def drop(key):
-        s = dict(good)
-        del s[key]
-        return s
+    put, drop = _editors(good)
 
     flags = good["flags"].copy()
     flags[0] = 200
@@ -423,15 +427,7 @@ def test_bad_env_states_raise_and_change_nothing():
     twin.reset()
     play(twin, [2, 3] * 7)
 
-    def put(key, value):
-        s = dict(good)
-        s[key] = value
-        return s
-
-    def drop(key):
-        s = dict(good)
-        del s[key]
-        return s
+    put, drop = _editors(good)
 
     bad = [
         ("game 'phoenix'", other.get_state()),
