@@ -135,6 +135,137 @@ def _demo(args: argparse.Namespace) -> int:
         return 2
 
 
+# ------------------------------------------------------------------------------ play / evaluate
+def _checkpoint_of(path: Path) -> Path:
+    """A checkpoint file as given; for a run directory, its best.pt or else its latest."""
+    from agent.checkpoint import CheckpointStore
+
+    if path.is_dir():
+        run = path.parent if path.name == "checkpoints" else path
+        if not (run / "checkpoints").is_dir():
+            raise ValueError(f"{path} is not a run directory: it has no checkpoints/ folder "
+                             f"(expected a checkpoint file or a directory made by `atari-agent "
+                             f"train`)")
+        best = run / "checkpoints" / "best.pt"
+        found = best if best.is_file() else CheckpointStore(run).latest()
+        if found is None:
+            raise ValueError(f"{path} has no checkpoints (expected {run}/checkpoints/*.pt)")
+        return found
+    return path
+
+
+def _check_flags(args: argparse.Namespace, **ranges) -> None:
+    """Refuse out-of-range numeric flags up front, naming the flag and what it accepts."""
+    for name, (lo, hi) in ranges.items():
+        value = getattr(args, name)
+        if value is None or (lo is None or value >= lo) and (hi is None or value <= hi):
+            continue
+        flag = "--" + name.replace("_", "-")
+        accepted = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"{flag} must be {accepted}, got {value}")
+
+
+def _play(args: argparse.Namespace) -> int:
+    import os
+
+    from agent.checkpoint import CheckpointError
+    from agent.play import PlayError, default_video_path, play
+    from agent.policy import load_agent
+
+    try:
+        _check_flags(args, episodes=(1, None), epsilon=(0.0, 1.0), sticky=(0.0, 1.0),
+                     speed=(1e-3, 1e3), scale=(1, 8), max_steps=(1, None))
+        agent = load_agent(_checkpoint_of(Path(args.checkpoint)))
+        has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+        window = args.window if args.window is not None else (
+            has_display and args.video is None and args.gif is None)
+        video = args.video
+        if not window and video is None and args.gif is None:
+            video = default_video_path(agent)
+            video.parent.mkdir(parents=True, exist_ok=True)
+        print(f"playing {agent.path} ({agent.game}, {agent.steps:,} training steps, "
+              f"{agent.layout['kind']} actions), epsilon {args.epsilon}, sticky {args.sticky}")
+        play(agent, episodes=args.episodes, seed=args.seed, sticky=args.sticky,
+             epsilon=args.epsilon, video=video, gif=args.gif, window=window, speed=args.speed,
+             scale=args.scale, max_steps=args.max_steps)
+    except (ValueError, CheckpointError, PlayError) as exc:
+        print(f"atari-agent play: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("atari-agent play: interrupted", file=sys.stderr)
+        return 130
+    for path, what in ((video, "video"), (args.gif, "gif")):
+        if path is not None:
+            print(f"{what}: {path}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from agent import evaluate as ev
+    from agent.checkpoint import CheckpointError
+
+    overrides = {"repeat_action_probability": args.sticky, "max_frames": args.max_frames}
+    try:
+        _check_flags(args, episodes=(1, None), workers=(0, None), epsilon=(0.0, 1.0),
+                     sticky=(0.0, 1.0), max_frames=(1, None))
+        if args.json:
+            ev.check_json_path(Path(args.json))
+        if args.paths:
+            if args.game:
+                raise ValueError("--game names the game of a random policy evaluated without "
+                                 "checkpoints; a checkpoint already records its game")
+            files = [f for p in args.paths for f in ev.checkpoint_files(Path(p))]
+            targets = ev.checkpoint_targets(files, overrides)
+            envs = list({(t.env.game, t.env.action_set): t.env for t in targets}.values())
+            randoms = [ev.random_target(env, overrides) for env in envs]
+            if args.policy == "random":
+                targets = randoms
+            elif args.with_random:
+                targets += randoms
+        elif args.policy == "random" and args.game:
+            env = from_dict({"env": {"game": args.game, "action_set": args.action_set}},
+                            source="command line").env
+            targets = [ev.random_target(env, overrides)]
+        else:
+            raise ValueError("give checkpoints or run directories to evaluate (or --policy "
+                             "random --game GAME)")
+        n = len(targets) * args.episodes
+        print(f"evaluating {len(targets)} polic{'y' if len(targets) == 1 else 'ies'} x "
+              f"{args.episodes} episodes = {n} episodes", file=sys.stderr)
+        results = ev.evaluate(targets, args.episodes, args.seed, args.epsilon, args.workers,
+                              progress=sys.stderr)
+    except (ValueError, CheckpointError) as exc:
+        print(f"atari-agent evaluate: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\natari-agent evaluate: interrupted; nothing written", file=sys.stderr)
+        return 130
+    print(ev.table(results))
+    print(ev.protocol_line(results))
+    if args.json:
+        try:
+            ev.write_json(Path(args.json), results)
+        except ValueError as exc:
+            print(f"atari-agent evaluate: {exc}", file=sys.stderr)
+            return 2
+        print(f"json: {args.json}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from agent.plot import PlotError, default_output, plot_runs
+
+    runs = [Path(p) for p in args.run_dirs]
+    try:
+        out = plot_runs(runs, Path(args.out) if args.out else default_output(runs),
+                        width=args.width)
+    except PlotError as exc:
+        print(f"atari-agent plot: {exc}", file=sys.stderr)
+        return 2
+    print(f"plot: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="atari-agent",
@@ -182,6 +313,68 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--episodes", type=int, default=5, help="evaluation episodes per policy")
     d.add_argument("--runs-dir", default="runs")
     d.set_defaults(run=_demo)
+
+    eval_eps = Config().explore.eval_epsilon
+    p = sub.add_parser(
+        "play", help="watch a checkpoint play greedily (window, MP4 or GIF)",
+        description="Play CHECKPOINT (or a run directory's best.pt, else its latest) greedily on "
+        "its game and action set. With a display: a live window (space pause, n step, +/- "
+        "speed, q quit). Without one, or with --video/--gif: a recording with an overlay of "
+        "score, lives, frame, the chosen action and every action's Q-value.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file or a run directory")
+    p.add_argument("--episodes", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="episode i plays the game an "
+                   "evaluation with this seed scores as its episode i")
+    p.add_argument("--sticky", type=float, default=0.25, help="sticky-action probability")
+    p.add_argument("--epsilon", type=float, default=0.0, help="share of random actions")
+    p.add_argument("--video", type=Path, metavar="OUT.mp4",
+                   help="record an MP4 (default without a display: RUN/videos/<ckpt>.mp4)")
+    p.add_argument("--gif", type=Path, metavar="OUT.gif", help="also record a GIF")
+    p.add_argument("--window", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a live window (default: when a display is present and nothing "
+                   "is recorded)")
+    p.add_argument("--speed", type=float, default=1.0, help="1.0 = the game's real speed")
+    p.add_argument("--scale", type=int, default=3, help="screen magnification")
+    p.add_argument("--max-steps", type=int, default=None, metavar="N",
+                   help="stop each episode after N agent steps")
+    p.set_defaults(run=_play)
+
+    e = sub.add_parser(
+        "evaluate", help="score checkpoints under the evaluation protocol (table, JSON)",
+        description="Score checkpoints (or every checkpoint of run directories) over N episodes "
+        "each in parallel workers: sticky actions 0.25, game over ends an episode, raw score, "
+        f"108,000-frame cap, up to 30 no-op frames, epsilon {eval_eps}. Deterministic for a "
+        "seed. Prints a table (best first, human-normalised where references exist).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e.add_argument("paths", nargs="*", metavar="CHECKPOINT|RUN_DIR")
+    e.add_argument("--episodes", type=int, default=30, help="episodes per policy")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--workers", type=int, default=0, help="processes (0: one per CPU)")
+    e.add_argument("--epsilon", type=float, default=eval_eps,
+                   help="evaluation epsilon (distinct from training's)")
+    e.add_argument("--sticky", type=float, default=0.25, help="sticky-action probability")
+    e.add_argument("--max-frames", type=int, default=108_000,
+                   help="emulator frames before an episode is truncated")
+    e.add_argument("--policy", choices=("greedy", "random"), default="greedy",
+                   help="random: a uniformly random policy on the same game, actions, protocol")
+    e.add_argument("--with-random", action="store_true",
+                   help="add the random policy's row for each game to the table")
+    e.add_argument("--game", help="with --policy random and no checkpoints: the game")
+    e.add_argument("--action-set", choices=("documented", "minimal"), default="documented",
+                   help="with --game: the random policy's action set")
+    e.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    e.set_defaults(run=_evaluate)
+
+    pl = sub.add_parser(
+        "plot", help="PNG learning curves of runs",
+        description="Learning curves from RUN_DIR/metrics.jsonl: score, loss, Agree%%, "
+        "Q-range, GradNorm, ClipΔ and the greedy button distribution, several runs overlaid.")
+    pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    pl.add_argument("--out", metavar="FILE.png",
+                    help="default: RUN_DIR/curves.png for one run, ./curves.png for several")
+    pl.add_argument("--width", type=int, default=1600, help="image width in pixels")
+    pl.set_defaults(run=_plot)
     return parser
 
 

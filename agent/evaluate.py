@@ -1,30 +1,47 @@
-"""Scoring a policy under one documented protocol (the training loop's periodic evaluation and
-the demo's trained-vs-random comparison use the same one).
+"""Scoring policies under one documented protocol: the training loop's periodic evaluation, the
+demo's trained-vs-random comparison and `atari-agent evaluate` all use it.
 
 Protocol (Machado et al. 2018): sticky actions 0.25; an episode ends at game over (a lost life is
 not an end); the raw game score; episodes truncated at 108,000 emulator frames (30 minutes);
-up to 30 no-op frames at the start; actions epsilon-greedy with `explore.eval_epsilon` (0.001)
-so a policy that stalls cannot stall forever. Episode i of a run seeded s plays on an env seeded
-from (s, i), so results are deterministic for a seed.
+up to 30 no-op frames at the start; actions epsilon-greedy with `explore.eval_epsilon` (0.001,
+not training's 0.01) so a policy that stalls cannot stall forever. Episode i of a run seeded s
+plays on an env seeded from (s, i) with its own epsilon stream, so an episode's result depends
+only on (policy, s, i): the same in one process or spread over workers, in any order.
+
+`evaluate` spreads (checkpoint, episode) tasks over worker processes: ale-py holds the GIL, so
+only processes run emulators in parallel. Each worker acts with one torch thread.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
 
 import numpy as np
 
-from agent.config import EnvConfig
+from agent.checkpoint import CheckpointError, CheckpointStore, atomic_write
+from agent.config import EnvConfig, from_dict
+from agent.references import human_normalized
 
 PROTOCOL = {"repeat_action_probability": 0.25, "terminal_on_life_loss": False,
             "max_frames": 108_000, "noop_max": 30}
 """The EnvConfig fields every evaluation sets, whatever the training run used."""
 
 
-def protocol_config(env: EnvConfig) -> EnvConfig:
-    """The training env's config with the evaluation protocol's settings."""
-    return env.replace(**PROTOCOL)
+class EvaluateError(ValueError):
+    """Bad input to an evaluation (no checkpoints, a dead worker, ...); the message says which."""
+
+
+def protocol_config(env: EnvConfig, **overrides) -> EnvConfig:
+    """The training env's config with the evaluation protocol's settings (and `overrides`)."""
+    return env.replace(**{**PROTOCOL, **overrides})
 
 
 @dataclass
@@ -33,31 +50,41 @@ class Episode:
     """Raw game score."""
     length: int
     """Agent steps."""
+    truncated: bool = False
+    """Ended by the frame cap rather than by game over."""
+
+
+def episode_streams(seed: int, index: int) -> tuple[int, np.random.Generator]:
+    """Episode `index` of a run seeded `seed`: its env seed and its epsilon-draw generator."""
+    env_seed, rng_seed = np.random.SeedSequence([seed, index]).generate_state(2)
+    return int(env_seed & 0x7FFFFFFF), np.random.default_rng(int(rng_seed))
+
+
+def play_episode(env, act: Callable[[np.ndarray], int] | None, rng: np.random.Generator,
+                 epsilon: float) -> Episode:
+    """One whole episode on a fresh `env`; `act(stack) -> action`, None for a random policy."""
+    n = len(env.actions)
+    obs = env.reset()
+    while True:
+        if act is None or rng.random() < epsilon:
+            action = int(rng.integers(n))
+        else:
+            action = act(obs)
+        s = env.step(action)
+        if s.terminated or s.truncated:
+            return Episode(float(env.episode_score), int(env.episode_steps), bool(s.truncated))
 
 
 def run_episodes(make_env: Callable, act: Callable[[np.ndarray], int] | None, episodes: int,
                  seed: int, epsilon: float) -> list[Episode]:
-    """Play `episodes` episodes; `act(stack) -> action`, or None for a uniformly random policy.
-
-    `make_env(seed)` builds an env with the protocol's config (see `protocol_config`).
-    """
+    """Play `episodes` episodes in this process; `make_env(env_seed)` builds an env with the
+    protocol's config (see `protocol_config`)."""
     results = []
     for i in range(episodes):
-        env_seed, rng_seed = np.random.SeedSequence([seed, i]).generate_state(2)
-        env = make_env(int(env_seed & 0x7FFFFFFF))
-        rng = np.random.default_rng(int(rng_seed))
-        n = len(env.actions)
+        env_seed, rng = episode_streams(seed, i)
+        env = make_env(env_seed)
         try:
-            obs = env.reset()
-            while True:
-                if act is None or rng.random() < epsilon:
-                    action = int(rng.integers(n))
-                else:
-                    action = act(obs)
-                s = env.step(action)
-                if s.terminated or s.truncated:
-                    break
-            results.append(Episode(float(env.episode_score), int(env.episode_steps)))
+            results.append(play_episode(env, act, rng, epsilon))
         finally:
             env.close()
     return results
@@ -69,3 +96,267 @@ def summarize(episodes: list[Episode]) -> dict:
             "median": float(np.median(scores)), "min": float(scores.min()),
             "max": float(scores.max()),
             "mean_length": float(np.mean([e.length for e in episodes]))}
+
+
+# ------------------------------------------------------------------------------ what to score
+@dataclass
+class Target:
+    """One row of the table: a checkpoint's greedy agent, or a random policy, on one env."""
+
+    label: str
+    game: str
+    env: EnvConfig
+    """The protocol's env config for this row."""
+    checkpoint: Path | None = None
+    """None: a uniformly random policy."""
+    steps: int | None = None
+    """Training steps behind the checkpoint."""
+
+    @property
+    def policy(self) -> str:
+        return "random" if self.checkpoint is None else "greedy"
+
+
+def checkpoint_files(path: Path) -> list[Path]:
+    """A checkpoint file as given, or every checkpoint of a run directory (oldest first; best.pt
+    only when it is not a copy of a kept periodic checkpoint)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.exists():
+        raise EvaluateError(f"{path} does not exist (expected a checkpoint file or a run "
+                            f"directory)")
+    if not path.is_dir():
+        raise EvaluateError(f"{path} is not a checkpoint file or a run directory")
+    ckpt_dir = path if path.name == "checkpoints" else path / "checkpoints"
+    if not ckpt_dir.is_dir():
+        raise EvaluateError(f"{path} is not a run directory: it has no checkpoints/ folder "
+                            f"(expected a directory made by `atari-agent train`)")
+    periodic = sorted(ckpt_dir.glob("ckpt-*.pt"))
+    files = list(periodic)
+    best = ckpt_dir / "best.pt"
+    if best.is_file():
+        store = CheckpointStore(ckpt_dir.parent)
+        best_steps = (store.index.get("best") or {}).get("steps")
+        if best_steps is None or best_steps not in {e["steps"] for e in store.entries}:
+            files.append(best)
+    if not files:
+        raise EvaluateError(f"{path} has no checkpoints yet (no {ckpt_dir}/ckpt-*.pt or "
+                            f"best.pt); a run writes one every run.checkpoint_every steps")
+    return files
+
+
+def checkpoint_targets(paths: list[Path], overrides: dict) -> list[Target]:
+    """Load each checkpoint's header (fails fast on a bad file, before any worker starts)."""
+    from agent.policy import load_agent
+
+    targets = []
+    for path in paths:
+        agent = load_agent(path)
+        targets.append(Target(_label(path), agent.game, protocol_config(agent.config.env,
+                                                                         **overrides),
+                              checkpoint=path, steps=agent.steps))
+    return targets
+
+
+def random_target(env: EnvConfig, overrides: dict) -> Target:
+    return Target(f"random ({env.action_set} actions)", env.game,
+                  protocol_config(env, **overrides))
+
+
+def _label(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+# ------------------------------------------------------------------------------ workers
+_AGENTS: dict[str, object] = {}
+"""Per-process cache of loaded checkpoints (a worker plays many episodes of each)."""
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one emulator and one torch thread per worker: no oversubscription
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+
+
+def _episode_task(checkpoint: str | None, env: dict, seed: int, index: int,
+                  epsilon: float) -> tuple[int, Episode]:
+    """Worker side: play episode `index` of one target (loads and caches its checkpoint)."""
+    from agent.env import AtariEnv
+
+    act = None
+    if checkpoint is not None:
+        agent = _AGENTS.get(checkpoint)
+        if agent is None:
+            from agent.policy import load_agent
+
+            agent = _AGENTS[checkpoint] = load_agent(checkpoint)
+        act = agent.act
+    env_seed, rng = episode_streams(seed, index)
+    env_config = from_dict({"env": env}, source="evaluation task").env
+    game = AtariEnv(env_config, env_seed)
+    try:
+        if checkpoint is not None:
+            agent.check_actions(game.actions)
+        return index, play_episode(game, act, rng, epsilon)
+    finally:
+        game.close()
+
+
+def _env_dict(env: EnvConfig) -> dict:
+    out = asdict(env)
+    out["frame_shape"] = list(env.frame_shape)
+    return out
+
+
+@dataclass
+class Progress:
+    """Counts finished episodes and reports them through `out` (None: silent)."""
+
+    total: int
+    out: object = None
+    done: int = 0
+
+    def tick(self) -> None:
+        self.done += 1
+        # A counter redrawn in place on a terminal; in a log, nothing (the table follows).
+        if self.out is not None and self.out.isatty():
+            end = "\n" if self.done == self.total else ""
+            print(f"\r  {self.done}/{self.total} episodes", end=end, file=self.out, flush=True)
+
+
+def evaluate(targets: list[Target], episodes: int = 30, seed: int = 0, epsilon: float = 0.001,
+             workers: int = 0, progress=None) -> list[dict]:
+    """Score every target over `episodes` episodes; one result dict per target (input order).
+
+    workers: processes to spread episodes over (0: one per CPU, at most one per task; 1: play
+    in this process). Results do not depend on it.
+    """
+    if episodes < 1:
+        raise EvaluateError(f"episodes must be >= 1, got {episodes}")
+    if not 0.0 <= epsilon <= 1.0:
+        raise EvaluateError(f"epsilon must be in [0, 1], got {epsilon}")
+    if workers < 0:
+        raise EvaluateError(f"workers must be >= 0 (0: one per CPU), got {workers}")
+    tasks = [(t, str(target.checkpoint) if target.checkpoint is not None else None,
+              _env_dict(target.env), seed, i, epsilon)
+             for t, target in enumerate(targets) for i in range(episodes)]
+    workers = workers or min(os.cpu_count() or 1, len(tasks))
+    done: list[dict[int, Episode]] = [{} for _ in targets]
+    meter = Progress(len(tasks), progress)
+    if workers <= 1:
+        for t, *args in tasks:
+            index, episode = _episode_task(*args)
+            done[t][index] = episode
+            meter.tick()
+    else:
+        _run_pool(tasks, workers, done, meter)
+    return [_result(target, [done[t][i] for i in range(episodes)], seed, epsilon)
+            for t, target in enumerate(targets)]
+
+
+def _run_pool(tasks: list, workers: int, done: list[dict[int, Episode]], meter: Progress) -> None:
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("forkserver"),
+                               initializer=_init_worker)
+    pending: dict[Future, int] = {}
+    try:
+        for t, *args in tasks:
+            pending[pool.submit(_episode_task, *args)] = t
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                t = pending.pop(future)
+                index, episode = future.result()
+                done[t][index] = episode
+                meter.tick()
+    except BrokenProcessPool as exc:
+        raise EvaluateError(f"an evaluation worker died ({exc}); no results were kept") from None
+    finally:
+        for future in pending:
+            future.cancel()
+        if pending:  # interrupted or failed: stop the workers we started, by pid
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _result(target: Target, episodes: list[Episode], seed: int, epsilon: float) -> dict:
+    summary = summarize(episodes)
+    env = target.env
+    return {
+        "checkpoint": None if target.checkpoint is None else str(target.checkpoint),
+        "label": target.label,
+        "policy": target.policy,
+        "game": target.game,
+        "training_steps": target.steps,
+        **summary,
+        "hns": human_normalized(target.game, summary["mean"]),
+        "truncated": sum(e.truncated for e in episodes),
+        "scores": [e.score for e in episodes],
+        "lengths": [e.length for e in episodes],
+        "protocol": {"repeat_action_probability": env.repeat_action_probability,
+                     "terminal_on_life_loss": env.terminal_on_life_loss,
+                     "max_frames": env.max_frames, "noop_max": env.noop_max,
+                     "frameskip": env.frameskip, "action_set": env.action_set,
+                     "epsilon": 1.0 if target.checkpoint is None else epsilon,
+                     "score": "raw game score (unclipped)", "seed": seed},
+    }
+
+
+# ------------------------------------------------------------------------------ reporting
+def ranked(results: list[dict]) -> list[dict]:
+    """Best first within each game (games in order of first appearance)."""
+    order = {g: i for i, g in reversed(list(enumerate(r["game"] for r in results)))}
+    return sorted(results, key=lambda r: (order[r["game"]], -r["mean"]))
+
+
+def table(results: list[dict]) -> str:
+    rows = [("#", "policy", "game", "steps", "eps", "mean ± std", "median", "min", "max",
+             "length", "HNS %")]
+    for i, r in enumerate(ranked(results), 1):
+        rows.append((str(i), r["label"], r["game"],
+                     "-" if r["training_steps"] is None else f"{r['training_steps']:,}",
+                     str(r["episodes"]), f"{r['mean']:,.1f} ± {r['std']:,.1f}",
+                     f"{r['median']:,.1f}", f"{r['min']:,.0f}", f"{r['max']:,.0f}",
+                     f"{r['mean_length']:,.0f}", "-" if r["hns"] is None else f"{r['hns']:.1f}"))
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    left = {1, 2}
+    lines = ["  ".join(cell.ljust(w) if c in left else cell.rjust(w)
+                       for c, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def protocol_line(results: list[dict]) -> str:
+    p = results[0]["protocol"]
+    eps = sorted({r["protocol"]["epsilon"] for r in results if r["policy"] == "greedy"})
+    return (f"protocol: sticky actions {p['repeat_action_probability']}, game over ends an "
+            f"episode, raw score, {p['max_frames']:,}-frame cap, up to {p['noop_max']} no-op "
+            f"frames, epsilon {', '.join(map(str, eps)) or '-'} (random policy: 1.0), "
+            f"seed {p['seed']}; HNS = (score - random) / (human - random) x 100")
+
+
+def check_json_path(path: Path) -> Path:
+    """Refuse an output path that cannot be written, before any episode is played."""
+    path = Path(path)
+    if path.is_dir():
+        raise EvaluateError(f"--json {path} is a directory; give a file name such as "
+                            f"{path / 'eval.json'}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise EvaluateError(f"--json {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise EvaluateError(f"--json {path}: directory {parent} is not writable")
+    return path
+
+
+def write_json(path: Path, results: list[dict]) -> None:
+    data = json.dumps(ranked(results), indent=2).encode()
+    try:
+        atomic_write(path, lambda f: f.write(data + b"\n"))
+    except CheckpointError as exc:
+        raise EvaluateError(str(exc)) from None

@@ -1,0 +1,26 @@
+"""Shared fixtures: a short real-ROM training run whose checkpoints play and evaluate."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.config import Config
+from agent.train import Trainer
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A 400-step Phoenix run (documented actions) with checkpoints at steps 200 and 400."""
+    run_dir = tmp_path_factory.mktemp("runs") / "phoenix-short"
+    config = Config().replace(
+        env={"game": "phoenix"},
+        learner={"learning_starts": 128, "train_freq": 4, "threads": 1},
+        replay={"capacity": 2_000},
+        watchdog={"check_every": 20},
+        run={"total_steps": 400, "report_seconds": 1e-9, "checkpoint_every": 200,
+             "eval_every": 0, "probe_size": 16, "diag_batch": 64, "seed": 5},
+    )
+    with open("/dev/null", "w") as out:
+        result = Trainer(config, run_dir, tensorboard=False, out=out).run()
+    assert result.state == "finished"
+    return run_dir

@@ -1,0 +1,222 @@
+"""`atari-agent evaluate`: checkpoints of a short Phoenix run scored under the protocol, in
+workers, to a table and JSON, next to the random baseline; bad input is one clear line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from agent import checkpoint
+from agent import evaluate as ev
+from agent.checkpoint import CheckpointStore
+from agent.cli import main
+from agent.references import human_normalized
+
+CKPT_200 = "checkpoints/ckpt-000000000200.pt"
+CKPT_400 = "checkpoints/ckpt-000000000400.pt"
+JSON_KEYS = {"checkpoint", "game", "episodes", "mean", "std", "median", "min", "max",
+             "mean_length", "hns", "protocol"}
+
+
+def test_a_run_directory_to_json_beside_the_random_baseline(trained_run, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", str(trained_run), "--episodes", "2", "--with-random",
+                 "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads(out.read_text())
+    assert len(results) == 3  # both checkpoints of the run and the random policy
+    for r in results:
+        assert JSON_KEYS <= set(r), r
+        assert r["game"] == "phoenix" and r["episodes"] == 2 and len(r["scores"]) == 2
+        assert r["min"] <= r["median"] <= r["max"] and r["mean_length"] > 0
+        assert r["hns"] == pytest.approx(human_normalized("phoenix", r["mean"]))
+        p = r["protocol"]
+        assert (p["repeat_action_probability"], p["terminal_on_life_loss"], p["max_frames"],
+                p["noop_max"], p["seed"]) == (0.25, False, 108_000, 30, 0)
+    by_policy = {r["policy"]: r for r in results}
+    assert by_policy["random"]["checkpoint"] is None
+    assert by_policy["random"]["protocol"]["epsilon"] == 1.0
+    assert by_policy["greedy"]["protocol"]["epsilon"] == 0.001
+    assert {r["checkpoint"] for r in results if r["checkpoint"]} == {
+        str(trained_run / CKPT_200), str(trained_run / CKPT_400)}
+    means = [r["mean"] for r in results]
+    assert means == sorted(means, reverse=True)  # best first
+    # the table: one row per policy, best first, with the protocol under it
+    rows = [line for line in printed.splitlines() if line[:1].isdigit()]
+    assert len(rows) == 3 and "random (documented actions)" in printed
+    assert "ckpt-000000000400.pt" in printed and "sticky actions 0.25" in printed
+
+
+def test_results_depend_on_the_seed_not_on_the_workers(trained_run):
+    targets = ev.checkpoint_targets([trained_run / CKPT_400], {})
+    targets.append(ev.random_target(targets[0].env, {}))
+    serial = ev.evaluate(targets, episodes=3, seed=7, workers=1)
+    parallel = ev.evaluate(targets, episodes=3, seed=7, workers=2)
+    assert [r["scores"] for r in serial] == [r["scores"] for r in parallel]
+    assert [r["lengths"] for r in serial] == [r["lengths"] for r in parallel]
+    other = ev.evaluate(targets[1:], episodes=3, seed=8, workers=1)
+    assert other[0]["lengths"] != serial[1]["lengths"]
+
+
+def test_the_protocol_overrides_reach_the_episodes(trained_run):
+    target = ev.checkpoint_targets([trained_run / CKPT_400], {"max_frames": 200})[0]
+    result = ev.evaluate([target], episodes=2, seed=0, workers=1)[0]
+    assert result["protocol"]["max_frames"] == 200
+    assert result["truncated"] == 2 and max(result["lengths"]) <= 200 // 4 + 1
+
+
+def test_random_policy_on_a_named_game(tmp_path, capsys):
+    assert main(["evaluate", "--policy", "random", "--game", "pong", "--episodes", "1",
+                 "--max-frames", "400", "--json", str(tmp_path / "r.json")]) == 0
+    (r,) = json.loads((tmp_path / "r.json").read_text())
+    assert (r["game"], r["policy"], r["protocol"]["action_set"]) == ("pong", "random",
+                                                                     "documented")
+    assert r["mean"] == pytest.approx(r["scores"][0]) and r["hns"] is not None
+
+
+def test_best_is_listed_only_when_it_is_not_a_kept_copy(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    store = CheckpointStore(run)
+    saved = checkpoint.load(run / CKPT_400)
+    store.save_best({k: v for k, v in saved.items() if k not in ("format", "version")},
+                    400, 1.0)
+    assert [p.name for p in ev.checkpoint_files(run)] == [
+        "ckpt-000000000200.pt", "ckpt-000000000400.pt"]
+    (run / CKPT_400).unlink()
+    assert [p.name for p in ev.checkpoint_files(run)] == ["ckpt-000000000200.pt", "best.pt"]
+
+
+def test_table_ranks_best_first_within_each_game():
+    def result(game, mean, label):
+        return {"game": game, "mean": mean, "std": 0.0, "median": mean, "min": mean,
+                "max": mean, "mean_length": 10.0, "episodes": 1, "label": label,
+                "training_steps": None, "hns": human_normalized(game, mean)}
+
+    results = [result("pong", -20.0, "a"), result("breakout", 3.0, "b"),
+               result("pong", 5.0, "c"), result("breakout", 30.5, "d")]
+    assert [r["label"] for r in ev.ranked(results)] == ["c", "a", "d", "b"]
+    lines = ev.table(results).splitlines()
+    assert lines[2].split()[:3] == ["1", "c", "pong"] and lines[4].endswith("100.0")
+
+
+def _write_truncated(path: Path, source: Path) -> None:
+    data = source.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _write_other_version(path: Path, source: Path) -> None:
+    saved = checkpoint.load(source)
+    saved["version"] = checkpoint.VERSION + 1
+    torch.save(saved, path)
+
+
+BAD = [
+    ("missing", None, "does not exist"),
+    ("truncated", _write_truncated, "truncated or corrupt"),
+    ("random bytes", lambda p, s: p.write_bytes(os.urandom(4096)), "truncated or corrupt"),
+    ("other version", _write_other_version, f"format version {checkpoint.VERSION + 1}"),
+]
+
+
+@pytest.mark.parametrize("name, write, message", BAD, ids=[b[0] for b in BAD])
+def test_a_bad_checkpoint_is_one_line_and_nothing_is_written(trained_run, tmp_path, capsys,
+                                                             name, write, message):
+    bad = tmp_path / "bad.pt"
+    if write is not None:
+        write(bad, trained_run / CKPT_400)
+    before = sorted(tmp_path.iterdir())
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", str(trained_run / CKPT_400), str(bad), "--episodes", "1",
+                 "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("atari-agent evaluate: ") and message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert sorted(tmp_path.iterdir()) == before  # no JSON, nothing else
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--policy", "random", "--game", "pongg"], "unknown game 'pongg'"),
+    (["{run}", "--json", "{tmp}/no/such/dir/e.json"], "does not exist"),
+    (["{run}", "--json", "{tmp}"], "is a directory"),
+    (["{tmp}"], "is not a run directory"),
+    (["{empty}"], "has no checkpoints yet"),
+    (["{run}", "--episodes", "0"], "--episodes must be >= 1"),
+    (["{run}", "--sticky", "1.5"], "--sticky must be in [0.0, 1.0]"),
+    ([], "give checkpoints or run directories"),
+])
+def test_bad_arguments_are_one_line(trained_run, tmp_path, capsys, args, message):
+    empty = tmp_path / "empty-run"
+    (empty / "checkpoints").mkdir(parents=True)
+    args = [a.format(run=trained_run, tmp=tmp_path, empty=empty) for a in args]
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["evaluate", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def _descendants(pid: int) -> set[int]:
+    """Live processes below `pid` (from /proc; zombies excluded)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_ctrl_c_stops_the_workers_and_writes_nothing(trained_run, tmp_path):
+    out = tmp_path / "eval.json"
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "evaluate",
+                             str(trained_run / CKPT_400), "--episodes", "40", "--workers", "2",
+                             "--json", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        workers: set[int] = set()
+        while len(workers) < 3 and time.monotonic() < deadline:  # forkserver + 2 workers
+            workers = _descendants(proc.pid)
+            time.sleep(0.2)
+        assert len(workers) >= 3, "the workers did not start"
+        time.sleep(1.0)  # episodes under way
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not out.exists()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in workers if _alive(p)]
