@@ -4,11 +4,12 @@ uniformly random policy scored under the same evaluation protocol (agent/evaluat
 
 from __future__ import annotations
 
+import sys
 import time
 
 from agent.checkpoint import CheckpointStore
 from agent.config import Config, from_dict
-from agent.evaluate import protocol_config, run_episodes, summarize
+from agent.evaluate import checkpoint_targets, evaluate, protocol_line, random_target, table
 from agent.runs import new_run_dir
 from agent.train import Trainer
 
@@ -44,17 +45,13 @@ def demo(game: str = "phoenix", steps: int = 30_000, episodes: int = 5,
         return 1
     latest = CheckpointStore(run_dir).latest()
     print(f"\ndemo: trained {result.steps:,} steps in {train_s / 60:.1f} min; saved {latest}")
-    print(f"demo: evaluating {episodes} episodes per policy (sticky actions 0.25, game over ends "
-          f"an episode, raw score, epsilon {config.explore.eval_epsilon})")
-    env_config = protocol_config(config.env)
-    trained = summarize(run_episodes(lambda s: trainer.make_env(s, env_config),
-                                     trainer.learner.act, episodes, seed=12_345,
-                                     epsilon=config.explore.eval_epsilon))
-    random = summarize(run_episodes(lambda s: trainer.make_env(s, env_config), None, episodes,
-                                    seed=12_345, epsilon=1.0))
-    print(f"\n{'policy':<10} {'episodes':>8} {'mean':>9} {'std':>8} {'min':>8} {'max':>8} "
-          f"{'length':>8}")
-    for name, s in (("trained", trained), ("random", random)):
-        print(f"{name:<10} {s['episodes']:>8} {s['mean']:>9.1f} {s['std']:>8.1f} "
-              f"{s['min']:>8.0f} {s['max']:>8.0f} {s['mean_length']:>8.0f}")
+    print(f"demo: evaluating {episodes} episodes per policy in worker processes")
+    targets = checkpoint_targets([latest], {})
+    targets.append(random_target(config.env, {}))
+    results = evaluate(targets, episodes, seed=12_345, epsilon=config.explore.eval_epsilon,
+                       progress=sys.stderr)
+    print(table(results))
+    print(protocol_line(results))
+    print(f"\nnext: `atari-agent play {latest}` to watch it, `atari-agent evaluate {run_dir}` "
+          f"for more episodes, `atari-agent plot {run_dir}` for its curves")
     return 0
