@@ -166,19 +166,16 @@ def _check_flags(args: argparse.Namespace, **ranges) -> None:
 
 
 def _play(args: argparse.Namespace) -> int:
-    import os
-
     from agent.checkpoint import CheckpointError
-    from agent.play import PlayError, default_video_path, play
+    from agent.play import PlayError, default_video_path, has_display, play
     from agent.policy import load_agent
 
     try:
         _check_flags(args, episodes=(1, None), epsilon=(0.0, 1.0), sticky=(0.0, 1.0),
                      speed=(1e-3, 1e3), scale=(1, 8), max_steps=(1, None))
         agent = load_agent(_checkpoint_of(Path(args.checkpoint)))
-        has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
         window = args.window if args.window is not None else (
-            has_display and args.video is None and args.gif is None)
+            has_display() and args.video is None and args.gif is None)
         video = args.video
         if not window and video is None and args.gif is None:
             video = default_video_path(agent)
