@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -229,12 +230,20 @@ class Progress:
             print(f"\r  {self.done}/{self.total} episodes", end=end, file=self.out, flush=True)
 
 
+WORKER_TIMEOUT = 600.0
+"""Seconds one episode may take before its worker counts as hung. An episode is capped at
+108,000 emulator frames, well under a minute of one core here, so ten minutes is far beyond a
+slow one."""
+
+
 def evaluate(targets: list[Target], episodes: int = 30, seed: int = 0, epsilon: float = 0.001,
-             workers: int = 0, progress=None) -> list[dict]:
+             workers: int = 0, progress=None,
+             worker_timeout: float = WORKER_TIMEOUT) -> list[dict]:
     """Score every target over `episodes` episodes; one result dict per target (input order).
 
     workers: processes to spread episodes over (0: one per CPU, at most one per task; 1: play
-    in this process). Results do not depend on it.
+    in this process). Results do not depend on it. A worker that dies, or an episode that takes
+    longer than `worker_timeout` seconds (a hung worker), stops the evaluation (EvaluateError).
     """
     if episodes < 1:
         raise EvaluateError(f"episodes must be >= 1, got {episodes}")
@@ -242,6 +251,8 @@ def evaluate(targets: list[Target], episodes: int = 30, seed: int = 0, epsilon: 
         raise EvaluateError(f"epsilon must be in [0, 1], got {epsilon}")
     if workers < 0:
         raise EvaluateError(f"workers must be >= 0 (0: one per CPU), got {workers}")
+    if not worker_timeout > 0:
+        raise EvaluateError(f"worker_timeout must be > 0 seconds, got {worker_timeout}")
     tasks = [(t, str(target.checkpoint) if target.checkpoint is not None else None,
               _env_dict(target.env), seed, i, epsilon)
              for t, target in enumerate(targets) for i in range(episodes)]
@@ -254,34 +265,59 @@ def evaluate(targets: list[Target], episodes: int = 30, seed: int = 0, epsilon: 
             done[t][index] = episode
             meter.tick()
     else:
-        _run_pool(tasks, workers, done, meter)
+        _run_pool(tasks, workers, done, meter, worker_timeout)
     return [_result(target, [done[t][i] for i in range(episodes)], seed, epsilon)
             for t, target in enumerate(targets)]
 
 
-def _run_pool(tasks: list, workers: int, done: list[dict[int, Episode]], meter: Progress) -> None:
+def _run_pool(tasks: list, workers: int, done: list[dict[int, Episode]], meter: Progress,
+              timeout: float) -> None:
+    """Play `tasks` in `workers` processes, at most one task in flight per worker, so that a
+    task's submission time is its start time and a hung worker shows as an overdue task."""
     pool = ProcessPoolExecutor(workers, mp_context=get_context("forkserver"),
                                initializer=_init_worker)
-    pending: dict[Future, int] = {}
+    pending: dict[Future, tuple[int, int, float]] = {}  # -> (target, episode, submitted at)
+    queue = iter(tasks)
     try:
-        for t, *args in tasks:
-            pending[pool.submit(_episode_task, *args)] = t
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+        while True:
+            while len(pending) < workers and (task := next(queue, None)) is not None:
+                t, *args = task
+                pending[pool.submit(_episode_task, *args)] = (t, args[3], time.monotonic())
+            if not pending:
+                break
+            oldest = min(started for _, _, started in pending.values())
+            finished, _ = wait(pending, timeout=max(oldest + timeout - time.monotonic(), 0),
+                               return_when=FIRST_COMPLETED)
             for future in finished:
-                t = pending.pop(future)
+                t = pending.pop(future)[0]
                 index, episode = future.result()
                 done[t][index] = episode
                 meter.tick()
+            overdue = [(t, i) for t, i, started in pending.values()
+                       if time.monotonic() - started > timeout]
+            if overdue and not finished:
+                pids = sorted(getattr(pool, "_processes", {}))
+                raise EvaluateError(
+                    f"evaluation episode {overdue[0][1]} has not finished in {timeout:g} s: a "
+                    f"worker is hung (worker pids {pids}); they were stopped and no results "
+                    f"were kept (--worker-timeout sets the limit)")
     except BrokenProcessPool as exc:
         raise EvaluateError(f"an evaluation worker died ({exc}); no results were kept") from None
     finally:
         for future in pending:
             future.cancel()
-        if pending:  # interrupted or failed: stop the workers we started, by pid
-            for process in list(getattr(pool, "_processes", {}).values()):
-                process.terminate()
-        pool.shutdown(wait=True, cancel_futures=True)
+        workers_ = list(getattr(pool, "_processes", {}).values())
+        if pending:  # interrupted, failed or hung: stop the workers we started, by pid
+            # SIGKILL, not SIGTERM: a stopped or wedged worker never handles a SIGTERM, and
+            # an unfinished episode has nothing worth saving.
+            for process in workers_:
+                process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in workers_:  # an idle worker that is wedged would block shutdown forever
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=10)
 
 
 def _result(target: Target, episodes: list[Episode], seed: int, epsilon: float) -> dict:

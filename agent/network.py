@@ -50,6 +50,10 @@ class QNetwork(nn.Module):
         return cls(spec["n_actions"], spec["stack"], tuple(spec["frame_shape"]), spec["dueling"])
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if obs.dtype != torch.uint8:  # frames are bytes: a float input (NaN, Inf) is a bug
+            raise ValueError(f"observations must be uint8 frames (0-255) of shape "
+                             f"(batch, {self.stack}, {self.frame_shape[0]}, "
+                             f"{self.frame_shape[1]}), got {obs.dtype} {tuple(obs.shape)}")
         # uint8 -> float in the dtype the first conv computes in (autocast's, when active), so
         # the scaled input is not cast a second time; channels_last suits oneDNN's convs.
         dtype = self.features[0].weight.dtype

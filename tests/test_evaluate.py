@@ -20,6 +20,7 @@ from agent import evaluate as ev
 from agent.checkpoint import CheckpointStore
 from agent.cli import main
 from agent.references import human_normalized
+from tests.procs import descendants, proc_running
 
 CKPT_200 = "checkpoints/ckpt-000000000200.pt"
 CKPT_400 = "checkpoints/ckpt-000000000400.pt"
@@ -165,34 +166,6 @@ def test_bad_arguments_are_one_line(trained_run, tmp_path, capsys, args, message
     assert sorted(tmp_path.rglob("*")) == before
 
 
-def _descendants(pid: int) -> set[int]:
-    """Live processes below `pid` (from /proc; zombies excluded)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def test_ctrl_c_stops_the_workers_and_writes_nothing(trained_run, tmp_path):
     out = tmp_path / "eval.json"
     proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "evaluate",
@@ -203,7 +176,7 @@ def test_ctrl_c_stops_the_workers_and_writes_nothing(trained_run, tmp_path):
         deadline = time.monotonic() + 60
         workers: set[int] = set()
         while len(workers) < 3 and time.monotonic() < deadline:  # forkserver + 2 workers
-            workers = _descendants(proc.pid)
+            workers = descendants(proc.pid)
             time.sleep(0.2)
         assert len(workers) >= 3, "the workers did not start"
         time.sleep(1.0)  # episodes under way
@@ -217,6 +190,6 @@ def test_ctrl_c_stops_the_workers_and_writes_nothing(trained_run, tmp_path):
     assert "interrupted" in err and "Traceback" not in err
     assert not out.exists()
     deadline = time.monotonic() + 10
-    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+    while any(proc_running(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not [p for p in workers if _alive(p)]
+    assert not [p for p in workers if proc_running(p)]

@@ -17,29 +17,10 @@ import pytest
 from agent.config import EnvConfig
 from agent.env import AtariEnv
 from agent.workers import VecEnv, WorkerError, WorkerValueError
+from tests.procs import proc_running, wait_gone
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT = 400  # emulator frames: an episode is truncated after about 100 agent steps
-
-
-def proc_running(pid: int) -> bool:
-    """Whether `pid` is a live process (a zombie that nobody reaped counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
-
-
-def wait_gone(pids, seconds: float = 5.0) -> list[int]:
-    """The pids still running after waiting up to `seconds` for them to end."""
-    deadline = time.monotonic() + seconds
-    while True:
-        alive = [p for p in pids if proc_running(p)]
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.02)
 
 
 def our_children(vec: VecEnv) -> list:

@@ -1,0 +1,52 @@
+"""Process helpers for tests that start workers: who is alive, who is below whom (from /proc)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+
+def proc_running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie that nobody reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def wait_gone(pids, seconds: float = 5.0) -> list[int]:
+    """The pids still running after waiting up to `seconds` for them to end."""
+    deadline = time.monotonic() + seconds
+    while True:
+        alive = [p for p in pids if proc_running(p)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.02)
+
+
+def children_map() -> dict[int, list[int]]:
+    """parent pid -> live child pids."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] not in ("Z", "X"):
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def descendants(pid: int) -> set[int]:
+    """Live processes anywhere below `pid`."""
+    children = children_map()
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
