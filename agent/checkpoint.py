@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -57,6 +58,48 @@ def atomic_write(path: Path, write: Callable) -> None:
     _fsync_dir(path.parent)
 
 
+_TEMP_NAME = re.compile(r"^\..+\.tmp-(\d+)$")
+"""The name `atomic_write` gives its temporary file: `.<target name>.tmp-<writer pid>`."""
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one we may not signal still exists)."""
+    if pid <= 0:  # 0 and negative pids name process groups for os.kill
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's live process
+        return True
+    return True
+
+
+def remove_stale_temps(directory: Path) -> list[Path]:
+    """Delete the temporary files of `atomic_write` calls whose writer is dead.
+
+    A process killed mid-write (kill -9, OOM killer, power loss) leaves its `.<name>.tmp-<pid>`
+    behind: never visible under the final name, but a checkpoint's worth of disk each time. A
+    file whose writer pid is alive is left alone: it may be a write in flight (of this process
+    or another), or the pid was reused, and then the file waits for a later clean-up.
+    """
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        m = _TEMP_NAME.match(name)
+        if m is None or pid_alive(int(m[1])):
+            continue
+        try:
+            (Path(directory) / name).unlink()
+        except OSError:  # gone already, or not ours to delete: harmless either way
+            continue
+        removed.append(Path(directory) / name)
+    return removed
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -73,7 +116,39 @@ def _fsync_dir(directory: Path) -> None:
 def save(path: Path, payload: dict) -> None:
     """Atomically write a checkpoint dict (format and version are added here)."""
     payload = {"format": FORMAT, "version": VERSION, **payload}
-    atomic_write(Path(path), lambda f: torch.save(payload, f))
+    atomic_write(Path(path), lambda f: _torch_save(payload, f))
+
+
+class _WriteErrors:
+    """A file wrapper that remembers the OS's write errors (see `_torch_save`)."""
+
+    def __init__(self, file):
+        self.file = file
+        self.errors: list[OSError] = []
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as exc:
+            self.errors.append(exc)
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _torch_save(payload: dict, file) -> None:
+    """torch.save, raising the OS's own error when a write fails: torch's zip writer reports a
+    full disk as "unexpected pos 704 vs 598", which does not say why; "[Errno 28] No space left
+    on device" does."""
+    writer = _WriteErrors(file)
+    try:
+        torch.save(payload, writer)
+    except RuntimeError:
+        if writer.errors:  # popped: a kept reference would make a cycle through the traceback
+            del writer.errors[1:]
+            raise writer.errors.pop() from None
+        raise
 
 
 def load(path: Path) -> dict:
@@ -123,15 +198,15 @@ def _first_line(exc: BaseException) -> str:
 def verify(ckpt: dict, path: Path, network: dict | None = None,
            layout: dict | None = None) -> None:
     """Check that a checkpoint fits the network spec and action layout the caller will use."""
-    if network is not None and ckpt.get("network") != network:
-        raise CheckpointError(f"checkpoint {path} holds a different network: "
-                              f"{ckpt.get('network')} (this run builds {network})")
     if layout is not None and ckpt.get("layout") != layout:
         have = ckpt.get("layout") or {}
         raise CheckpointError(
             f"checkpoint {path} was trained on {have.get('game')!r} with the {have.get('kind')!r} "
             f"action set {have.get('ale_names')}; this run uses {layout['game']!r} "
             f"{layout['kind']!r} {layout['ale_names']}")
+    if network is not None and ckpt.get("network") != network:
+        raise CheckpointError(f"checkpoint {path} holds a different network: "
+                              f"{ckpt.get('network')} (this run builds {network})")
 
 
 # ------------------------------------------------------------------------------ plain data
@@ -178,6 +253,9 @@ class CheckpointStore:
         self.dir = Path(run_dir) / "checkpoints"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.keep_last = keep_last
+        # A writer killed mid-write left these: the run's own (status.json, config.toml) too.
+        remove_stale_temps(self.dir)
+        remove_stale_temps(self.dir.parent)
         self.index = self._read_index()
 
     # index.json: {"checkpoints": [{"file", "steps", "healthy"}], "best": {...} | None}
@@ -185,19 +263,28 @@ class CheckpointStore:
         try:
             index = json.loads((self.dir / "index.json").read_text())
             entries = [e for e in index["checkpoints"] if (self.dir / e["file"]).is_file()]
+            # A checkpoint renamed into place by a writer killed before it rewrote index.json
+            # is complete (atomic_write) and the newest: resuming must not skip it, and the
+            # replay snapshot of the older one it supersedes may already have been pruned.
+            listed = {e["file"] for e in entries}
+            entries += [e for e in map(self._entry, sorted(self.dir.glob("ckpt-*.pt")))
+                        if e is not None and e["file"] not in listed]
             return {"checkpoints": entries, "best": index.get("best")}
         except (OSError, ValueError, KeyError, TypeError):
             return self._rebuild_index()
 
+    @staticmethod
+    def _entry(path: Path) -> dict | None:
+        """The index entry of a checkpoint file, read from the file (None if unreadable)."""
+        try:
+            ckpt = load(path)
+        except CheckpointError:
+            return None
+        return {"file": path.name, "steps": int(ckpt["counters"]["steps"]),
+                "healthy": bool(ckpt.get("healthy", True))}
+
     def _rebuild_index(self) -> dict:
-        entries = []
-        for path in sorted(self.dir.glob("ckpt-*.pt")):
-            try:
-                ckpt = load(path)
-            except CheckpointError:
-                continue
-            entries.append({"file": path.name, "steps": int(ckpt["counters"]["steps"]),
-                            "healthy": bool(ckpt.get("healthy", True))})
+        entries = [e for e in map(self._entry, sorted(self.dir.glob("ckpt-*.pt"))) if e]
         best = None
         if (self.dir / "best.pt").is_file():
             try:
@@ -229,17 +316,35 @@ class CheckpointStore:
 
     def save(self, payload: dict, steps: int, healthy: bool,
              replay: dict[str, np.ndarray] | None = None) -> Path:
-        """Write ckpt-<steps>.pt (and its replay snapshot first), then prune old files."""
+        """Write ckpt-<steps>.pt (and its replay snapshot first) and index.json, then prune.
+
+        All or nothing: when a write fails (a full disk) the files this call created are deleted
+        and the index is left as it was, so no orphan replay snapshot stays behind to take the
+        space the next try needs (or to be read as another checkpoint's), and nothing is pruned
+        before the index that lists the new checkpoint is on disk: a save that did not complete
+        never costs an earlier checkpoint. Raises CheckpointError naming the file and the OS
+        error.
+        """
         name = f"ckpt-{steps:012d}.pt"
-        if replay is not None:
-            replay_name = f"replay-{steps:012d}.npz"
-            save_arrays(self.dir / replay_name, replay)
-            payload = {**payload, "replay_file": replay_name}
-        save(self.dir / name, {**payload, "healthy": healthy})
-        self.index["checkpoints"] = [e for e in self.index["checkpoints"] if e["file"] != name]
-        self.index["checkpoints"].append({"file": name, "steps": steps, "healthy": healthy})
-        self._prune()
-        self._write_index()
+        replay_name = f"replay-{steps:012d}.npz"
+        before = self.index
+        created = [self.dir / n for n in (name, replay_name if replay is not None else None)
+                   if n is not None and not (self.dir / n).exists()]
+        try:
+            if replay is not None:
+                save_arrays(self.dir / replay_name, replay)
+                payload = {**payload, "replay_file": replay_name}
+            save(self.dir / name, {**payload, "healthy": healthy})
+            entries = [e for e in before["checkpoints"] if e["file"] != name]
+            entries.append({"file": name, "steps": steps, "healthy": healthy})
+            self.index = {**before, "checkpoints": self._kept(entries)}
+            self._write_index()
+        except CheckpointError:
+            self.index = before
+            for path in created:
+                path.unlink(missing_ok=True)
+            raise
+        self._prune(before["checkpoints"])
         return self.dir / name
 
     def save_best(self, payload: dict, steps: int, eval_score: float) -> bool:
@@ -252,16 +357,21 @@ class CheckpointStore:
         self._write_index()
         return True
 
-    def _prune(self) -> None:
-        entries = self.entries
+    def _kept(self, entries: list[dict]) -> list[dict]:
+        """The last keep_last entries, and the newest healthy one (a roll-back needs it)."""
+        entries = sorted(entries, key=lambda e: e["steps"])
         keep = {e["file"] for e in entries[-self.keep_last:]}
         healthy = [e for e in entries if e["healthy"]]
         if healthy:
             keep.add(healthy[-1]["file"])
-        for e in entries:
-            if e["file"] not in keep:
+        return [e for e in entries if e["file"] in keep]
+
+    def _prune(self, previous: list[dict]) -> None:
+        """Delete the checkpoints of `previous` that the index (already on disk) dropped."""
+        listed = {e["file"] for e in self.index["checkpoints"]}
+        for e in previous:
+            if e["file"] not in listed:
                 (self.dir / e["file"]).unlink(missing_ok=True)
-        self.index["checkpoints"] = [e for e in entries if e["file"] in keep]
         # Only the newest replay snapshot is worth its size.
         snapshots = sorted(self.dir.glob("replay-*.npz"))
         for old in snapshots[:-1]:

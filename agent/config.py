@@ -14,6 +14,7 @@ from pathlib import Path
 
 ACTION_SETS = ("documented", "minimal")
 PRECISIONS = ("auto", "fp32", "bf16")
+SAVE_ERROR_ACTIONS = ("stop", "continue")
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,16 @@ class RunConfig:
     """Observations in the fixed probe batch that Q-range is measured on."""
     diag_batch: int = 256
     """Replay transitions sampled at each health check for Agree% and the distributions."""
+    on_save_error: str = "stop"
+    """What a failed checkpoint write (a full disk, a write error) does; the previous checkpoint
+    is always left intact. "stop" (the default: a run that cannot save is training that a crash
+    would lose): end the run at once, state "failed", so that space can be freed and the run
+    continued with --resume. "continue": train on and try again at the next checkpoint_every,
+    stopping anyway after max_save_failures failures in a row."""
+    max_save_failures: int = 3
+    """With on_save_error "continue": failed checkpoint writes in a row after which the run
+    stops anyway (state "failed"), so a disk that stays full never means hours of unsaved
+    training; a successful checkpoint resets the count."""
 
     def validate(self) -> RunConfig:
         _int_range("run.total_steps", self.total_steps, 1, 10**12)
@@ -277,6 +288,8 @@ class RunConfig:
         _bool("run.save_replay", self.save_replay)
         _int_range("run.probe_size", self.probe_size, 1, 65_536)
         _int_range("run.diag_batch", self.diag_batch, 1, 65_536)
+        _choice("run.on_save_error", self.on_save_error, SAVE_ERROR_ACTIONS)
+        _int_range("run.max_save_failures", self.max_save_failures, 1, 10**6)
         return self
 
 
@@ -372,9 +385,15 @@ def from_dict(data: dict, source: str = "config") -> Config:
                 f"{source}: unknown key(s) {', '.join(sorted(f'{name}.{k}' for k in bad))}; "
                 f"[{name}] accepts {', '.join(fields)}"
             )
-        kwargs = {k: _coerce(f"{name}.{k}", v, fields[k].default) for k, v in values.items()}
+        try:
+            kwargs = {k: _coerce(f"{name}.{k}", v, fields[k].default) for k, v in values.items()}
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
         sections[name] = cls(**kwargs)
-    return Config(**sections).validate()
+    try:
+        return Config(**sections).validate()
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
 
 
 def load_toml(path, overrides: dict | None = None) -> Config:
@@ -389,7 +408,8 @@ def load_toml(path, overrides: dict | None = None) -> Config:
         data.setdefault(section, {})
         if isinstance(data[section], dict):
             data[section].update(values)
-    return from_dict(data, source=str(path))
+    source = str(path) + (" with the command line's settings" if overrides else "")
+    return from_dict(data, source=source)
 
 
 def dump_toml(config: Config) -> str:

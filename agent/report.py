@@ -8,13 +8,15 @@ metrics.jsonl is a stable interface: one JSON object per line. A diagnostics row
 (`agree` in percent 0-100; the two distributions map "noop", "ZAP", "FIRE", "FIRE+ZAP" to shares
 summing to 1; learner fields are null before the first health check). Watchdog incidents and
 other events are rows with an `event` key ("divergence", "rollback", "halt", "checkpoint",
-"eval", "resume", "interrupted").
+"eval", "resume", "interrupted", "save_failed": a checkpoint write failed, with `file`, `error`
+and `action`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -78,6 +80,37 @@ def _json_safe(obj):
     return obj
 
 
+def cut_partial_line(path: Path) -> int:
+    """Truncate `path` after its last newline; return how many bytes were cut (0: none).
+
+    A writer killed mid-append (kill -9) can leave a last line without its newline. Appending
+    to it would glue the next row onto it: one corrupt line in the middle of the file, which
+    readers (plot) rightly refuse. Only a missing newline at the very end is repaired.
+    """
+    try:
+        f = open(path, "rb+")
+    except FileNotFoundError:
+        return 0
+    with f:
+        end = f.seek(0, os.SEEK_END)
+        if end == 0:
+            return 0
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
+            return 0
+        pos = end
+        while pos > 0:  # back to the last newline, a chunk at a time
+            start = max(0, pos - 65536)
+            f.seek(start)
+            newline = f.read(pos - start).rfind(b"\n")
+            if newline >= 0:
+                f.truncate(start + newline + 1)
+                return end - (start + newline + 1)
+            pos = start
+        f.truncate(0)
+        return end
+
+
 class Reporter:
     """Writes rows and events of one run; prints them; draws the progress line on a terminal."""
 
@@ -86,12 +119,16 @@ class Reporter:
         self.total = total_steps
         self.out = out or sys.stdout
         self.tty = bool(getattr(self.out, "isatty", lambda: False)())
+        cut = cut_partial_line(self.run_dir / "metrics.jsonl")
         self._metrics = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
         self._tensorboard = tensorboard
         self._tb = EventWriter(self.run_dir) if tensorboard else None
         self._rows = 0
         self._progress_at = 0.0
         self._progress_shown = False
+        if cut:
+            self.print(f"metrics.jsonl: dropped a partial last line ({cut} bytes) left by a "
+                       f"run that was killed while writing it")
 
     def print(self, text: str) -> None:
         self._clear_progress()
@@ -101,15 +138,18 @@ class Reporter:
         """A diagnostics row: metrics.jsonl, TensorBoard, and a table line."""
         self._write(row)
         if self._tensorboard:
-            if self._tb is None or self._tb.closed:  # reopened after close(): a new file
-                self._tb = EventWriter(self.run_dir)
             scalars = {k: v for k, v in row.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)
                        and k not in ("time", "steps")}
             for name in ("greedy_dist", "replay_dist"):
                 if row.get(name):
                     scalars.update({f"{name}/{k}": v for k, v in row[name].items()})
-            self._tb.add_scalars(row["steps"], scalars)
+            try:
+                if self._tb is None or self._tb.closed:  # reopened after close(): a new file
+                    self._tb = EventWriter(self.run_dir)
+                self._tb.add_scalars(row["steps"], scalars)
+            except OSError as exc:
+                self._tensorboard_failed(exc)
         if self._rows % 20 == 0:
             self.print(header())
         self._rows += 1
@@ -120,11 +160,53 @@ class Reporter:
         self._write({"event": event, "time": time.time(), **fields, "message": message})
         self.print(f"[{event}] {message}")
 
+    _metrics_failed = False
+    """metrics.jsonl could not be written once (a full disk): said once on the terminal."""
+
     def _write(self, obj: dict) -> None:
-        if self._metrics.closed:  # written to again after close() (a resumed loop): append
-            self._metrics = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
-        self._metrics.write(json.dumps(_json_safe(obj)) + "\n")
-        self._metrics.flush()
+        """Append one line to metrics.jsonl. A failed write (a full disk) is said once on the
+        terminal and that line is skipped, not raised: the run goes on, its checkpoints are what
+        a resume needs, and the terminal still shows every row and event. The file is cut back
+        to its last whole line, so a later write (once there is space) starts a line of its own
+        and every line still parses."""
+        line = json.dumps(_json_safe(obj)) + "\n"
+        end = None
+        try:
+            if self._metrics.closed:  # written to again after close() or a failed write: append
+                self._metrics = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
+            end = os.fstat(self._metrics.fileno()).st_size  # every earlier line is flushed
+            self._metrics.write(line)
+            self._metrics.flush()
+        except OSError as exc:
+            try:
+                self._metrics.close()  # drops what could not be flushed (the fd is closed)
+            except OSError:
+                pass
+            if end is not None:
+                try:
+                    os.truncate(self.run_dir / "metrics.jsonl", end)
+                except OSError:
+                    pass
+            if not self._metrics_failed:
+                self._metrics_failed = True
+                self.print(f"[write_failed] could not write {self.run_dir / 'metrics.jsonl'}: "
+                           f"{exc}; rows that cannot be written there are skipped (they still "
+                           f"print here); checkpoints go on as configured")
+
+    def _tensorboard_failed(self, exc: OSError) -> None:
+        """A TensorBoard write failed (a full disk): said on the terminal, and no more event
+        files this run; metrics.jsonl holds the same rows. Not retried, because each new try
+        would start one more (empty) event file."""
+        self._tensorboard = False
+        try:
+            if self._tb is not None:
+                self._tb.close()
+        except OSError:
+            pass
+        self._tb = None
+        self.print(f"[write_failed] could not write TensorBoard events in {self.run_dir}: "
+                   f"{exc}; TensorBoard output is off for the rest of this run "
+                   f"(metrics.jsonl has every row)")
 
     def progress(self, steps: int, sps: float, force: bool = False) -> None:
         """Redraw the progress line (terminal only, at most 4 times a second)."""

@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from agent.checkpoint import atomic_write
+from agent.checkpoint import atomic_write, pid_alive
 
 
 def new_run_dir(runs_dir: str | Path, game: str, name: str = "") -> Path:
@@ -60,6 +60,10 @@ def list_runs(runs_dir: str | Path) -> list[dict]:
         if not (d / "config.toml").is_file():
             continue
         status = read_status(d)
+        pid = status.get("pid")
+        if status.get("state") == "running" and isinstance(pid, int) and not pid_alive(pid):
+            # Its process ended without saying so (kill -9, OOM killer, a crash): not running.
+            status["state"] = "died"
         try:
             index = json.loads((d / "checkpoints" / "index.json").read_text())
         except (OSError, ValueError):
