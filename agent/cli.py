@@ -76,10 +76,18 @@ def _config(args: argparse.Namespace, base: Path | None = None) -> Config:
 
 
 # ------------------------------------------------------------------------------ train
+TRAIN_EXIT_CODES = {"finished": 0, "interrupted": 130, "halted": 3, "failed": 4}
+"""`atari-agent train`'s exit status by the run's end state: 0 finished, 130 interrupted (Ctrl-C /
+SIGTERM, saved), 3 halted by the watchdog, 4 failed: a checkpoint could not be written (a full
+disk; run.on_save_error) or the env gave data that cannot be learned from (a NaN reward); the
+last good checkpoint is intact. 2: refused before training (a bad setting, an unusable
+checkpoint)."""
+
+
 def _train(args: argparse.Namespace) -> int:
     from agent.checkpoint import CheckpointError, CheckpointStore
     from agent.runs import archive, has_checkpoints, latest_run, new_run_dir
-    from agent.train import train
+    from agent.train import check_resume, train
 
     try:
         resume_from = None
@@ -97,6 +105,7 @@ def _train(args: argparse.Namespace) -> int:
             if resume_from is None:
                 raise ValueError(f"{run_dir} has no checkpoint to resume from")
             config = _config(args, base=run_dir / "config.toml")
+            check_resume(config, resume_from)  # before anything in the run is written
             print(f"resuming {run_dir} from {resume_from.name}")
         else:
             config = _config(args)
@@ -113,9 +122,12 @@ def _train(args: argparse.Namespace) -> int:
     except (ValueError, CheckpointError) as exc:
         print(f"atari-agent train: {exc}", file=sys.stderr)
         return 2
-    print(f"{result.state}: {result.steps:,} steps, {result.episodes:,} episodes; "
-          f"last checkpoint {result.checkpoint}")
-    return {"finished": 0, "interrupted": 130, "halted": 3}[result.state]
+    if result.state == "failed":
+        print(f"atari-agent train: {result.error}", file=sys.stderr)
+    else:
+        print(f"{result.state}: {result.steps:,} steps, {result.episodes:,} episodes; "
+              f"last checkpoint {result.checkpoint}")
+    return TRAIN_EXIT_CODES[result.state]
 
 
 def _runs(args: argparse.Namespace) -> int:
@@ -204,7 +216,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     overrides = {"repeat_action_probability": args.sticky, "max_frames": args.max_frames}
     try:
         _check_flags(args, episodes=(1, None), workers=(0, None), epsilon=(0.0, 1.0),
-                     sticky=(0.0, 1.0), max_frames=(1, None))
+                     sticky=(0.0, 1.0), max_frames=(1, None), worker_timeout=(0.001, None))
         if args.json:
             ev.check_json_path(Path(args.json))
         if args.paths:
@@ -230,7 +242,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"evaluating {len(targets)} polic{'y' if len(targets) == 1 else 'ies'} x "
               f"{args.episodes} episodes = {n} episodes", file=sys.stderr)
         results = ev.evaluate(targets, args.episodes, args.seed, args.epsilon, args.workers,
-                              progress=sys.stderr)
+                              progress=sys.stderr,
+                              worker_timeout=args.worker_timeout or ev.WORKER_TIMEOUT)
     except (ValueError, CheckpointError) as exc:
         print(f"atari-agent evaluate: {exc}", file=sys.stderr)
         return 2
@@ -348,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=int, default=30, help="episodes per policy")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--workers", type=int, default=0, help="processes (0: one per CPU)")
+    e.add_argument("--worker-timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop when one episode takes this long: a hung worker (default: "
+                   "agent.evaluate.WORKER_TIMEOUT, 600)")
     e.add_argument("--epsilon", type=float, default=eval_eps,
                    help="evaluation epsilon (distinct from training's)")
     e.add_argument("--sticky", type=float, default=0.25, help="sticky-action probability")

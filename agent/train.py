@@ -6,7 +6,9 @@ straight into the replay ring's next slot; the replay records the step. Every `t
 `watchdog.check_every` updates a health check (the seed system's diagnostics) that the watchdog
 judges. Every `report_seconds` a row (terminal table, metrics.jsonl, TensorBoard); every
 `checkpoint_every` steps a checkpoint; every `eval_every` steps an evaluation that keeps the best
-checkpoint. Ctrl-C / SIGTERM stop at the next step boundary and save first.
+checkpoint. Ctrl-C / SIGTERM stop at the next step boundary and save first. A checkpoint that
+cannot be written (a full disk) leaves the previous one intact and, by run.on_save_error, stops
+the run (state "failed") or trains on and tries again at the next interval.
 
 State is split so that a checkpoint captures all of it: learner (weights, optimizer, counters),
 env (emulator + RNG), replay (optional snapshot), the exploration and diagnostics RNGs, the
@@ -33,8 +35,10 @@ from agent.config import Config, EnvConfig, dump_toml, to_dict
 from agent.diagnostics import Watchdog, agreement, button_distribution
 from agent.env import AtariEnv
 from agent.evaluate import protocol_config, run_episodes, summarize
+from agent.games import action_set
 from agent.learner import STAT_NAMES, Learner
 from agent.native import FrameReplay
+from agent.network import QNetwork
 from agent.report import Reporter
 from agent.runs import write_status
 
@@ -51,11 +55,16 @@ def default_env(seed: int, config: EnvConfig) -> AtariEnv:
 class TrainResult:
     run_dir: Path
     state: str
-    """"finished", "interrupted" (Ctrl-C / SIGTERM / stop_after) or "halted" (watchdog)."""
+    """"finished", "interrupted" (Ctrl-C / SIGTERM / stop_after), "halted" (watchdog) or
+    "failed" (a checkpoint could not be written, see run.on_save_error; or bad data, e.g. a NaN
+    reward, stopped the loop: `error` says which)."""
     steps: int
     episodes: int
     checkpoint: Path | None
-    """The last checkpoint written."""
+    """The last checkpoint written (with "failed": the last good one, intact and loadable)."""
+    error: str | None = None
+    """With "failed": one line naming the file that could not be written, the OS error, the
+    last good checkpoint and how to continue."""
 
 
 def _seed(seq: np.random.SeedSequence, bits: int = 31) -> int:
@@ -112,7 +121,7 @@ class Trainer:
         self.diag_rng = np.random.default_rng(diag_s)
         self.watchdog = Watchdog(c.watchdog)
         self.store = CheckpointStore(self.run_dir, c.run.keep_last)
-        (self.run_dir / "config.toml").write_text(dump_toml(c))
+        ckpt_io.atomic_write(self.run_dir / "config.toml", lambda f: f.write(dump_toml(c).encode()))
         self.reporter = Reporter(self.run_dir, c.run.total_steps, out, tensorboard)
         # counters and running state (all of it in the checkpoint)
         self.steps = 0
@@ -132,6 +141,9 @@ class Trainer:
         self._stop_reason: str | None = None
         self._row_requested = False
         self._episode_open = False
+        self.save_failures = 0  # checkpoint writes failed in a row (run.max_save_failures)
+        self.save_error: str | None = None  # why the run failed (state "failed")
+        self._status_failed = False  # status.json could not be written (said once)
 
     # ------------------------------------------------------------------ the loop
     def run(self, stop_after: int | None = None) -> TrainResult:
@@ -152,7 +164,9 @@ class Trainer:
                         and self.steps % c.learner.train_freq == 0):
                     self._update()
                 if self.steps % c.run.checkpoint_every == 0:
-                    self.save()
+                    self._checkpoint()
+                    if self.state == "failed":
+                        break  # no evaluation (best.pt) and no save on the way out
                 if c.run.eval_every and self.steps % c.run.eval_every == 0:
                     self.evaluate_and_keep_best()
                 now = time.monotonic()
@@ -171,13 +185,25 @@ class Trainer:
                 if self.state == "interrupted":
                     self.reporter.event("interrupted", f"stopped at step {self.steps:,} "
                                         f"({self._stop_reason}); saving", steps=self.steps)
-                self.save()
+                self._checkpoint(final=True)
+        except Exception as exc:
+            # An error out of the loop ends the run unsaved: the state it reached is suspect,
+            # and the checkpoints written so far are intact. A ValueError is bad data (e.g. a
+            # NaN reward, which the message names): the run ends "failed" with that message.
+            # Anything else is a bug and keeps its traceback.
+            self.state = "failed"
+            self.save_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self.reporter.event("error", f"step {self.steps:,}: {self.save_error}",
+                                steps=self.steps)
+            if not isinstance(exc, ValueError):
+                raise
         finally:
             self._restore_signals(previous)
             self._write_status()
             self.reporter.close()
         return TrainResult(self.run_dir, self.state, self.steps, self.episodes,
-                           self.last_checkpoint)
+                           self.last_checkpoint,
+                           self.save_error if self.state == "failed" else None)
 
     def _epsilon(self) -> float:
         return self.config.explore.epsilon(self.steps, self.config.learner.learning_starts)
@@ -189,7 +215,13 @@ class Trainer:
         else:
             action = self.learner.act(self.env.observation)
         s = self.env.step(action, out=self.replay.frame_slot())
-        self.replay.add(action, s.reward, s.learn_terminal, s.truncated and not s.learn_terminal)
+        try:
+            self.replay.add(action, s.reward, s.learn_terminal,
+                            s.truncated and not s.learn_terminal)
+        except ValueError as exc:  # e.g. a NaN reward: never let it into the replay
+            raise ValueError(f"step {self.steps + 1:,}: the environment returned a transition "
+                             f"that cannot be learned from ({exc}); training stopped, the "
+                             f"checkpoints saved so far are intact") from None
         self.steps += 1
         self.collected += 1
         if s.terminated or s.truncated:
@@ -263,7 +295,8 @@ class Trainer:
         incidents = self.run_dir / "incidents"
         incidents.mkdir(exist_ok=True)
         path = incidents / f"incident-{self.incidents:03d}-step{self.steps}.json"
-        path.write_text(json.dumps(record, indent=1, default=str))
+        text = json.dumps(record, indent=1, default=str).encode()
+        ckpt_io.atomic_write(path, lambda f: f.write(text))  # never a half record after a kill
         self.reporter.event("divergence", f"step {self.steps:,}: " + "; ".join(reasons) +
                             f" -> {action} (incident record {path.name})", **{
                                 k: v for k, v in record.items()
@@ -303,12 +336,21 @@ class Trainer:
         self._write_status()
 
     def _write_status(self) -> None:
-        write_status(self.run_dir, state=self.state, game=self.config.env.game,
-                     steps=self.steps, total_steps=self.config.run.total_steps,
-                     episodes=self.episodes,
-                     score_mean100=float(np.mean(self.scores)) if self.scores else None,
-                     checkpoint=None if self.last_checkpoint is None
-                     else self.last_checkpoint.name)
+        """status.json (for `atari-agent runs`). A failed write (a full disk) is said once on
+        the terminal and skipped, never raised: status is informational, the previous
+        status.json stays whole (atomic write), and the checkpoint is what a resume needs."""
+        try:
+            write_status(self.run_dir, state=self.state, game=self.config.env.game,
+                         steps=self.steps, total_steps=self.config.run.total_steps,
+                         episodes=self.episodes,
+                         score_mean100=float(np.mean(self.scores)) if self.scores else None,
+                         checkpoint=None if self.last_checkpoint is None
+                         else self.last_checkpoint.name, error=self.save_error)
+        except (CheckpointError, OSError) as exc:
+            if not self._status_failed:
+                self._status_failed = True
+                self.reporter.print(f"[write_failed] {exc}; status.json is skipped while it "
+                                    f"cannot be written (checkpoints go on as configured)")
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, episodes: int, seed: int) -> dict:
@@ -319,7 +361,12 @@ class Trainer:
 
     def evaluate_and_keep_best(self) -> None:
         summary = self.evaluate(self.config.run.eval_episodes, seed=10_000 + self.steps)
-        kept = self.healthy and self.store.save_best(self.payload(), self.steps, summary["mean"])
+        try:
+            kept = self.healthy and self.store.save_best(self.payload(), self.steps,
+                                                         summary["mean"])
+        except CheckpointError as exc:  # best.pt could not be written: as any checkpoint
+            kept = False
+            self._save_failed(exc)
         self.reporter.event("eval", f"step {self.steps:,}: mean score {summary['mean']:.1f} ± "
                             f"{summary['std']:.1f} over {summary['episodes']} episodes"
                             + (" (new best: best.pt)" if kept else ""), steps=self.steps,
@@ -353,10 +400,65 @@ class Trainer:
         healthy = self.healthy and self.learner.weights_finite()
         replay = self.replay.state_dict() if self.config.run.save_replay else None
         self.last_checkpoint = self.store.save(self.payload(), self.steps, healthy, replay)
+        self.save_failures = 0
         if healthy:
             self.rollbacks_in_row = 0
         self._write_status()
         return self.last_checkpoint
+
+    def _checkpoint(self, final: bool = False) -> None:
+        """save() for the loop and the end of a run: a failed write (a full disk) is reported
+        and handled by run.on_save_error (`_save_failed`) instead of ending in a traceback."""
+        try:
+            self.save()
+        except CheckpointError as exc:
+            self._save_failed(exc, final)
+
+    def _save_failed(self, exc: CheckpointError, final: bool = False) -> None:
+        """A checkpoint write failed. The store has left the earlier checkpoints and index.json
+        as they were, with no temp file and no orphan replay snapshot; say which file, the OS
+        error and what happens next (a `save_failed` event). The run stops (state "failed") when
+        run.on_save_error is "stop", when max_save_failures writes failed in a row, or when
+        this was the run's last save (`final`: no later interval to try again at); otherwise it
+        trains on and the next checkpoint interval tries again."""
+        c = self.config.run
+        self.save_failures += 1
+        message = str(exc)
+        prefix = f"could not write {self.store.dir}/"
+        file = message[len(prefix):].split(":", 1)[0] if message.startswith(prefix) else None
+        cause = exc.__cause__
+        error = str(cause) if isinstance(cause, OSError) else message
+        last = "none yet" if self.last_checkpoint is None else self.last_checkpoint.name
+        stop = final or c.on_save_error == "stop" or self.save_failures >= c.max_save_failures
+        if final:
+            why = "it was the run's last save"
+        elif c.on_save_error == "stop":
+            why = "run.on_save_error is 'stop'"
+        else:
+            why = f"{self.save_failures} checkpoint writes failed in a row (run.max_save_failures)"
+        resume = (f"the last good checkpoint is {last}: free space, then continue with "
+                  f"`atari-agent train --resume {self.run_dir}`" if self.last_checkpoint else
+                  "no checkpoint was written yet: free space and start the run again")
+        if stop:
+            nxt = f"the run stops ({why}); {resume}"
+        else:
+            at = min((self.steps // c.checkpoint_every + 1) * c.checkpoint_every, c.total_steps)
+            nxt = (f"training goes on and tries again at step {at:,} (failure "
+                   f"{self.save_failures} of {c.max_save_failures} in a row before the run "
+                   f"stops); the last good checkpoint is {last}")
+        self.reporter.event("save_failed", f"step {self.steps:,}: could not write "
+                            f"{file or 'a checkpoint file'}: {error}; {nxt}", steps=self.steps,
+                            file=file, error=error, action="stop" if stop else "continue",
+                            failures=self.save_failures,
+                            checkpoint=None if self.last_checkpoint is None
+                            else self.last_checkpoint.name)
+        if stop:
+            self.save_error = (f"stopped at step {self.steps:,}: could not write "
+                               f"{file or 'a checkpoint file'} in {self.store.dir} ({error}); "
+                               f"{resume}")
+            if self.state != "halted":  # a watchdog halt stays the reason it stopped
+                self.state = "failed"
+            self._stop_reason = "save_failed"
 
     def restore(self, path: Path) -> None:
         """Continue from a checkpoint of this run (with its replay snapshot when there is one)."""
@@ -424,6 +526,16 @@ class Trainer:
     def _restore_signals(previous: dict) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def check_resume(config: Config, path: Path) -> None:
+    """Refuse a checkpoint that `config` cannot continue (unreadable, another network, game or
+    action layout) before anything in its run directory is written."""
+    saved = ckpt_io.load(path)
+    actions = action_set(config.env.game, config.env.action_set)
+    network = QNetwork(len(actions), config.env.stack, config.env.frame_shape,
+                       config.learner.dueling).spec()
+    ckpt_io.verify(saved, path, network=network, layout=actions.layout())
 
 
 def train(config: Config, run_dir: Path, resume_from: Path | None = None,
