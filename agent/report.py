@@ -7,9 +7,9 @@ metrics.jsonl is a stable interface: one JSON object per line. A diagnostics row
 
 (`agree` in percent 0-100; the two distributions map "noop", "ZAP", "FIRE", "FIRE+ZAP" to shares
 summing to 1; learner fields are null before the first health check). Watchdog incidents and
-other events are rows with an `event` key ("divergence", "rollback", "halt", "checkpoint",
-"eval", "resume", "interrupted", "save_failed": a checkpoint write failed, with `file`, `error`
-and `action`).
+other events are rows with an `event` key ("divergence", "rollback", "halt", "eval", "resume",
+"interrupted", "save_failed": a checkpoint write failed, with `file`, `error` and `action`;
+"error": bad data ended the run).
 """
 
 from __future__ import annotations
