@@ -505,6 +505,9 @@ class _Window:
         self.step_s = step_s
         self.controls = Controls(speed=speed)
         self.deadline: float | None = None
+        # OpenCV's Qt ships no fonts and says so on every start; the overlay's text is drawn
+        # by OpenCV, not Qt, so that warning is noise. A user's own rules are left alone.
+        os.environ.setdefault("QT_LOGGING_RULES", "default.warning=false")
         cv2.namedWindow(self.name, cv2.WINDOW_AUTOSIZE)
         self._retitle()
 

@@ -389,6 +389,7 @@ def test_live_window_under_a_virtual_display(ckpt, xvfb_display):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "RESULT 20 max steps" in proc.stdout
     assert re.search(r"episode 1/1: score \S+, 20 steps, .* ended: --max-steps 20", proc.stdout)
+    assert "QFontDatabase" not in proc.stderr  # Qt's missing-fonts noise is kept off the terminal
 
 
 # ---------------------------------------------------------------------------- safety
