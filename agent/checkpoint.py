@@ -269,7 +269,14 @@ class CheckpointStore:
             listed = {e["file"] for e in entries}
             entries += [e for e in map(self._entry, sorted(self.dir.glob("ckpt-*.pt")))
                         if e is not None and e["file"] not in listed]
-            return {"checkpoints": entries, "best": index.get("best")}
+            best = index.get("best")
+            best_file = self.dir / "best.pt"
+            if best_file.is_file() and (best is None or best_file.stat().st_mtime_ns >
+                                        (self.dir / "index.json").stat().st_mtime_ns):
+                # best.pt renamed in by a writer killed before it rewrote index.json: the
+                # file's own score counts, or a worse evaluation could later replace it.
+                best = self._best_entry()
+            return {"checkpoints": entries, "best": best}
         except (OSError, ValueError, KeyError, TypeError):
             return self._rebuild_index()
 
@@ -285,15 +292,18 @@ class CheckpointStore:
 
     def _rebuild_index(self) -> dict:
         entries = [e for e in map(self._entry, sorted(self.dir.glob("ckpt-*.pt"))) if e]
-        best = None
-        if (self.dir / "best.pt").is_file():
-            try:
-                ckpt = load(self.dir / "best.pt")
-                best = {"file": "best.pt", "steps": int(ckpt["counters"]["steps"]),
-                        "eval_score": ckpt.get("eval_score")}
-            except CheckpointError:
-                pass
-        return {"checkpoints": entries, "best": best}
+        return {"checkpoints": entries, "best": self._best_entry()}
+
+    def _best_entry(self) -> dict | None:
+        """best.pt's index entry read from the file (None if there is none or it is unreadable)."""
+        if not (self.dir / "best.pt").is_file():
+            return None
+        try:
+            ckpt = load(self.dir / "best.pt")
+        except CheckpointError:
+            return None
+        return {"file": "best.pt", "steps": int(ckpt["counters"]["steps"]),
+                "eval_score": ckpt.get("eval_score")}
 
     def _write_index(self) -> None:
         text = json.dumps(self.index, indent=1).encode()

@@ -109,3 +109,19 @@ def test_store_keeps_the_last_k_and_the_newest_healthy(tmp_path):
     again = CheckpointStore(tmp_path, keep_last=2)
     assert again.latest().name == "ckpt-000000000400.pt"
     assert again.index["best"]["eval_score"] == 5.0
+
+
+def test_a_best_written_after_the_index_keeps_its_own_score(tmp_path):
+    """A kill between best.pt's rename and the index rewrite: the file's score still counts, so
+    a worse evaluation later never replaces the better best.pt."""
+    store = CheckpointStore(tmp_path)
+    store.save(payload(100), 100, healthy=True)
+    assert store.save_best(payload(100), 100, eval_score=5.0)
+    index_before = (store.dir / "index.json").read_bytes()
+    store.save_best(payload(200), 200, eval_score=9.0)
+    (store.dir / "index.json").write_bytes(index_before)  # as if killed before the rewrite
+    os.utime(store.dir / "index.json", ns=(1, 1))  # the index is older than best.pt
+    again = CheckpointStore(tmp_path)
+    assert again.index["best"] == {"file": "best.pt", "steps": 200, "eval_score": 9.0}
+    assert not again.save_best(payload(300), 300, eval_score=7.0)
+    assert checkpoint.load(again.dir / "best.pt")["counters"]["steps"] == 200
