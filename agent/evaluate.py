@@ -29,6 +29,7 @@ import numpy as np
 
 from agent.checkpoint import CheckpointError, CheckpointStore, atomic_write
 from agent.config import EnvConfig, from_dict
+from agent.outputs import check_output
 from agent.references import human_normalized
 
 PROTOCOL = {"repeat_action_probability": 0.25, "terminal_on_life_loss": False,
@@ -378,16 +379,7 @@ def protocol_line(results: list[dict]) -> str:
 
 def check_json_path(path: Path) -> Path:
     """Refuse an output path that cannot be written, before any episode is played."""
-    path = Path(path)
-    if path.is_dir():
-        raise EvaluateError(f"--json {path} is a directory; give a file name such as "
-                            f"{path / 'eval.json'}")
-    parent = path.parent
-    if not parent.is_dir():
-        raise EvaluateError(f"--json {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise EvaluateError(f"--json {path}: directory {parent} is not writable")
-    return path
+    return check_output(path, None, "--json", EvaluateError)
 
 
 def write_json(path: Path, results: list[dict]) -> None:

@@ -32,6 +32,7 @@ from typing import TextIO
 import cv2
 import numpy as np
 
+from agent import outputs
 from agent.config import EnvConfig
 from agent.env import AtariEnv, Step
 from agent.evaluate import PROTOCOL, Episode, run_episodes
@@ -100,24 +101,8 @@ def ensure_parent(path: Path) -> Path:
 
 
 def check_output(path: Path | str, suffix: str, what: str) -> Path:
-    """`path` as a Path if a file with `suffix` can be written there, else PlayError saying why.
-
-    Checked before anything runs so a long playback cannot end in an unwritable file.
-    """
-    path = Path(path)
-    if path.suffix.lower() != suffix:
-        raise PlayError(f"{what} file {str(path)!r} must end in {suffix} "
-                        f"(got {path.suffix or 'no extension'!r})")
-    parent = path.parent
-    if not parent.is_dir():
-        raise PlayError(f"{what} file {str(path)!r}: directory {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PlayError(f"{what} file {str(path)!r}: directory {str(parent)!r} is not writable")
-    if path.is_dir():
-        raise PlayError(f"{what} file {str(path)!r} is a directory; name a {suffix} file")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise PlayError(f"{what} file {str(path)!r} exists and is not writable")
-    return path
+    """`path` as a Path if a `suffix` file can be written there, else PlayError saying why."""
+    return outputs.check_output(path, suffix, what, PlayError)
 
 
 def check_display() -> None:

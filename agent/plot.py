@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from agent.diagnostics import BUTTON_KEYS
+from agent.outputs import check_output
 
 WATCHDOG_EVENTS = ("divergence", "rollback", "halt")
 """Events drawn as dashed vertical lines; others (checkpoint, eval, ...) would only clutter."""
@@ -613,24 +614,13 @@ def default_output(run_dirs: list[Path]) -> Path:
     return Path(run_dirs[0]) / "curves.png" if len(run_dirs) == 1 else Path("curves.png")
 
 
-def _check_output(out: Path) -> None:
-    if out.suffix.lower() != ".png":
-        raise PlotError(f"{out}: the output must be a .png file")
-    parent = out.parent
-    if not parent.is_dir():
-        raise PlotError(f"{out}: the output directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PlotError(f"{out}: the output directory {parent} is not writable")
-    if out.is_dir():
-        raise PlotError(f"{out} is a directory; expected a .png file name")
-
-
 def plot_runs(run_dirs: list[Path], out: Path, width: int = 1600,
               title: str | None = None) -> Path:
     """Draw the learning curves of `run_dirs` overlaid into the PNG `out` (replaced atomically);
     returns `out`. PlotError, and nothing written, on a bad output path, run or metrics file."""
     out = Path(out)
-    _check_output(out)  # before the (possibly long) reading, so a typo fails at once
+    # before the (possibly long) reading, so a typo fails at once
+    check_output(out, ".png", "plot", PlotError)
     if isinstance(width, bool) or not isinstance(width, int) or width < MIN_WIDTH:
         raise PlotError(f"width must be a whole number of pixels >= {MIN_WIDTH}, got {width!r}")
     if not run_dirs:

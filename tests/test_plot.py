@@ -280,8 +280,8 @@ def test_bad_outputs_fail_before_reading_and_write_nothing(tmp_path, monkeypatch
     missing_run = tmp_path / "no-such-run"  # reading it would fail with another message
     (tmp_path / "file").write_text("x")
     (tmp_path / "dir.png").mkdir()
-    cases = {tmp_path / "curves.jpg": "must be a .png",
-             tmp_path / "curves": "must be a .png",
+    cases = {tmp_path / "curves.jpg": "must end in .png",
+             tmp_path / "curves": "must end in .png",
              tmp_path / "missing" / "c.png": "does not exist",
              tmp_path / "file" / "c.png": "does not exist",
              tmp_path / "dir.png": "is a directory"}
