@@ -148,24 +148,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------ play / evaluate
-def _checkpoint_of(path: Path) -> Path:
-    """A checkpoint file as given; for a run directory, its best.pt or else its latest."""
-    from agent.checkpoint import CheckpointStore
-
-    if path.is_dir():
-        run = path.parent if path.name == "checkpoints" else path
-        if not (run / "checkpoints").is_dir():
-            raise ValueError(f"{path} is not a run directory: it has no checkpoints/ folder "
-                             f"(expected a checkpoint file or a directory made by `atari-agent "
-                             f"train`)")
-        best = run / "checkpoints" / "best.pt"
-        found = best if best.is_file() else CheckpointStore(run).latest()
-        if found is None:
-            raise ValueError(f"{path} has no checkpoints (expected {run}/checkpoints/*.pt)")
-        return found
-    return path
-
-
 def _check_flags(args: argparse.Namespace, **ranges) -> None:
     """Refuse out-of-range numeric flags up front, naming the flag and what it accepts."""
     for name, (lo, hi) in ranges.items():
@@ -179,19 +161,19 @@ def _check_flags(args: argparse.Namespace, **ranges) -> None:
 
 def _play(args: argparse.Namespace) -> int:
     from agent.checkpoint import CheckpointError
-    from agent.play import PlayError, default_video_path, has_display, play
+    from agent.play import PlayError, default_video_path, ensure_parent, has_display, play
     from agent.policy import load_agent
+    from agent.runs import checkpoint_to_play
 
     try:
         _check_flags(args, episodes=(1, None), epsilon=(0.0, 1.0), sticky=(0.0, 1.0),
                      speed=(1e-3, 1e3), scale=(1, 8), max_steps=(1, None))
-        agent = load_agent(_checkpoint_of(Path(args.checkpoint)))
+        agent = load_agent(checkpoint_to_play(Path(args.checkpoint)))
         window = args.window if args.window is not None else (
             has_display() and args.video is None and args.gif is None)
         video = args.video
         if not window and video is None and args.gif is None:
-            video = default_video_path(agent)
-            video.parent.mkdir(parents=True, exist_ok=True)
+            video = ensure_parent(default_video_path(agent))
         print(f"playing {agent.path} ({agent.game}, {agent.steps:,} training steps, "
               f"{agent.layout['kind']} actions), epsilon {args.epsilon}, sticky {args.sticky}")
         play(agent, episodes=args.episodes, seed=args.seed, sticky=args.sticky,

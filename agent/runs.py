@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from agent.checkpoint import atomic_write, pid_alive
+from agent.checkpoint import CheckpointStore, atomic_write, pid_alive
 
 
 def new_run_dir(runs_dir: str | Path, game: str, name: str = "") -> Path:
@@ -108,3 +108,20 @@ def archive(run_dir: Path) -> Path:
         if p != dest and not p.name.startswith("archive-"):
             p.rename(dest / p.name)
     return dest
+
+
+def checkpoint_to_play(path: Path) -> Path:
+    """A checkpoint file as given; for a run directory, its best.pt or else its latest."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    run = path.parent if path.name == "checkpoints" else path
+    if not (run / "checkpoints").is_dir():
+        raise ValueError(f"{path} is not a run directory: it has no checkpoints/ folder "
+                         f"(expected a checkpoint file or a directory made by `atari-agent "
+                         f"train`)")
+    best = run / "checkpoints" / "best.pt"
+    found = best if best.is_file() else CheckpointStore(run).latest()
+    if found is None:
+        raise ValueError(f"{path} has no checkpoints (expected {run}/checkpoints/*.pt)")
+    return found
