@@ -31,6 +31,7 @@ from agent.checkpoint import CheckpointError, CheckpointStore, atomic_write
 from agent.config import EnvConfig, from_dict
 from agent.outputs import check_output
 from agent.references import human_normalized
+from agent.runs import checkpoints_dir
 
 PROTOCOL = {"repeat_action_probability": 0.25, "terminal_on_life_loss": False,
             "max_frames": 108_000, "noop_max": 30}
@@ -130,10 +131,7 @@ def checkpoint_files(path: Path) -> list[Path]:
                             f"directory)")
     if not path.is_dir():
         raise EvaluateError(f"{path} is not a checkpoint file or a run directory")
-    ckpt_dir = path if path.name == "checkpoints" else path / "checkpoints"
-    if not ckpt_dir.is_dir():
-        raise EvaluateError(f"{path} is not a run directory: it has no checkpoints/ folder "
-                            f"(expected a directory made by `atari-agent train`)")
+    ckpt_dir = checkpoints_dir(path)
     periodic = sorted(ckpt_dir.glob("ckpt-*.pt"))
     files = list(periodic)
     best = ckpt_dir / "best.pt"

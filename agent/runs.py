@@ -110,18 +110,25 @@ def archive(run_dir: Path) -> Path:
     return dest
 
 
+def checkpoints_dir(path: Path) -> Path:
+    """The checkpoints/ folder of a run directory (or of that folder itself), or ValueError."""
+    path = Path(path)
+    ckpt_dir = path if path.name == "checkpoints" else path / "checkpoints"
+    if not ckpt_dir.is_dir():
+        raise ValueError(f"{path} is not a run directory: it has no checkpoints/ folder "
+                         f"(expected a checkpoint file or a directory made by `atari-agent "
+                         f"train`)")
+    return ckpt_dir
+
+
 def checkpoint_to_play(path: Path) -> Path:
     """A checkpoint file as given; for a run directory, its best.pt or else its latest."""
     path = Path(path)
     if not path.is_dir():
         return path
-    run = path.parent if path.name == "checkpoints" else path
-    if not (run / "checkpoints").is_dir():
-        raise ValueError(f"{path} is not a run directory: it has no checkpoints/ folder "
-                         f"(expected a checkpoint file or a directory made by `atari-agent "
-                         f"train`)")
-    best = run / "checkpoints" / "best.pt"
-    found = best if best.is_file() else CheckpointStore(run).latest()
+    ckpt_dir = checkpoints_dir(path)
+    best = ckpt_dir / "best.pt"
+    found = best if best.is_file() else CheckpointStore(ckpt_dir.parent).latest()
     if found is None:
-        raise ValueError(f"{path} has no checkpoints (expected {run}/checkpoints/*.pt)")
+        raise ValueError(f"{path} has no checkpoints (expected {ckpt_dir}/*.pt)")
     return found
