@@ -3,6 +3,9 @@
 Per agent step: the chosen action for `frameskip` emulator frames (ALE applies sticky actions per
 frame), the reward summed, the last two screens max-pooled, grayed and resized by the native
 kernel straight into a caller's buffer (a replay-ring slot) or the env's own acting stack.
+Screens are read as ALE's palette indices (`getScreen`, one byte a pixel) rather than RGB
+(`getScreenRGB`, 25x slower to read): the kernel learns each index's colour from the first screen
+that shows it, read both ways, and then computes the max of the two frames' colours itself.
 Reset: a new game, 0..noop_max NOOP frames, FIRE where the game waits for it. An episode ends at
 game over (terminated) or at `max_frames` emulator frames (truncated, not terminated).
 
@@ -177,7 +180,6 @@ class AtariEnv:
         self._fire_code = self._fire.value << 7
         screen = tuple(self.ale.getScreenDims())  # (210, 160) for most ROMs, up to (250, 160)
         self._kernel = FramePreprocessor(screen, self.config.frame_shape)
-        self._screens = np.empty((2, *screen, 3), np.uint8)  # the last two raw frames
         h, w = self.config.frame_shape
         self._stack = np.zeros((self.config.stack, h, w), np.uint8)
         self.episode_score = 0.0
@@ -227,9 +229,8 @@ class AtariEnv:
                 self._reset_game()
                 opening = 0.0
         # The first observation has nothing to max with: its frame with itself.
-        self.ale.getScreenRGB(self._screens[1])
-        frame = self._kernel(self._screens[1], self._screens[1],
-                             self._stack[-1] if out is None else out)
+        self._read_screen(1)
+        frame = self._kernel.indexed(1, 1, self._stack[-1] if out is None else out)
         self._stack[:] = frame  # first-frame padding, as the replay does
         self._lives = self.ale.lives()
         self.episode_score = opening
@@ -254,7 +255,7 @@ class AtariEnv:
                              f"got {action!r}")
         ale = self.ale
         skip = self.config.frameskip
-        screens = self._screens
+        screen, get_screen = self._kernel.screen, ale.getScreen
         raw = 0.0
         game_over = False
         for i in range(skip):
@@ -262,18 +263,15 @@ class AtariEnv:
             if ale.game_over():
                 game_over = True
                 break
-            if i == skip - 2:
-                ale.getScreenRGB(screens[0])
+            if i == skip - 2 and not screen(0, get_screen):
+                self._kernel.learn_palette(0, ale.getScreenRGB())
         self._sticky.acted.append(self._codes[action] | (i + 1))
-        ale.getScreenRGB(screens[1])
-        # Max over the last two frames; with one frame (frameskip 1, or a game that ended before
-        # the second-to-last frame) the newest frame is maxed with itself.
-        prev = screens[1] if (skip == 1 or i < skip - 1) else screens[0]
-        self._stack[:-1] = self._stack[1:]  # shift first: the kernel may write into _stack[-1]
-        if out is None:
-            self._kernel(prev, screens[1], self._stack[-1])
-        else:
-            self._stack[-1] = self._kernel(prev, screens[1], out)
+        if not screen(1, get_screen):
+            self._kernel.learn_palette(1, ale.getScreenRGB())
+        # Max over the last two frames (index frames 0 and 1); with one frame (frameskip 1, or a
+        # game that ended before the second-to-last frame) the newest is maxed with itself.
+        # The kernel shifts the acting stack and writes the frame into it (and into `out`).
+        self._kernel.indexed(1 if (skip == 1 or i < skip - 1) else 0, 1, out, self._stack)
         lives = ale.lives()
         life_lost = lives < self._lives and not game_over
         self._lives = lives
@@ -283,7 +281,9 @@ class AtariEnv:
         truncated = not game_over and ale.getEpisodeFrameNumber() >= self.config.max_frames
         self.episode_score += raw
         self.episode_steps += 1
-        reward = float(np.sign(raw)) if self.config.clip_rewards else raw
+        reward = raw
+        if self.config.clip_rewards and raw == raw:  # its sign; a NaN stays NaN, for the replay
+            reward = float((raw > 0) - (raw < 0))  # to refuse with the step named
         return Step(
             reward=reward,
             raw_reward=raw,
@@ -292,6 +292,11 @@ class AtariEnv:
             life_lost=life_lost,
             learn_terminal=game_over or (life_lost and self.config.terminal_on_life_loss),
         )
+
+    def _read_screen(self, slot: int) -> None:
+        """The current screen into the kernel's index frame `slot`; new colours learned."""
+        if not self._kernel.screen(slot, self.ale.getScreen):
+            self._kernel.learn_palette(slot, self.ale.getScreenRGB())
 
     def rgb(self) -> np.ndarray:
         """The current raw screen, (210, 160, 3) uint8 (for playback)."""

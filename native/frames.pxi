@@ -17,6 +17,7 @@
 
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t
 from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcpy, memmove, memset
 
 import math
 
@@ -61,6 +62,9 @@ cdef inline void horizontal_row_scalar(const float* S, float* F,
                 acc = acc + c[t] * s[t]
             F[x] = acc
             c = c + tx
+
+
+include "frames_palette_scalar.pxi"
 
 
 # OpenCV's fixed-point RGB->gray weights (cv::COLOR_RGB2GRAY, shift 14): 0.299, 0.587, 0.114.
@@ -110,6 +114,15 @@ cdef class FramePreprocessor:
     with two uint8 frames of ``in_shape`` (RGB ``(H, W, 3)`` or gray ``(H, W)``, C-contiguous)
     and a C-contiguous uint8 ``out`` of ``out_shape`` (a replay-ring slot, say). Returns ``out``.
     Nothing is allocated per call and the GIL is released while it runs.
+
+    The palette-index path does the same from ALE's palette indices (``ale.getScreen``, one byte
+    a pixel, about 25x cheaper to read than ``getScreenRGB``). The kernel owns two index frames,
+    ``index_frames`` (2, H, W) uint8, read-only outside: ``screen(slot, source)`` fills one (from
+    ``ale.getScreen`` or an array) and says whether every index in it has a learned colour;
+    ``learn_palette(slot, rgb)`` learns them from the same screen in RGB; ``indexed(prev, cur,
+    out)`` then writes what the RGB call would for those screens (see there). The palette is
+    learned, not built in, because ALE maps indices to colours per TV system (NTSC, PAL, SECAM)
+    of the ROM.
     """
 
     cdef readonly int in_height, in_width, out_height, out_width
@@ -123,6 +136,22 @@ cdef class FramePreprocessor:
     cdef float* row_out        # one output row before rounding (+ 8 floats for grouped stores)
     cdef HorizontalTables ht
     cdef object _group_tables  # numpy arrays behind the grouped tables
+    # palette-index path
+    cdef uint8_t* pair         # [a * 256 + b]: gray of max(colour a, colour b) per channel
+    cdef uint8_t* gray_frame   # the pair-gray frame of the two index frames (H * W)
+    cdef uint8_t* index_data   # index_frames' bytes
+    cdef uint8_t palette_rgb[768]
+    cdef uint8_t unknown[256]  # 1 until the index's colour is learned
+    cdef uint8_t bitmaps[96]   # the same as bits, for the AVX2 check (see palette_misses)
+    cdef uint8_t even_gray[256]  # gray of index 2i, as eight 16-entry tables (AVX2 lookup)
+    cdef bint odd              # an odd index was learned: the AVX2 lookup does not cover it
+    cdef bint covered[2]       # index frame i was checked (or learned) since it was filled
+    cdef object _writable      # index_frames, writable, for the sources screen() calls
+    cdef tuple _slots          # its two frames, as views made once
+    cdef readonly int colours
+    """How many palette indices have a learned colour."""
+    cdef readonly object index_frames
+    """(2, H, W) uint8: the two palette-index frames `indexed` reads (write with ale.getScreen)."""
 
     def __cinit__(self):
         self.first_y = NULL
@@ -132,6 +161,8 @@ cdef class FramePreprocessor:
         self.row_acc = NULL
         self.row_gray = NULL
         self.row_out = NULL
+        self.pair = NULL
+        self.gray_frame = NULL
 
     def __init__(self, in_shape=(210, 160), out_shape=(84, 84)):
         cdef int i, t
@@ -159,9 +190,11 @@ cdef class FramePreprocessor:
         self.row_acc = <uint16_t*> malloc(3 * iw * sizeof(uint16_t))
         self.row_gray = <float*> calloc(iw + 24, sizeof(float))  # padding: AVX2 window loads
         self.row_out = <float*> malloc((ow + 8) * sizeof(float))  # grouped stores spill past ow
+        self.pair = <uint8_t*> malloc(65536)
+        self.gray_frame = <uint8_t*> malloc(ih * iw)
         if (self.first_y == NULL or self.weight_y == NULL or self.first_x == NULL
                 or self.coef_x == NULL or self.row_acc == NULL or self.row_gray == NULL
-                or self.row_out == NULL):
+                or self.row_out == NULL or self.pair == NULL or self.gray_frame == NULL):
             raise MemoryError("FramePreprocessor tables")
         scale = 1.0 / (dx * dy * GRAY_ONE)
         for i in range(oh):
@@ -185,6 +218,168 @@ cdef class FramePreprocessor:
         self.ht.group_index = <const int32_t*> _address(index)
         self.ht.group_mask = <const uint32_t*> _address(mask)
         self.ht.group_coef = <const float*> _address(coef)
+        self._writable = np.zeros((2, ih, iw), np.uint8)
+        self.index_data = <uint8_t*> <size_t> _address(self._writable)
+        self._slots = (self._writable[0], self._writable[1])
+        self.index_frames = self._writable.view()
+        self.index_frames.flags.writeable = False
+        self.forget_palette()
+
+    def forget_palette(self):
+        """Unlearn every colour (the palette-index path then needs `learn_palette` again)."""
+        cdef int i, h
+        memset(self.pair, 0, 65536)
+        memset(self.even_gray, 0, 256)
+        self.odd = False
+        self.covered[0] = self.covered[1] = False
+        memset(self.palette_rgb, 0, 768)
+        memset(self.unknown, 1, 256)
+        memset(self.bitmaps, 0, 96)
+        for i in range(32):
+            self.bitmaps[64 + i] = 1 << ((i % 16) & 7)
+        self.colours = 0
+
+    @property
+    def palette(self):
+        """(colours (256, 3) uint8, known (256,) bool): the learned RGB colour of each index."""
+        rgb = np.frombuffer(bytes(self.palette_rgb[:768]), np.uint8).reshape(256, 3).copy()
+        known = np.frombuffer(bytes(self.unknown[:256]), np.uint8) == 0
+        return rgb, known
+
+    cdef int _slot(self, slot, str name) except -1:
+        if isinstance(slot, bool) or not isinstance(slot, (int, np.integer)) or not 0 <= slot <= 1:
+            raise ValueError(f"{name} must be an index frame slot, 0 or 1, got {slot!r}")
+        return slot
+
+    def screen(self, slot, source):
+        """Fill ``index_frames[slot]`` and return True when every index in it has a colour.
+
+        ``source``: a callable that fills the frame it is given (``ale.getScreen``), or an
+        (H, W) uint8 array of palette indices to copy. On False, call ``learn_palette(slot,
+        rgb)`` with the same screen in RGB before ``indexed`` reads this slot.
+        """
+        cdef int s = self._slot(slot, "slot")
+        cdef Py_ssize_t n = self.in_height * self.in_width
+        cdef const uint8_t* p = self.index_data + s * n
+        cdef int misses
+        self.covered[s] = False
+        if callable(source):
+            source(self._slots[s])
+        else:
+            self._writable[s] = _frame2(source, "source", self.in_height, self.in_width)
+        with nogil:
+            misses = palette_misses(p, n, self.unknown, self.bitmaps)
+        self.covered[s] = misses == 0
+        return misses == 0
+
+    def learn_palette(self, slot, rgb):
+        """Learn the colours of ``index_frames[slot]`` from the same screen in RGB (H, W, 3).
+
+        Returns how many indices were new. Raises ValueError, learning nothing, if the two
+        frames disagree: an index already learned with another colour, or one index with two
+        colours (then they are not the same screen).
+        """
+        cdef int s = self._slot(slot, "slot")
+        cdef const uint8_t[:, :, ::1] view = _frame3(rgb, "rgb", self.in_height, self.in_width)
+        cdef Py_ssize_t n = self.in_height * self.in_width, i
+        cdef const uint8_t* p = self.index_data + s * n
+        cdef const uint8_t* c = &view[0, 0, 0]
+        cdef uint8_t seen[256]
+        cdef uint8_t colour[768]
+        cdef const uint8_t* ref
+        cdef int k, a, b, ch, conflict = -1, added = 0
+        memset(seen, 0, 256)
+        with nogil:
+            for i in range(n):
+                k = p[i]
+                if self.unknown[k] == 0 or seen[k]:
+                    ref = &self.palette_rgb[0] if self.unknown[k] == 0 else &colour[0]
+                    if ref[3 * k] != c[3 * i] or ref[3 * k + 1] != c[3 * i + 1] \
+                            or ref[3 * k + 2] != c[3 * i + 2]:
+                        conflict = k
+                        break
+                else:
+                    seen[k] = 1
+                    colour[3 * k] = c[3 * i]
+                    colour[3 * k + 1] = c[3 * i + 1]
+                    colour[3 * k + 2] = c[3 * i + 2]
+        if conflict >= 0:
+            raise ValueError(
+                f"palette index {conflict} has two colours in these frames (the index frame and "
+                "the RGB frame must be the same screen, read with ale.getScreen and "
+                "ale.getScreenRGB)"
+            )
+        for k in range(256):
+            if seen[k]:
+                for ch in range(3):
+                    self.palette_rgb[3 * k + ch] = colour[3 * k + ch]
+                self.unknown[k] = 0
+                if k & 1:
+                    self.odd = True
+                self.bitmaps[(k >> 7) * 32 + (k & 15)] |= 1 << ((k >> 4) & 7)
+                self.bitmaps[(k >> 7) * 32 + 16 + (k & 15)] |= 1 << ((k >> 4) & 7)
+                added += 1
+        self.covered[s] = True  # every index of this frame now has its colour
+        if added:
+            for a in range(256):
+                if not self.unknown[a]:
+                    for b in range(256):
+                        if not self.unknown[b] and (seen[a] or seen[b]):
+                            self.pair[a * 256 + b] = _pair_gray(self.palette_rgb, a, b)
+                    if a % 2 == 0:  # table a // 32 (16 bytes, twice), entry (a // 2) % 16
+                        self.even_gray[(a >> 5) * 32 + ((a >> 1) & 15)] = self.pair[a * 257]
+                        self.even_gray[(a >> 5) * 32 + 16 + ((a >> 1) & 15)] = self.pair[a * 257]
+            self.colours += added
+        return added
+
+    def indexed(self, prev, cur, out=None, stack=None):
+        """Write preprocess(max(colours of index_frames[prev], of index_frames[cur])) into ``out``.
+
+        Per pixel, the gray of the per-channel max of the two colours is rounded to a byte (as
+        OpenCV's cvtColor does) before the area resize; the RGB call keeps it exact. The two
+        agree within 1 and both are within 1 of OpenCV's pipeline.
+
+        ``stack``: an optional (k, H', W') uint8 frame stack (oldest first), shifted by one frame
+        (its oldest dropped) with the new frame written last; ``out`` may then be omitted, or be
+        a separate buffer (a replay slot) that gets the frame too. Returns ``out``.
+        Raises ValueError if a frame holds an index with no learned colour (``screen`` said
+        False and ``learn_palette`` was not called), before writing anything.
+        """
+        cdef int a = self._slot(prev, "prev"), b = self._slot(cur, "cur")
+        cdef Py_ssize_t n = self.in_height * self.in_width
+        cdef Py_ssize_t hw = self.out_height * self.out_width
+        cdef const uint8_t* pa = self.index_data + a * n
+        cdef const uint8_t* pb = self.index_data + b * n
+        cdef uint8_t[:, ::1] o
+        cdef uint8_t[:, :, ::1] st
+        cdef uint8_t* dst = NULL
+        cdef uint8_t* last = NULL
+        cdef Py_ssize_t k = 0
+        if not (self.covered[a] and self.covered[b]):
+            raise ValueError(
+                f"index frame {a if not self.covered[a] else b} holds a palette index with no "
+                "learned colour: call learn_palette() for it (screen() said False)")
+        if out is None and stack is None:
+            raise ValueError("indexed() needs out, stack or both to write the frame into")
+        if out is not None:
+            o = _out_view(out, self.out_height, self.out_width)
+            dst = &o[0, 0]
+        if stack is not None:
+            st = _stack_view(stack, self.out_height, self.out_width)
+            k = st.shape[0]
+            last = &st[k - 1, 0, 0]
+            if dst != NULL and dst != last and &st[0, 0, 0] <= dst < last + hw:
+                raise ValueError("out must not be one of the stack's frames other than its last")
+            if dst == NULL:
+                dst = last
+        with nogil:
+            if k > 1:
+                memmove(&st[0, 0, 0], &st[1, 0, 0], (k - 1) * hw)
+            pair_gray(pa, pb, self.gray_frame, n, self.pair, self.even_gray, self.odd)
+            self._run(self.gray_frame, self.gray_frame, 1, dst)
+            if last != NULL and last != dst:
+                memcpy(last, dst, hw)
+        return out
 
     def __dealloc__(self):
         free(self.first_y)
@@ -194,6 +389,8 @@ cdef class FramePreprocessor:
         free(self.row_acc)
         free(self.row_gray)
         free(self.row_out)
+        free(self.pair)
+        free(self.gray_frame)
 
     @property
     def in_shape(self):
@@ -286,6 +483,15 @@ cdef class FramePreprocessor:
             O = O + w
 
 
+
+cdef inline uint8_t _pair_gray(const uint8_t* rgb, int a, int b) noexcept nogil:
+    """OpenCV's RGB2GRAY (fixed point, rounded) of the per-channel max of palette colours a, b."""
+    cdef int32_t r = rgb[3 * a] if rgb[3 * a] > rgb[3 * b] else rgb[3 * b]
+    cdef int32_t g = rgb[3 * a + 1] if rgb[3 * a + 1] > rgb[3 * b + 1] else rgb[3 * b + 1]
+    cdef int32_t bl = rgb[3 * a + 2] if rgb[3 * a + 2] > rgb[3 * b + 2] else rgb[3 * b + 2]
+    return <uint8_t> ((4899 * r + 9617 * g + 1868 * bl + 8192) >> 14)
+
+
 cdef str _describe(obj):
     if isinstance(obj, np.ndarray):
         layout = "C-contiguous" if obj.flags.c_contiguous else "not C-contiguous"
@@ -322,6 +528,18 @@ cdef const uint8_t[:, ::1] _frame2(obj, str name, int h, int w):
     if view is None or view.shape[0] != h or view.shape[1] != w:
         _check_array(obj, name, (h, w))
         raise ValueError(f"{name} must be a C-contiguous uint8 array of shape {(h, w)}")
+    return view
+
+
+cdef uint8_t[:, :, ::1] _stack_view(obj, int h, int w):
+    cdef uint8_t[:, :, ::1] view
+    try:
+        view = obj
+    except (TypeError, ValueError, BufferError):
+        view = None
+    if view is None or view.shape[0] < 1 or view.shape[1] != h or view.shape[2] != w:
+        raise ValueError(f"stack must be a writable C-contiguous uint8 array of shape "
+                         f"(frames, {h}, {w}), got {_describe(obj)}")
     return view
 
 

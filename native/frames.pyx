@@ -2,3 +2,4 @@
 VARIANT = "portable"
 include "frames.pxi"
 include "frames_hpass_scalar.pxi"
+include "frames_palette_portable.pxi"

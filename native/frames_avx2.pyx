@@ -2,3 +2,4 @@
 VARIANT = "avx2"
 include "frames.pxi"
 include "frames_hpass_avx2.pxi"
+include "frames_palette_avx2.pxi"
