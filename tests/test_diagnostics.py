@@ -83,3 +83,23 @@ def test_network_shapes_and_dueling_head():
         assert q.shape == (5, 12)
         assert QNetwork.from_spec(net.spec()).spec() == net.spec()
     assert sum(p.numel() for p in QNetwork(18).parameters()) == 1_693_362  # Nature DQN's size
+
+
+@pytest.mark.parametrize("dueling", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_forward_computes_the_modules_on_inputs_scaled_to_0_1(dueling, channels_last):
+    # forward() runs the layers as functions with conv1's weights scaled by 1/255; it must be
+    # the network its modules (and checkpoints) describe, applied to obs / 255.
+    torch.manual_seed(0)
+    net = QNetwork(6, dueling=dueling)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    with torch.no_grad():
+        features = net.features(obs.float() / 255.0)
+        if dueling:
+            adv = net.advantage(features)
+            expected = net.value(features) + adv - adv.mean(dim=1, keepdim=True)
+        else:
+            expected = net.head(features)
+        torch.testing.assert_close(net(obs), expected, rtol=1e-4, atol=1e-5)
