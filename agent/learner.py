@@ -7,7 +7,9 @@ weighted under PER) -> gradients clipped to max_norm -> Adam step -> a hard targ
 them (loss 0.126 -> 5,193, Q-values up to 9,827).
 
 On CPU the forward and backward passes run under bf16 autocast with channels_last weights where
-the config asks (fp32 master weights, fp32 loss); see `LearnerConfig.precision`.
+the config asks (fp32 master weights, fp32 loss); see `LearnerConfig.precision`. A learner with
+channels_last weights wants channels_last batches (`Learner.channels_last`): the replay then
+gathers each stack straight into (B, H, W, stack) memory, and no pass permutes the bytes.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ class Learner:
         self.device = device if device is not None else resolve_device(config.device)
         self.bf16 = use_bf16(config.precision, self.device)
         self.online = QNetwork(n_actions, stack, frame_shape, config.dueling).to(self.device)
-        if self.bf16 or self.device.type == "cuda":
+        self._channels_last = self.bf16 or self.device.type == "cuda"
+        if self._channels_last:
             self.online = self.online.to(memory_format=torch.channels_last)
         # The target network only runs forward: under bf16 it is stored in bf16, so autocast
         # does not cast its weights again on every update.
@@ -110,6 +113,14 @@ class Learner:
         return self.online.n_actions
 
     @property
+    def channels_last(self) -> bool:
+        """Whether the networks' weights are channels_last (bf16 on CPU, or CUDA): then batches
+        in channels_last layout (``FrameReplay.sample(..., channels_last=True)``) reach the first
+        conv without a permute of their bytes; other batches are permuted in `QNetwork.forward`.
+        """
+        return self._channels_last
+
+    @property
     def target_age(self) -> int:
         """Updates since the target network was last synced."""
         return self.updates - self.target_synced_at
@@ -118,7 +129,15 @@ class Learner:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device, non_blocking=True)
+        """A tensor on the learner's device sharing `array`'s memory and strides where it can.
+
+        A view with non-negative strides (e.g. a channels_last replay batch, a (B, stack, H, W)
+        view of (B, H, W, stack) bytes) is taken as it is: no copy, and its memory format
+        survives the move to a GPU. Only negative strides, which torch cannot view, are copied.
+        """
+        if any(s < 0 for s in array.strides):
+            array = np.ascontiguousarray(array)
+        return torch.from_numpy(array).to(self.device, non_blocking=True)
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -235,10 +235,13 @@ class Trainer:
     def _update(self) -> None:
         c = self.config
         if self.probe is None:
-            self.probe = self._diag_sample(c.run.probe_size).obs.copy()
+            # A C-order copy whatever the batch's layout: the checkpoint keeps a plain tensor.
+            self.probe = self._diag_sample(c.run.probe_size).obs.copy(order="C")
         frac = min(self.steps / c.run.total_steps, 1.0)
         beta = c.replay.beta_start + (c.replay.beta_end - c.replay.beta_start) * frac
-        self.batch = self.replay.sample(c.learner.batch_size, beta, out=self.batch)
+        # In the layout the learner's networks read without a permute (see Learner.channels_last).
+        self.batch = self.replay.sample(c.learner.batch_size, beta, out=self.batch,
+                                        channels_last=self.learner.channels_last)
         result = self.learner.update(self.batch, want_td=c.replay.prioritized)
         if c.replay.prioritized:
             self.replay.update_priorities(self.batch.index, result.td_abs + c.replay.priority_eps)
@@ -251,7 +254,7 @@ class Trainer:
         """n replay transitions picked with the diagnostics RNG (training's draws untouched)."""
         valid = self.replay.valid_indices()
         pick = self.diag_rng.choice(valid, size=min(n, len(valid)), replace=False)
-        return self.replay.gather(np.sort(pick))
+        return self.replay.gather(np.sort(pick), channels_last=self.learner.channels_last)
 
     def measure(self) -> dict:
         """The seed system's diagnostics now (consumes the pending per-update stats)."""

@@ -32,6 +32,45 @@ from rng cimport rng_below, rng_next, rng_seed, rng_uniform
 
 from sumtree cimport tree_find, tree_set
 
+# Channels-last (NHWC) stacks: dst[p * stack + j] = frame_j[p], the stack's frames interleaved
+# per pixel. Plain C with restrict pointers so that gcc -O3 vectorises the common stacks, 4 and 2
+# (16-byte loads, byte unpacks, 16-byte stores: seen in the built module); other stacks take the
+# strided loop. The sources may be the same frame (first-frame padding): they are only read.
+# Gathering a batch this way costs about 1.2-1.3x the memcpy of the (stack, H, W) layout from a
+# large ring (four read streams instead of one; software prefetching measured no gain).
+cdef extern from *:
+    """
+    #include <stdint.h>
+    static void replay_interleave2(const uint8_t* restrict s0, const uint8_t* restrict s1,
+                                   uint8_t* restrict dst, int64_t n) {
+        for (int64_t p = 0; p < n; p++) {
+            dst[2 * p] = s0[p];
+            dst[2 * p + 1] = s1[p];
+        }
+    }
+    static void replay_interleave4(const uint8_t* restrict s0, const uint8_t* restrict s1,
+                                   const uint8_t* restrict s2, const uint8_t* restrict s3,
+                                   uint8_t* restrict dst, int64_t n) {
+        for (int64_t p = 0; p < n; p++) {
+            dst[4 * p] = s0[p];
+            dst[4 * p + 1] = s1[p];
+            dst[4 * p + 2] = s2[p];
+            dst[4 * p + 3] = s3[p];
+        }
+    }
+    static void replay_interleave_strided(const uint8_t* restrict src, int stack, int j,
+                                          uint8_t* restrict dst, int64_t n) {
+        for (int64_t p = 0; p < n; p++)
+            dst[p * stack + j] = src[p];
+    }
+    """
+    void replay_interleave2(const uint8_t* s0, const uint8_t* s1, uint8_t* dst,
+                            int64_t n) noexcept nogil
+    void replay_interleave4(const uint8_t* s0, const uint8_t* s1, const uint8_t* s2,
+                            const uint8_t* s3, uint8_t* dst, int64_t n) noexcept nogil
+    void replay_interleave_strided(const uint8_t* src, int stack, int j, uint8_t* dst,
+                                   int64_t n) noexcept nogil
+
 cdef enum:
     FIRST = 1
     HAS_TRANSITION = 2
@@ -46,23 +85,40 @@ SNAPSHOT_VERSION = 1
 
 
 cdef class Batch:
-    """One sampled batch. Every array is C-contiguous and owned, ready for ``torch.from_numpy``.
+    """One sampled batch, owned and ready for ``torch.from_numpy`` (no copy).
 
     obs, next_obs: uint8 (B, stack, H, W); action: int64 (B,); reward: float32 (B,) n-step
     discounted return; discount: float32 (B,) gamma**m for an m-step window, 0 after a terminal;
     index: int64 (B,) logical indices (for update_priorities); weight: float32 (B,) importance
     weights (all 1 for uniform sampling).
+
+    Batch(batch_size, stack, height, width, channels_last=False). Every array is C-contiguous,
+    except obs and next_obs with channels_last=True: they are then (B, stack, H, W)-shaped views
+    (same shape, same values) of owned C-contiguous (B, H, W, stack) buffers, i.e. each pixel's
+    stack of frames lies together in memory. ``torch.from_numpy`` of such a view is a tensor
+    that is contiguous in ``torch.channels_last`` memory format, so a network with channels_last
+    weights reads it without permuting the bytes. ``channels_last`` says which layout it is.
     """
 
     cdef readonly object obs, next_obs, action, reward, discount, index, weight
     cdef readonly int batch_size
+    cdef readonly bint channels_last
+    cdef object _obs_buf, _next_buf   # the owned C-contiguous buffers behind obs and next_obs
 
-    def __init__(self, int batch_size, int stack, int height, int width):
+    def __init__(self, int batch_size, int stack, int height, int width, bint channels_last=False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size}")
         self.batch_size = batch_size
-        self.obs = np.empty((batch_size, stack, height, width), np.uint8)
-        self.next_obs = np.empty((batch_size, stack, height, width), np.uint8)
+        self.channels_last = channels_last
+        if channels_last:
+            self._obs_buf = np.empty((batch_size, height, width, stack), np.uint8)
+            self._next_buf = np.empty((batch_size, height, width, stack), np.uint8)
+            self.obs = self._obs_buf.transpose(0, 3, 1, 2)
+            self.next_obs = self._next_buf.transpose(0, 3, 1, 2)
+        else:
+            self._obs_buf = np.empty((batch_size, stack, height, width), np.uint8)
+            self._next_buf = np.empty((batch_size, stack, height, width), np.uint8)
+            self.obs, self.next_obs = self._obs_buf, self._next_buf
         self.action = np.empty(batch_size, np.int64)
         self.reward = np.empty(batch_size, np.float32)
         self.discount = np.empty(batch_size, np.float32)
@@ -70,7 +126,8 @@ cdef class Batch:
         self.weight = np.empty(batch_size, np.float32)
 
     def __repr__(self):
-        return f"Batch(batch_size={self.batch_size}, obs={self.obs.shape})"
+        layout = ", channels_last" if self.channels_last else ""
+        return f"Batch(batch_size={self.batch_size}, obs={self.obs.shape}{layout})"
 
 
 cdef inline bint _in_unit(double x):
@@ -360,12 +417,14 @@ cdef class FrameReplay:
         return np.asarray(out, dtype=np.int64)
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, batch_size, double beta=0.4, Batch out=None):
+    def sample(self, batch_size, double beta=0.4, Batch out=None, bint channels_last=False):
         """Draw batch_size transitions (with replacement): uniformly, or by priority ** alpha.
 
         beta: importance-weight exponent for prioritized sampling, in [0, 1]; weights are
         (N * P(i)) ** -beta divided by the batch's largest weight. out: a Batch of the same
-        batch_size to fill instead of allocating a new one.
+        batch_size to fill instead of allocating a new one. channels_last: the layout of the
+        new Batch's obs and next_obs when out is None (see Batch); a given out keeps its own
+        layout, whatever channels_last says. Both layouts hold the same values.
         """
         try:
             B = int(batch_size)
@@ -381,7 +440,7 @@ cdef class FrameReplay:
                 f"batch_size {B} is larger than the {valid} valid transitions in the replay; "
                 "add more steps first (or sample a smaller batch)"
             )
-        out = self._batch_for(B, out)
+        out = self._batch_for(B, out, channels_last)
         cdef int64_t[::1] idx = out.index
         cdef float[::1] wgt = out.weight
         cdef bint ok
@@ -400,8 +459,11 @@ cdef class FrameReplay:
         self._fill(out)
         return out
 
-    def gather(self, indices, Batch out=None):
-        """Batch of the given valid logical indices (weights 1); for inspection and tests."""
+    def gather(self, indices, Batch out=None, bint channels_last=False):
+        """Batch of the given valid logical indices (weights 1); for inspection and tests.
+
+        out and channels_last as for sample(): a given out keeps its own layout.
+        """
         idx = np.ascontiguousarray(indices, dtype=np.int64)
         if idx.ndim != 1 or idx.size == 0:
             raise ValueError(f"indices must be a non-empty 1-D sequence of ints, got shape {idx.shape}")
@@ -413,7 +475,7 @@ cdef class FrameReplay:
                     f"index {L} is not a valid transition now (valid: valid_indices(), live range "
                     f"[{self._live_start()}, {self.total - 1}])"
                 )
-        out = self._batch_for(idx.size, out)
+        out = self._batch_for(idx.size, out, channels_last)
         out.index[:] = idx
         out.weight[:] = 1.0
         self._fill(out)
@@ -421,20 +483,22 @@ cdef class FrameReplay:
 
     cdef _fill(self, Batch out):
         """Gather every field of `out` for the valid logical indices already in out.index."""
-        cdef uint8_t[:, :, :, ::1] obs = out.obs
-        cdef uint8_t[:, :, :, ::1] nxt = out.next_obs
+        # The owned buffers: (B, stack, H, W), or (B, H, W, stack) for a channels_last batch.
+        cdef uint8_t[:, :, :, ::1] obs = out._obs_buf
+        cdef uint8_t[:, :, :, ::1] nxt = out._next_buf
         cdef int64_t[::1] act = out.action
         cdef float[::1] ret = out.reward
         cdef float[::1] disc = out.discount
         cdef int64_t[::1] idx = out.index
         with nogil:
             self._gather(out.batch_size, &idx[0], &obs[0, 0, 0, 0], &nxt[0, 0, 0, 0], &act[0],
-                         &ret[0], &disc[0])
+                         &ret[0], &disc[0], out.channels_last)
 
-    cdef Batch _batch_for(self, int B, Batch out):
-        """`out` if it fits a batch of B from this replay (else a clear error); a new Batch if None."""
+    cdef Batch _batch_for(self, int B, Batch out, bint channels_last):
+        """`out` if it fits a batch of B from this replay (else a clear error); a new Batch of
+        the channels_last layout if None."""
         if out is None:
-            return Batch(B, self.stack, self.height, self.width)
+            return Batch(B, self.stack, self.height, self.width, channels_last)
         if out.batch_size != B or out.obs.shape[1:] != (self.stack, self.height, self.width):
             raise ValueError(
                 f"out must be a Batch of batch_size {B} with obs of shape ({B}, {self.stack}, "
@@ -484,7 +548,9 @@ cdef class FrameReplay:
         return True
 
     cdef void _gather(self, int B, const int64_t* idx, uint8_t* obs, uint8_t* nxt, int64_t* act,
-                      float* ret, float* disc) noexcept nogil:
+                      float* ret, float* disc, bint channels_last) noexcept nogil:
+        """Fill B transitions; obs and nxt are (B, stack, H, W), or (B, H, W, stack) when
+        channels_last (the same frames, first-frame padding included, interleaved per pixel)."""
         cdef int i, j, m
         cdef bint term
         cdef int64_t L, floor
@@ -496,9 +562,13 @@ cdef class FrameReplay:
             L = idx[i]
             self._window(L, &m, &term)
             floor = self._episode_floor(L)
-            self._copy_stack(L, floor, obs + i * stack_bytes)
             # The bootstrap observation belongs to the same episode, so it shares the floor.
-            self._copy_stack(L + m, floor, nxt + i * stack_bytes)
+            if channels_last:
+                self._copy_stack_nhwc(L, floor, obs + i * stack_bytes)
+                self._copy_stack_nhwc(L + m, floor, nxt + i * stack_bytes)
+            else:
+                self._copy_stack(L, floor, obs + i * stack_bytes)
+                self._copy_stack(L + m, floor, nxt + i * stack_bytes)
             act[i] = self.actions[L % self.capacity]
             g = 0.0
             for j in range(m):
@@ -506,15 +576,35 @@ cdef class FrameReplay:
             ret[i] = <float> g
             disc[i] = 0.0 if term else <float> self.gamma_pow[m]
 
+    cdef inline const uint8_t* _stack_frame(self, int64_t L, int64_t floor, int j) noexcept nogil:
+        """Frame j (0 = oldest) of the stack ending at L; below `floor`, the floor's frame."""
+        cdef int64_t src = L - (self.stack - 1) + j
+        if src < floor:
+            src = floor                         # first-frame padding before the episode start
+        return self.frames + (src % self.capacity) * self.frame_bytes
+
     cdef inline void _copy_stack(self, int64_t L, int64_t floor, uint8_t* dst) noexcept nogil:
+        """The stack ending at L as (stack, H, W)."""
         cdef int j
-        cdef int64_t src
         for j in range(self.stack):
-            src = L - (self.stack - 1) + j
-            if src < floor:
-                src = floor                     # first-frame padding before the episode start
-            memcpy(dst + j * self.frame_bytes, self.frames + (src % self.capacity) * self.frame_bytes,
-                   self.frame_bytes)
+            memcpy(dst + j * self.frame_bytes, self._stack_frame(L, floor, j), self.frame_bytes)
+
+    cdef inline void _copy_stack_nhwc(self, int64_t L, int64_t floor, uint8_t* dst) noexcept nogil:
+        """The stack ending at L as (H, W, stack): its frames interleaved per pixel."""
+        cdef int j
+        cdef int64_t n = self.frame_bytes
+        if self.stack == 4:
+            replay_interleave4(self._stack_frame(L, floor, 0), self._stack_frame(L, floor, 1),
+                               self._stack_frame(L, floor, 2), self._stack_frame(L, floor, 3),
+                               dst, n)
+        elif self.stack == 2:
+            replay_interleave2(self._stack_frame(L, floor, 0), self._stack_frame(L, floor, 1),
+                               dst, n)
+        elif self.stack == 1:
+            memcpy(dst, self._stack_frame(L, floor, 0), n)
+        else:
+            for j in range(self.stack):
+                replay_interleave_strided(self._stack_frame(L, floor, j), self.stack, j, dst, n)
 
     def current_stack(self, out=None):
         """The acting observation: the newest frame and the stack - 1 before it, (stack, H, W)."""

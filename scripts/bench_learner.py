@@ -4,9 +4,12 @@
     python scripts/bench_learner.py --threads 1 --updates 100 --json learner.json
 
 One `Learner.update` = target forward, online forward (and the double-DQN forward), backward,
-gradient clip, fused Adam, on batches sampled from a replay filled with random frames. Each
-precision is timed in turn, `--repeats` times, interleaved; the table gives the median ms per
-update and the ratio fp32 / bf16 (what `learner.precision = "auto"` buys on CPU).
+gradient clip, fused Adam, on batches sampled from a replay filled with random frames (the
+sample is timed with it). Each case is timed in turn, `--repeats` times, interleaved; the table
+gives the median ms per update and the ratio fp32 / bf16 (what `learner.precision = "auto"`
+buys on CPU). bf16 runs twice: on (B, stack, H, W) batches, which the network permutes to
+channels_last on every forward pass, and on channels_last batches (the replay gathers them
+that way, `sample(..., channels_last=True)`: what training does when `Learner.channels_last`).
 """
 
 from __future__ import annotations
@@ -36,10 +39,11 @@ def filled_replay(n: int, seed: int = 0) -> FrameReplay:
     return replay
 
 
-def time_updates(learner: Learner, replay: FrameReplay, batch: int, n: int) -> float:
+def time_updates(learner: Learner, replay: FrameReplay, batch: int, n: int,
+                 channels_last: bool = False) -> float:
     out = None
     for _ in range(3):  # warm-up: oneDNN primitives, allocator
-        out = replay.sample(batch, out=out)
+        out = replay.sample(batch, out=out, channels_last=channels_last)
         learner.update(out)
     start = time.perf_counter()
     for _ in range(n):
@@ -65,23 +69,31 @@ def main() -> None:
     replay = filled_replay(2_000)
     learners = {p: Learner(LearnerConfig(precision=p, device="cpu"), args.actions)
                 for p in ("fp32", "bf16")}
-    times: dict[str, list[float]] = {p: [] for p in learners}
+    # case: (learner, channels_last batches)
+    cases = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16_nhwc": ("bf16", True)}
+    times: dict[str, list[float]] = {c: [] for c in cases}
     for _ in range(args.repeats):
-        for p, learner in learners.items():
-            times[p].append(time_updates(learner, replay, args.batch, args.updates))
-    ms = {p: statistics.median(v) for p, v in times.items()}
+        for c, (p, channels_last) in cases.items():
+            times[c].append(time_updates(learners[p], replay, args.batch, args.updates,
+                                         channels_last))
+    ms = {c: statistics.median(v) for c, v in times.items()}
     ratio = ms["fp32"] / ms["bf16"]
+    nhwc_ratio = ms["bf16"] / ms["bf16_nhwc"]
     lines = [f"Learner update, batch {args.batch}, {args.actions} actions, double DQN, "
              f"{torch.get_num_threads()} torch threads, torch {torch.__version__}; median of "
              f"{args.repeats} x {args.updates} updates", "",
              "| precision | ms/update | updates/s |", "|---|---:|---:|"]
-    for p in ("fp32", "bf16"):
-        name = "fp32" if p == "fp32" else "bf16 autocast + channels_last"
-        lines.append(f"| {name} | {ms[p]:.2f} | {1e3 / ms[p]:.1f} |")
-    lines += ["", f"bf16 / fp32 updates/s: {ratio:.2f}x"]
+    names = {"fp32": "fp32", "bf16": "bf16 autocast + channels_last",
+             "bf16_nhwc": "bf16 autocast + channels_last, channels_last batches"}
+    for c, name in names.items():
+        lines.append(f"| {name} | {ms[c]:.2f} | {1e3 / ms[c]:.1f} |")
+    lines += ["", f"bf16 / fp32 updates/s: {ratio:.2f}x",
+              f"channels_last batches / (B, stack, H, W) batches, bf16 updates/s: "
+              f"{nhwc_ratio:.2f}x"]
     emit("\n".join(lines), {"batch": args.batch, "actions": args.actions,
                             "threads": torch.get_num_threads(), "ms_per_update": ms,
-                            "ms_repeats": times, "bf16_speedup": ratio}, args.json)
+                            "ms_repeats": times, "bf16_speedup": ratio,
+                            "nhwc_batch_speedup": nhwc_ratio}, args.json)
 
 if __name__ == "__main__":
     main()

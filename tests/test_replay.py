@@ -63,6 +63,15 @@ def assert_matches(rb: FrameReplay, ref: ReferenceReplay, batch: Batch) -> None:
         assert batch.discount[i] == pytest.approx(exp.discount, rel=1e-6, abs=1e-7)
 
 
+def assert_same_batch(nhwc: Batch, nchw: Batch) -> None:
+    """A channels_last batch holds exactly what the (B, stack, H, W) batch holds."""
+    assert nhwc.channels_last and not nchw.channels_last
+    for name in ("obs", "next_obs", "action", "reward", "discount", "index", "weight"):
+        a, b = getattr(nhwc, name), getattr(nchw, name)
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
 CASES = [
     # capacity, stack, n_step, gamma
     (200, 4, 1, 0.99),
@@ -90,11 +99,18 @@ def test_matches_reference_on_long_streams(capacity, stack, n_step, gamma, prior
         assert len(rb) == len(expected_valid)
         if not expected_valid:
             continue
-        # every valid index, gathered explicitly
-        assert_matches(rb, ref, rb.gather(expected_valid))
-        # and what the sampler draws
+        # every valid index, gathered explicitly, in both layouts
+        gathered = rb.gather(expected_valid)
+        assert_matches(rb, ref, gathered)
+        assert_same_batch(rb.gather(expected_valid, channels_last=True), gathered)
+        # and what the sampler draws (the same draw again, channels_last)
+        state = rb.rng_state
         batch = rb.sample(min(16, len(expected_valid)), beta=0.5)
         assert_matches(rb, ref, batch)
+        after = rb.rng_state
+        rb.rng_state = state
+        assert_same_batch(rb.sample(batch.batch_size, beta=0.5, channels_last=True), batch)
+        assert rb.rng_state == after
         if prioritized:
             rb.update_priorities(batch.index, rng.uniform(0.05, 5.0, batch.batch_size))
         checked += 1
@@ -248,6 +264,100 @@ def test_batch_arrays_are_ready_for_torch_without_a_copy():
     assert b.obs.shape == (32, 4, H, W)
 
 
+def test_channels_last_batch_is_a_view_of_owned_nhwc_bytes_that_torch_takes_as_is():
+    rb = filled(prioritized=True)
+    out = Batch(32, 4, H, W, channels_last=True)
+    assert out.channels_last and not Batch(32, 4, H, W).channels_last
+    with pytest.raises(AttributeError):
+        out.channels_last = False  # readonly
+    assert "channels_last" in repr(out)
+    b = rb.sample(32, out=out)
+    assert b is out
+    for arr in (b.obs, b.next_obs):
+        assert arr.shape == (32, 4, H, W) and arr.dtype == np.uint8
+        assert not arr.flags.c_contiguous
+        base = arr.base
+        assert base.shape == (32, H, W, 4) and base.flags.c_contiguous and base.flags.owndata
+        np.testing.assert_array_equal(arr, base.transpose(0, 3, 1, 2))
+        t = torch.from_numpy(arr)
+        assert t.shape == (32, 4, H, W) and t.data_ptr() == arr.ctypes.data
+        assert t.is_contiguous(memory_format=torch.channels_last)
+        assert t.contiguous(memory_format=torch.channels_last) is t  # a permute would copy
+    for name in ("action", "reward", "discount", "weight", "index"):
+        arr = getattr(b, name)
+        assert arr.flags.c_contiguous and arr.flags.owndata
+
+
+@pytest.mark.parametrize("frame_shape", [(84, 84), (5, 5), (7, 5), (1, 3)])
+@pytest.mark.parametrize("stack", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_channels_last_batches_hold_the_same_values(frame_shape, stack, prioritized):
+    """Every layout path (stack 4 and 2 vectorised, 1 a copy, others strided) and frame size
+    (vector loop, its epilogue and the scalar tail) gives the (B, stack, H, W) batch's values:
+    first-frame padding, n-step windows across episode ends and the ring's wrap included."""
+    h, w = frame_shape
+    n_step, capacity = 3, 40
+    rng = np.random.default_rng(stack * 7 + h)
+    rb = FrameReplay(capacity, frame_shape, stack=stack, n_step=n_step, gamma=0.9,
+                     prioritized=prioritized, seed=11)
+    rb.reset(rng.integers(0, 256, frame_shape, dtype=np.uint8))
+    checked = 0
+    for step in range(3 * capacity):  # wraps the ring twice
+        done = rng.random() < 0.12
+        rb.add(int(rng.integers(4)), float(rng.integers(-1, 2)), done, False,
+               rng.integers(0, 256, frame_shape, dtype=np.uint8))
+        if done:
+            rb.reset(rng.integers(0, 256, frame_shape, dtype=np.uint8))
+        if step % 10 != 9 or len(rb) < 8:
+            continue
+        valid = rb.valid_indices()
+        assert_same_batch(rb.gather(valid, channels_last=True), rb.gather(valid))
+        state = rb.rng_state
+        nchw = rb.sample(8, beta=0.5)
+        rb.rng_state = state
+        assert_same_batch(rb.sample(8, beta=0.5, channels_last=True), nchw)
+        if prioritized:
+            rb.update_priorities(nchw.index, rng.uniform(0.1, 3.0, 8))
+        checked += 1
+    assert checked >= 8
+    # an episode's first transition: its stack is the first frame stack times (the padding)
+    first = rng.integers(0, 256, frame_shape, dtype=np.uint8)
+    rb.reset(first)
+    start = rb.total - 1
+    for _ in range(n_step):
+        rb.add(0, 0.0, False, False, rng.integers(0, 256, frame_shape, dtype=np.uint8))
+    nhwc = rb.gather([start], channels_last=True)
+    for j in range(stack):
+        np.testing.assert_array_equal(nhwc.obs[0, j], first)
+    assert_same_batch(nhwc, rb.gather([start]))
+
+
+def test_an_out_batch_keeps_its_own_layout():
+    rb = filled(prioritized=False)
+    idx = rb.valid_indices()[:5]
+    nhwc, nchw = Batch(5, 4, H, W, channels_last=True), Batch(5, 4, H, W)
+    assert rb.gather(idx, out=nhwc, channels_last=False) is nhwc
+    assert rb.gather(idx, out=nchw, channels_last=True) is nchw
+    assert nhwc.channels_last and nchw.obs.flags.c_contiguous
+    assert_same_batch(nhwc, nchw)
+    assert rb.sample(5, out=nhwc) is nhwc and nhwc.channels_last
+    assert rb.sample(5, out=nchw, channels_last=True) is nchw and not nchw.channels_last
+    assert rb.sample(5, channels_last=True).channels_last
+    assert not rb.sample(5).channels_last
+
+
+def test_channels_last_sampling_leaves_the_snapshot_unchanged():
+    a, b = filled(True, seed=4), filled(True, seed=4)
+    for _ in range(3):
+        x, y = a.sample(16), b.sample(16, channels_last=True)
+        a.update_priorities(x.index, np.arange(1, 17.0))
+        b.update_priorities(y.index, np.arange(1, 17.0))
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        np.testing.assert_array_equal(sa[key], sb[key], err_msg=key)
+
+
 def test_memory_per_transition_at_84x84():
     for prioritized in (False, True):
         for capacity in (100_000, 1_000_000):
@@ -338,7 +448,8 @@ def test_gather_and_sample_reject_an_out_batch_of_another_shape():
     rb = filled(prioritized=False, capacity=100, steps=200)
     idx = rb.valid_indices()[:1]
     message = "out must be a Batch of batch_size 1 with obs of shape"
-    for bad in (Batch(1, 1, 4, 4), Batch(1, 4, H + 1, W), Batch(2, 4, H, W)):
+    for bad in (Batch(1, 1, 4, 4), Batch(1, 4, H + 1, W), Batch(2, 4, H, W),
+                Batch(1, 4, H + 1, W, channels_last=True), Batch(1, 3, H, W, channels_last=True)):
         with pytest.raises(ValueError, match=message):
             rb.gather(idx, out=bad)
         with pytest.raises(ValueError, match=message):

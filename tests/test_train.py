@@ -15,6 +15,7 @@ import torch
 from agent import checkpoint
 from agent.config import Config, LearnerConfig
 from agent.learner import Learner, td_targets
+from agent.native import FrameReplay
 from agent.report import ROW_KEYS
 from agent.train import Trainer
 from tests.toygame import make_fire_game
@@ -86,6 +87,66 @@ def test_clip_delta_is_one_when_not_clipped():
     learner = Learner(LearnerConfig(precision="fp32"), 4, stack=2, frame_shape=(36, 36))
     _, grad_norm, clip_delta, _ = learner.update(_batch(reward=0.0)).stats.tolist()
     assert grad_norm < 10 and clip_delta == 1.0
+
+
+def _channels_last(batch):
+    """The same batch with obs and next_obs as (B, stack, H, W) views of (B, H, W, stack) bytes,
+    as FrameReplay.sample(..., channels_last=True) hands them over."""
+    def nhwc(a):
+        return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    return SimpleNamespace(**{**vars(batch), "obs": nhwc(batch.obs),
+                              "next_obs": nhwc(batch.next_obs)})
+
+
+def test_learner_wants_channels_last_batches_when_its_weights_are():
+    fp32 = Learner(LearnerConfig(precision="fp32", device="cpu"), 4, stack=2, frame_shape=(36, 36))
+    bf16 = Learner(LearnerConfig(precision="bf16", device="cpu"), 4, stack=2, frame_shape=(36, 36))
+    assert not fp32.channels_last and bf16.channels_last
+    for learner in (fp32, bf16):
+        for net in (learner.online, learner.target):
+            w = net.features[0].weight
+            assert w.is_contiguous(memory_format=torch.channels_last) == learner.channels_last
+
+
+def test_to_device_takes_a_channels_last_replay_batch_without_a_copy():
+    learner = Learner(LearnerConfig(precision="bf16", device="cpu"), 4, stack=2,
+                      frame_shape=(36, 36))
+    replay = FrameReplay(100, (36, 36), stack=2, n_step=1)
+    rng = np.random.default_rng(0)
+    replay.reset(rng.integers(0, 256, (36, 36), dtype=np.uint8))
+    for _ in range(50):
+        replay.add(0, 0.0, False, False, rng.integers(0, 256, (36, 36), dtype=np.uint8))
+    batch = replay.sample(8, channels_last=learner.channels_last)
+    for arr in (batch.obs, batch.next_obs):
+        t = learner.to_device(arr)
+        assert t.data_ptr() == arr.ctypes.data  # the batch's own bytes
+        assert t.is_contiguous(memory_format=torch.channels_last)
+        # what QNetwork.forward does before conv1: nothing left to permute
+        assert t.contiguous(memory_format=torch.channels_last) is t
+        assert torch.equal(t, torch.from_numpy(np.ascontiguousarray(arr)))
+    plain = replay.sample(8)
+    assert learner.to_device(plain.obs).data_ptr() == plain.obs.ctypes.data
+    flipped = plain.obs[::-1]  # negative strides: torch cannot view them, so a copy
+    assert torch.equal(learner.to_device(flipped), torch.from_numpy(flipped.copy()))
+
+
+def test_a_channels_last_batch_gives_the_same_update():
+    learners = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        learners.append(Learner(LearnerConfig(precision="bf16", device="cpu"), 4, stack=2,
+                                frame_shape=(36, 36)))
+    for seed in range(3):
+        batch = _batch(seed=seed, reward=1.0)
+        a = learners[0].update(batch, want_td=True)
+        b = learners[1].update(_channels_last(batch), want_td=True)
+        assert torch.equal(a.stats, b.stats)
+        np.testing.assert_array_equal(a.td_abs, b.td_abs)
+    for p, q in zip(learners[0].online.parameters(), learners[1].online.parameters(), strict=True):
+        assert torch.equal(p, q)
+    obs = _batch(seed=9).obs
+    assert torch.equal(learners[0].q_values(obs), learners[1].q_values(_channels_last(
+        SimpleNamespace(obs=obs, next_obs=obs)).obs))
 
 
 def test_td_target_clipping_bounds_the_targets():
@@ -185,6 +246,24 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
     a, b = _state(straight), _state(resumed)
     b["checks"] = [*[c for c in first.checks if c["steps"] <= 437], *b["checks"]]
     _assert_same(a, b)
+
+
+def test_a_bf16_run_samples_channels_last_batches_and_equals_a_run_that_permutes(
+        tmp_path, monkeypatch):
+    kw = {"learner": {"precision": "bf16"},
+          "run": {"total_steps": 320, "report_seconds": 1e6, "checkpoint_every": 1_000,
+                  "eval_every": 0, "diag_batch": 64, "probe_size": 16, "seed": 2}}
+    nhwc = toy_trainer(tmp_path, "nhwc", **kw)
+    assert nhwc.learner.channels_last
+    nhwc.run()
+    assert nhwc.batch.channels_last and nhwc.checks
+    assert nhwc.probe.flags.c_contiguous  # the checkpoint's probe stays a plain tensor
+    # The same run with (B, stack, H, W) batches, which QNetwork.forward permutes.
+    monkeypatch.setattr(Learner, "channels_last", property(lambda self: False))
+    nchw = toy_trainer(tmp_path, "nchw", **kw)
+    nchw.run()
+    assert not nchw.batch.channels_last
+    _assert_same(_state(nhwc), _state(nchw))
 
 
 def test_short_real_rom_run_writes_checkpoints_and_every_diagnostic(tmp_path):
