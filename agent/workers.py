@@ -1,8 +1,13 @@
-"""N environments stepped in worker processes, observations and step results in shared memory.
+"""N environments stepped in parallel, observations and step results in shared memory.
 
 ale-py's binding holds the GIL while it emulates, so threads do not run games in parallel; this
-module runs one `AtariEnv` per worker process. Env ``i`` is ``AtariEnv(config, seed=seed + i)``,
-so worker ``i`` plays exactly the trajectory a serial ``AtariEnv`` with that seed plays.
+module runs `AtariEnv`s in processes. Env ``i`` is ``AtariEnv(config, seed=seed + i)``, so it
+plays exactly the trajectory a serial ``AtariEnv`` with that seed plays. By default
+(``inline_first=True``) env 0 runs in the calling process and envs 1..N-1 in one worker process
+each; with ``inline_first=False`` every env has a worker. Running env 0 in the caller keeps N
+busy processes on N cores instead of N + 1 (a caller that only waits still has to be scheduled
+to send and collect), which is most of what two envs on two cores gain over one (see
+scripts/bench_env.py: row (e), and its ``inline_first=False`` context row).
 
 Data path. One shared block (a `multiprocessing` RawArray: an unlinked file in /dev/shm that the
 workers map) holds, as numpy views:
@@ -11,44 +16,60 @@ workers map) holds, as numpy views:
 - ``frames``       (N, H, W) uint8: each env's newest frame (what a replay ring stores);
 - ``final_frames`` (N, H, W) uint8: the last frame of an episode that ended on this step;
 - the per-step scalars: rewards (float32), flags (bool), and the score and length of an
-  episode that ended (float64, int64).
+  episode that ended (float64, int64);
+- one doorbell word per env each way (see Waiting).
+
+One function, `_Slot.step`, steps an env into its row, in a worker and in the caller alike: the
+env steps with ``out=frames[i]`` (the native kernel writes the new frame straight into shared
+memory), the scalars are filled, and when the episode ended (terminated or truncated) that last
+frame is copied into ``final_frames[i]``, the score recorded and the env reset (auto-reset):
+``obs[i]`` and ``frames[i]`` then hold the new episode's first observation. Last, the env's
+stack is copied into ``obs[i]``.
 
 Per step the parent sends each worker one small fixed-size message (command byte + action) and
 receives a one-byte ack ("k", or "d" when the episode ended); no array is pickled. Every worker
-is sent its action before any answer is read, so the N envs step at the same time; `step()` is
-`step_async()` (send) then `step_wait()` (collect), and a caller may do other work between the
-two (a learner's update) while the envs step. A worker steps its env with ``out=frames[i]``
-(the native kernel writes the new frame straight into shared memory), fills its scalars, and
-when the episode ended (terminated or truncated) copies that last frame into
-``final_frames[i]``, records the score, and resets its env (auto-reset): ``obs[i]`` and
-``frames[i]`` then hold the new episode's first observation. It copies its env's stack into
-``obs[i]`` and acks. The pipe's system calls order the shared writes before the ack, on any
-CPU. The shared block is an unlinked file (in /dev/shm on Linux), so nothing is left
-behind whatever way the processes end, and the views stay valid (holding the last values) after
-`close()`.
+is sent its action before anything else happens, so the envs step at the same time; `step()` is
+`step_async()` (send) then `step_wait()` (step env 0 in this process when it runs here, then
+collect the workers' answers). A caller may do other work between the two (a learner's update)
+while the workers step; with ``inline_first`` that overlaps envs 1..N-1 only, since env 0 steps
+inside `step_wait()`. The shared block is an unlinked file (in /dev/shm on Linux), so nothing is
+left behind whatever way the processes end, and the views stay valid (holding the last values)
+after `close()`.
 
 Waiting. On a virtual machine, waking a process whose vCPU went idle costs tens of microseconds,
-a large part of a ~250 us agent step. So a worker that has acked polls its pipe for the next
-command for up to ``spin`` seconds (default 1 ms), yielding the CPU (sched_yield) between polls
-so that any other runnable task (the learner's threads) goes first, before it sleeps in a
-blocking read; the parent, once some workers have answered, polls the same way for the rest.
-``spin=0`` turns this off: every wait then sleeps in the kernel at once.
+and a message through a pipe another 5-10 us; an agent step is ~190 us. So a side that waits
+first spins for up to ``spin`` seconds (default 1 ms), yielding the CPU (sched_yield) between
+looks so that any other runnable task (the learner's threads) goes first, and only then sleeps
+on the pipe. While it spins it reads a doorbell: the parent stores each command (its sequence
+number, command and action) in the worker's word ``cmd_words[i]`` before it writes the command's
+frame to the pipe, and the worker, once its results are in shared memory, stores the sequence
+number (and the "episode ended" bit) in ``ack_words[i]`` before it writes its ack frame. The
+pipes still carry every message, so a sleeping side wakes on them; frames whose command or ack
+was taken from the doorbell are read later, in batches (or before sleeping). The doorbell is
+used on x86-64 only (`_DOORBELL`), whose total store order makes the results visible before the
+word that announces them; elsewhere every wait is on the pipe, whose system calls order the
+shared writes. ``spin=0`` turns spinning (and the doorbell) off: every wait sleeps in the kernel.
 
 Processes. The start method defaults to "forkserver" on Linux (forking a process that already
 runs torch's threads is unsafe; "spawn" is slower to start), else "spawn"; the worker entry is
 the module-level `_worker_main`. Workers are daemonic and ignore SIGINT, so Ctrl-C reaches only
-the parent: a KeyboardInterrupt that lands inside `reset()` or `step()` closes the pool before it
-propagates. A worker whose parent dies reads EOF on its pipe and exits (with "fork", each worker
-first closes the other workers' pipe ends it inherited, so that EOF does come). As with any
-forkserver or spawn pool, a script must create the VecEnv under ``if __name__ == "__main__":``.
+the parent: a KeyboardInterrupt that lands inside `reset()` or `step()` (env 0's step included)
+closes the pool before it propagates. A worker whose parent dies reads EOF on its pipe and exits
+(with "fork", each worker first closes the other workers' pipe ends it inherited, so that EOF
+does come). As with any forkserver or spawn pool, a script must create the VecEnv under
+``if __name__ == "__main__":``. ``pids`` lists the worker processes only; ``env_pids[i]`` is env
+i's worker, None for env 0 when it runs in the calling process.
 
-Failures. Answers are awaited with ``select.poll`` on the pipes and the process sentinels, never
-without a deadline: a worker that died (its exit code is reported, with the signal's name), that
-closed its pipe, or that did not answer within ``timeout`` seconds raises a `WorkerError` naming
-its index and pid. An exception inside a worker's env is sent back with its traceback and raised
-as a `WorkerError` (a `WorkerValueError`, also a ValueError, when the env raised ValueError,
-e.g. for a bad action). After any of these the pool closes itself and stays closed: there is no
-worker restart, the run stops cleanly. Closing asks every worker to stop, joins them (about
+Failures. Answers are awaited with a deadline, ``select.poll`` on the pipes and the process
+sentinels once the spin is over: a worker that died (its exit code is reported, with the
+signal's name), that closed its pipe, or that did not answer within ``timeout`` seconds raises a
+`WorkerError` naming its env index and pid. An exception inside a worker's env is sent back with
+its traceback and raised as a `WorkerError` (a `WorkerValueError`, also a ValueError, when the
+env raised ValueError, e.g. for a bad action). An exception in env 0 run in this process is
+raised the same way: a `WorkerValueError` for a ValueError, else a `WorkerError`, with index 0,
+pid None (no worker) and the env's exception as its ``__cause__``; env 0 has no timeout there (it
+is the caller's own code). After any of these the pool closes itself and stays closed: there is
+no worker restart, the run stops cleanly. Closing asks every worker to stop, joins them (about
 2 s), then terminates, continues (a stopped process cannot act on SIGTERM) and finally kills the
 stragglers through their Process handles: signals go only to the pids this pool started. A
 worker already known to be dead or hung is killed at once. Actions are validated in the parent
@@ -64,10 +85,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
+import platform
 import select
 import signal
 import struct
@@ -85,17 +108,43 @@ from agent.games import ActionSet
 
 __all__ = ["VecEnv", "VecStep", "WorkerError", "WorkerValueError", "default_start_method"]
 
+# Every message is framed as multiprocessing.Connection frames it (a 4-byte big-endian size,
+# then the payload), so Connection.send_bytes/recv_bytes and the raw os.write/os.read of the
+# per-step path (a microsecond each instead of three) read each other's messages.
+_HEADER = struct.Struct("!i")
+
+
+def _frame(payload: bytes) -> bytes:
+    return _HEADER.pack(len(payload)) + payload
+
+
 # Parent -> worker: one fixed-size message, the command and (for a step) the action index.
 _CMD = struct.Struct("<Bq")
+_CMD_FRAME_SIZE = _HEADER.size + _CMD.size
 _STEP, _RESET, _STOP = 1, 2, 3
 _STOP_MSG = _CMD.pack(_STOP, 0)
-_RESET_MSG = _CMD.pack(_RESET, 0)
+_RESET_FRAME = _frame(_CMD.pack(_RESET, 0))
 # Worker -> parent: the first byte says what follows.
 _OK = b"k"  # done; the results are in shared memory
 _ENDED = b"d"  # done, and the episode ended (final frame and score in shared memory)
+_OK_FRAME, _ENDED_FRAME = _frame(_OK), _frame(_ENDED)
+_ACK_FRAME_SIZE = len(_OK_FRAME)
 _READY = b"r"  # started: a pickled ActionSet follows
 _ERROR = b"e"  # an exception: its formatted traceback follows (utf-8)
 _VALUE_ERROR = b"v"  # a ValueError: its message, then its traceback
+
+# The doorbell words (see "Waiting" in the module docstring): a command word is the command's
+# sequence number (mod 2**31), its command byte and its action; an ack word is the sequence
+# number and the "episode ended" bit.
+_SEQ_MASK = 0x7FFFFFFF
+_ACTION_LIMIT = 1 << 24
+_DRAIN_EVERY = 64  # read the replies that were taken from the doorbell once this many are queued
+_DOORBELL = platform.machine().lower() in {"x86_64", "amd64"}
+"""Whether the doorbell words may be trusted here: x86-64 makes a process's stores visible to
+the others in program order (total store order), so a side that sees a word also sees what was
+written before it, and an aligned 8-byte load or store is one instruction, never torn. Elsewhere
+the doorbell is not used: every wait is on the pipe, whose system calls order the shared
+writes."""
 
 _ALIGN = 64
 _CLOSE_JOIN_S = 2.0
@@ -160,6 +209,9 @@ def _layout(n: int, stack: int, h: int, w: int) -> tuple[dict, int]:
         ("flags", np.bool_, (4, n)),  # terminated, truncated, life_lost, learn_terminal
         ("episode_score", np.float64, (n,)),
         ("episode_steps", np.int64, (n,)),
+        # The doorbells: row i's word 0, one cache line a row (no false sharing between envs).
+        ("cmd_words", np.int64, (n, _ALIGN // 8)),  # written by the parent, read by worker i
+        ("ack_words", np.int64, (n, _ALIGN // 8)),  # written by worker i, read by the parent
     ]
     layout, offset = {}, 0
     for name, dtype, shape in fields:
@@ -178,10 +230,64 @@ def _views(block, layout: dict) -> dict[str, np.ndarray]:
     return views
 
 
+# ------------------------------------------------------------------------------ one env's slot
+class _Slot:
+    """Env ``index`` and its row of the shared block: the one code that steps or resets an env
+    into shared memory, used alike by a worker process and, for an in-process env, the parent."""
+
+    __slots__ = ("env", "index", "obs", "frame", "final", "stack", "rewards", "flags",
+                 "scores", "lengths")
+
+    def __init__(self, env, index: int, views: dict[str, np.ndarray]):
+        self.env = env
+        self.index = index
+        self.obs = views["obs"][index]
+        self.frame = views["frames"][index]
+        self.final = views["final_frames"][index]
+        self.stack = env.observation  # a view on the env's stack, updated in place
+        self.rewards = views["rewards"]
+        self.flags = views["flags"]
+        self.scores = views["episode_score"]
+        self.lengths = views["episode_steps"]
+
+    def step(self, action: int) -> bool:
+        """Step with `action`, fill the row; on an episode's end (terminated or truncated) keep
+        its last frame and score and reset (auto-reset). Returns whether the episode ended."""
+        env, i, frame = self.env, self.index, self.frame
+        s = env.step(action, out=frame)  # the native kernel writes into shared memory
+        rewards, flags = self.rewards, self.flags
+        rewards[0, i] = s.reward
+        rewards[1, i] = s.raw_reward
+        flags[0, i] = s.terminated
+        flags[1, i] = s.truncated
+        flags[2, i] = s.life_lost
+        flags[3, i] = s.learn_terminal
+        ended = s.terminated or s.truncated
+        if ended:
+            self.final[...] = frame
+            self.scores[i] = env.episode_score
+            self.lengths[i] = env.episode_steps
+            env.reset(out=frame)
+        self.obs[...] = self.stack
+        return ended
+
+    def reset(self) -> None:
+        """Start a new episode: its first frame in ``frames[i]``, its stack in ``obs[i]``."""
+        self.env.reset(out=self.frame)
+        self.obs[...] = self.stack
+
+
 # ------------------------------------------------------------------------------ the worker
 def _worker_main(index: int, config: EnvConfig, seed: int, block, layout: dict, conn,
-                 spin: float = 0.0, inherited: Sequence = ()) -> None:
-    """One worker: an AtariEnv driven over `conn`, its results written into the shared block."""
+                 spin: float = 0.0, inherited: Sequence = (), doorbell: bool = False) -> None:
+    """One worker: an AtariEnv driven over `conn`, its results written into the shared block.
+
+    Every command comes as a frame on the pipe and, with `doorbell`, also as the word
+    ``cmd_words[index]``, which the worker reads while it spins: it runs the command as soon as
+    the word shows it, and reads that frame later (a batch of them every `_DRAIN_EVERY`
+    commands, or before it sleeps). Every reply goes back as a frame; a success is first
+    stored in ``ack_words[index]``, which a spinning parent reads.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     for other in inherited:  # "fork" only: pipe ends of the parent that this copy must not keep
         other.close()
@@ -191,67 +297,112 @@ def _worker_main(index: int, config: EnvConfig, seed: int, block, layout: dict, 
 
         env = AtariEnv(config, seed)
         views = _views(block, layout)
+        slot = _Slot(env, index, views)
         conn.send_bytes(_READY + pickle.dumps(env.actions))
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
-            conn.send_bytes(_ERROR + traceback.format_exc().encode())
+            conn.send_bytes(_error_reply(exc))
         return
-    obs_i = views["obs"][index]
-    frame_i = views["frames"][index]
-    final_i = views["final_frames"][index]
-    rewards, flags = views["rewards"], views["flags"]
-    scores, lengths = views["episode_score"], views["episode_steps"]
-    recv, send, unpack = conn.recv_bytes, conn.send_bytes, _CMD.unpack
-    env_step, env_reset, stack = env.step, env.reset, env.observation
+    cmd_words = memoryview(views["cmd_words"][:, 0])
+    ack_words = memoryview(views["ack_words"][:, 0])
+    fd, read, write, unpack = conn.fileno(), os.read, os.write, _CMD.unpack_from
+    step, reset = slot.step, slot.reset
     ready, clock, yield_cpu = _readiness(conn), time.perf_counter, _sched_yield
+    executed = 0  # commands run
+    drained = 0  # command frames read (those run from the doorbell are read later)
     try:
         while True:
-            if spin > 0.0 and not ready():
-                # Poll for the next command a short while (yielding the CPU to any other
-                # runnable task) before sleeping in recv: a vCPU woken from idle costs tens
-                # of microseconds per step on a virtual machine.
+            want = (executed + 1) & _SEQ_MASK
+            cmd = action = -1
+            # Poll for the next command a short while (yielding the CPU to any other runnable
+            # task) before sleeping on the pipe: a vCPU woken from idle costs tens of
+            # microseconds per step on a virtual machine.
+            if spin > 0.0 and doorbell:
+                word = cmd_words[index]
+                if word >> 32 != want:
+                    end = clock() + spin
+                    while True:
+                        yield_cpu()
+                        word = cmd_words[index]
+                        if word >> 32 == want or clock() >= end:
+                            break
+                if word >> 32 == want:
+                    cmd, action = (word >> 24) & 0xFF, word & 0xFFFFFF
+            elif spin > 0.0 and not ready():
                 end = clock() + spin
                 while clock() < end:
                     yield_cpu()
                     if ready():
                         break
-            try:
-                cmd, action = unpack(recv())
-            except EOFError:  # the parent is gone
-                return
-            reply = _OK
+            if cmd < 0:  # from the pipe: the frames of commands already run, then the next one
+                while True:
+                    data = read(fd, _CMD_FRAME_SIZE)  # every command frame has this size
+                    if len(data) < _CMD_FRAME_SIZE:
+                        try:
+                            data = _read_exactly(fd, _CMD_FRAME_SIZE, data)
+                        except EOFError:  # the parent is gone
+                            return
+                    c, a = unpack(data, _HEADER.size)
+                    if c == _STOP:  # (not counted: the pool sends it once, when it closes)
+                        return
+                    drained += 1
+                    if drained > executed:
+                        cmd, action = c, a
+                        break
+            executed += 1
             try:
                 if cmd == _STEP:
-                    s = env_step(action, out=frame_i)
-                    rewards[0, index] = s.reward
-                    rewards[1, index] = s.raw_reward
-                    flags[0, index] = s.terminated
-                    flags[1, index] = s.truncated
-                    flags[2, index] = s.life_lost
-                    flags[3, index] = s.learn_terminal
-                    if s.terminated or s.truncated:
-                        final_i[...] = frame_i
-                        scores[index] = env.episode_score
-                        lengths[index] = env.episode_steps
-                        env_reset(out=frame_i)
-                        reply = _ENDED
-                    obs_i[...] = stack
+                    ended = step(action)
                 elif cmd == _RESET:
-                    env_reset(out=frame_i)
-                    obs_i[...] = stack
-                elif cmd == _STOP:
-                    return
+                    reset()
+                    ended = False
                 else:
                     raise RuntimeError(f"unknown command {cmd}")
-            except ValueError as exc:
-                reply = _VALUE_ERROR + f"{exc}\n{traceback.format_exc()}".encode()
-            except Exception:
-                reply = _ERROR + traceback.format_exc().encode()
-            send(reply)
+            except Exception as exc:
+                conn.send_bytes(_error_reply(exc))
+                continue
+            ack_words[index] = want << 1 | ended  # after the results: seen in this order (TSO)
+            write(fd, _ENDED_FRAME if ended else _OK_FRAME)
+            if executed - drained > _DRAIN_EVERY:  # frames of commands run from the doorbell
+                count = executed - 1 - drained  # (the newest one's may still be on its way)
+                try:
+                    data = _read_exactly(fd, count * _CMD_FRAME_SIZE)
+                except EOFError:
+                    return
+                if _STOP in data[_HEADER.size::_CMD_FRAME_SIZE]:
+                    return  # (cannot come before a command that ran; checked all the same)
+                drained += count
     except (BrokenPipeError, ConnectionResetError):  # the parent is gone
         return
     finally:
         env.close()
+
+
+def _error_reply(exc: BaseException) -> bytes:
+    """The reply that carries `exc` back: a ValueError's message and traceback, or any other
+    exception's traceback (raised in the parent as WorkerValueError or WorkerError)."""
+    if isinstance(exc, ValueError):
+        return _VALUE_ERROR + f"{exc}\n{traceback.format_exc()}".encode()
+    return _ERROR + traceback.format_exc().encode()
+
+
+def _read_exactly(fd: int, size: int, got: bytes = b"") -> bytes:
+    """`got` completed to `size` bytes read from `fd`; EOFError if the other end closed first."""
+    while len(got) < size:
+        more = os.read(fd, size - len(got))
+        if not more:
+            raise EOFError
+        got += more
+    return got
+
+
+def _read_rest(fd: int, head: bytes) -> bytes:
+    """The payload of the message on `fd` whose first bytes, `head`, were read already."""
+    head = _read_exactly(fd, _HEADER.size, head)
+    (size,) = _HEADER.unpack_from(head)
+    if size < 0:  # pragma: no cover - Connection's frame for messages over 2 GiB
+        raise OSError(f"unexpected message size {size}")
+    return _read_exactly(fd, _HEADER.size + size, head)[_HEADER.size:]
 
 
 def _readiness(conn):
@@ -324,37 +475,50 @@ class _Poller:
             self._poll = select.poll()
             for fd in objects:
                 self._poll.register(fd, select.POLLIN)
+            self.now = functools.partial(self._poll.poll, 0)
+            """[(fd, events)] of the fds ready now (no wait): one poll(2) call."""
         else:  # pragma: no cover - not Linux
             self._poll = None
+            self.now = functools.partial(self.wait, 0.0)
 
-    def wait(self, timeout: float) -> list[int]:
-        """The fds that are ready (readable, hung up or in error) within `timeout` seconds."""
+    def wait(self, timeout: float) -> list[tuple[int, int]]:
+        """[(fd, events)] of the fds ready (readable, hung up or in error) within `timeout`
+        seconds."""
         if self._poll is not None:
-            ms = 0 if timeout <= 0 else int(timeout * 1000) + 1
-            return [fd for fd, _ in self._poll.poll(ms)]
+            return self._poll.poll(0 if timeout <= 0 else int(timeout * 1000) + 1)
         ready = multiprocessing.connection.wait(list(self._objects), timeout)  # pragma: no cover
-        return [r if isinstance(r, int) else r.fileno() for r in ready]  # pragma: no cover
+        return [(r if isinstance(r, int) else r.fileno(), 0) for r in ready]  # pragma: no cover
 
 
 # ------------------------------------------------------------------------------ the pool
 class VecEnv:
-    """`num_envs` AtariEnvs in worker processes; env i is ``AtariEnv(config, seed + i)``.
+    """`num_envs` AtariEnvs, env i being ``AtariEnv(config, seed + i)``: env 0 in the calling
+    process (``inline_first``, the default) and the others in worker processes, or every env in
+    a worker.
 
     ``obs``, ``frames`` and ``final_frames`` are views on shared memory, overwritten in place by
-    every `reset()` and `step()`: copy what must outlive the next call.
+    every `reset()` and `step()`: copy what must outlive the next call. ``pids`` lists the worker
+    processes' pids only (in env order); ``env_pids[i]`` is the pid of the worker that runs env
+    i, None for the env run in this process.
     """
 
     def __init__(self, config: EnvConfig | None = None, num_envs: int = 1, seed: int = 0,
                  timeout: float = 10.0, start_method: str | None = None,
-                 start_timeout: float = 60.0, spin: float = 0.001):
-        """Start `num_envs` workers and wait until each has loaded its game.
+                 start_timeout: float = 60.0, spin: float = 0.001, inline_first: bool = True):
+        """Start the workers and wait until each has loaded its game.
 
         timeout: seconds a reset or step may take before the pool gives up on a worker.
         start_method: "forkserver", "spawn" or "fork"; None picks `default_start_method()`.
             With forkserver or spawn a script must start the pool under
             ``if __name__ == "__main__":`` (the workers import the main module).
         start_timeout: seconds each worker may take to import and load its ROM.
-        spin: seconds a waiting side polls (yielding the CPU) before it sleeps; 0 never polls.
+        spin: seconds a waiting side polls (yielding the CPU; on x86-64 reading the shared
+            doorbell words) before it sleeps on its pipe; 0 never polls.
+        inline_first: run env 0 in this process (stepped inside `step_wait()`, while the
+            workers step envs 1..N-1) and only envs 1..N-1 in workers; with N envs on N cores
+            no process then waits for another to be scheduled. False: every env in a worker,
+            so that the caller's work between `step_async()` and `step_wait()` overlaps all N
+            envs (with inline_first it overlaps only envs 1..N-1).
         """
         self.config = (config or EnvConfig()).validate()
         for name, value in (("num_envs", num_envs), ("seed", seed)):
@@ -369,6 +533,8 @@ class VecEnv:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         if isinstance(spin, bool) or not isinstance(spin, (int, float)) or not 0 <= spin <= 1:
             raise ValueError(f"spin must be a number of seconds in [0, 1], got {spin!r}")
+        if not isinstance(inline_first, bool):
+            raise ValueError(f"inline_first must be a bool, got {inline_first!r}")
         methods = multiprocessing.get_all_start_methods()
         self.start_method = start_method or default_start_method()
         if self.start_method not in methods:
@@ -378,6 +544,12 @@ class VecEnv:
         self.seed = int(seed)
         self.timeout = float(timeout)
         self.spin = float(spin)
+        self.inline_first = inline_first
+        self._first = 1 if inline_first else 0  # env index of worker 0 (self._procs[0])
+        self._inline: _Slot | None = None  # env 0's slot when it runs in this process
+        self._inline_action = 0  # env 0's action, from step_async() to step_wait()
+        self._doorbell = _DOORBELL and self.spin > 0.0  # (read once: tests may switch it off)
+        self._seq = 0  # commands sent to every worker (resets and steps)
         self._closed = False
         self._close_reason: str | None = None
         self._started = False  # reset() was called: step() is allowed
@@ -387,6 +559,8 @@ class VecEnv:
         self._doomed: set[int] = set()
         self._finalizer = weakref.finalize(self, _shutdown, self._procs, self._conns,
                                            _CLOSE_JOIN_S, self._doomed)
+        self.pids: list[int] = []
+        self.env_pids: list[int | None] = []
 
         n, stack, (h, w) = self.num_envs, self.config.stack, self.config.frame_shape
         layout, size = _layout(n, stack, h, w)
@@ -397,12 +571,14 @@ class VecEnv:
         self.frames: np.ndarray = views["frames"]
         self.final_frames: np.ndarray = views["final_frames"]
         self._rewards = views["rewards"]
+        self._cmd_words = memoryview(views["cmd_words"][:, 0])
+        self._ack_words = memoryview(views["ack_words"][:, 0])
         self._flags = views["flags"]
         self._scores = views["episode_score"]
         self._lengths = views["episode_steps"]
         self.actions: ActionSet | None = None
         try:
-            for i in range(n):
+            for i in range(self._first, n):
                 parent_end, child_end = ctx.Pipe(duplex=True)
                 self._conns.append(parent_end)
                 # With "fork" the child inherits every parent end made so far; it closes them,
@@ -411,22 +587,36 @@ class VecEnv:
                 proc = ctx.Process(
                     target=_worker_main, name=f"agent-env-worker-{i}", daemon=True,
                     args=(i, self.config, self.seed + i, self._block, layout, child_end,
-                          self.spin, inherited),
+                          self.spin, inherited, self._doorbell),
                 )
                 self._procs.append(proc)
                 proc.start()
                 child_end.close()
-            self.pids: list[int] = [p.pid for p in self._procs]
-            self._sentinels = {p.sentinel: i for i, p in enumerate(self._procs)}
-            self._conn_fds = {c.fileno(): i for i, c in enumerate(self._conns)}
+            self.pids[:] = [p.pid for p in self._procs]
+            self.env_pids[:] = [None] * self._first + self.pids
+            self._sentinels = {p.sentinel: k for k, p in enumerate(self._procs)}
+            self._fds = [c.fileno() for c in self._conns]
+            self._drained = [0] * len(self._fds)  # reply frames read, per worker
+            self._drained_at = 0  # self._seq at the last _drain()
+            self._conn_fds = {fd: k for k, fd in enumerate(self._fds)}
             self._poller = _Poller({**self._conn_fds, **self._sentinels})
+            actions = []
+            if inline_first:  # while the workers load their ROMs
+                try:
+                    from agent.env import AtariEnv
+
+                    self._inline = _Slot(AtariEnv(self.config, self.seed), 0, views)
+                except Exception as exc:
+                    raise self._inline_failed("start", exc) from exc
+                actions.append(self._inline.env.actions)
             replies = self._collect("start", float(start_timeout))
-            actions = [pickle.loads(r[1:]) for r in replies]
+            actions += [pickle.loads(r[1:]) for r in replies]
             if any(a != actions[0] for a in actions):  # pragma: no cover - same config
-                raise RuntimeError(f"workers disagree on the action set: {actions}")
+                raise RuntimeError(f"the envs disagree on the action set: {actions}")
             self.actions = actions[0]
             self._n_actions = len(self.actions)
-            self._step_msgs = [_CMD.pack(_STEP, a) for a in range(self._n_actions)]
+            self._acts_shape = (n,)
+            self._step_frames = [_frame(_CMD.pack(_STEP, a)) for a in range(self._n_actions)]
         except BaseException:
             self._close_now("start failed")
             raise
@@ -438,8 +628,14 @@ class VecEnv:
         if self._pending:
             raise RuntimeError("step_async() is waiting for its step_wait(); call it first")
         try:
-            for i, conn in enumerate(self._conns):
-                self._send(i, conn, _RESET_MSG, "reset")
+            self._ring(_RESET)
+            for k in range(len(self._fds)):
+                self._send(k, _RESET_FRAME, "reset")
+            if self._inline is not None:
+                try:
+                    self._inline.reset()
+                except Exception as exc:
+                    raise self._inline_failed("reset", exc) from exc
             self._collect("reset", self.timeout)
         except BaseException:
             self._close_now("reset failed")
@@ -448,21 +644,28 @@ class VecEnv:
         return self.obs
 
     def step(self, actions) -> VecStep:
-        """Step env i with actions[i] (N ints); finished episodes are reset automatically."""
-        self.step_async(actions)
-        return self.step_wait()
+        """Step env i with actions[i] (N ints); finished episodes are reset automatically.
+
+        The same as `step_async()` then `step_wait()`, in one call (the hot path).
+        """
+        if self._closed or self._pending or not self._started:
+            self._refuse_step()
+        acts = self._check_actions(actions)
+        try:
+            self._send_step(acts)
+            return self._finish_step()
+        except BaseException:
+            self._close_now("step failed")
+            raise
 
     def step_async(self, actions) -> None:
-        """Send the actions and return at once: the envs step while the caller works on.
+        """Send the workers their actions and return at once: they step while the caller works.
 
-        `step_wait()` collects the results; until then obs, frames and final_frames are being
-        written by the workers and must not be read.
+        `step_wait()` collects the results (and, with ``inline_first``, steps env 0 itself);
+        until then obs, frames and final_frames are being written and must not be read.
         """
-        self._check_open()
-        if not self._started:
-            raise RuntimeError("call reset() before step()")
-        if self._pending:
-            raise RuntimeError("step_async() was already called; call step_wait() first")
+        if self._closed or self._pending or not self._started:
+            self._refuse_step()
         acts = self._check_actions(actions)
         try:
             self._send_step(acts)
@@ -472,13 +675,17 @@ class VecEnv:
         self._pending = True
 
     def step_wait(self) -> VecStep:
-        """The results of the step that `step_async()` started (within `timeout` seconds)."""
-        self._check_open()
+        """The results of the step that `step_async()` started (within `timeout` seconds).
+
+        With ``inline_first`` env 0 steps here, in this process, while the workers finish.
+        """
+        if self._closed:
+            self._check_open()
         if not self._pending:
             raise RuntimeError("step_wait() without a step_async() before it")
         self._pending = False
         try:
-            return self._collect_step()
+            return self._finish_step()
         except BaseException:
             self._close_now("step failed")
             raise
@@ -501,19 +708,29 @@ class VecEnv:
         return self.num_envs
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"pids {getattr(self, 'pids', [])}"
+        state = "closed" if self._closed else f"worker pids {self.pids}"
+        where = ", env 0 in this process" if self.inline_first else ""
         return (f"VecEnv({self.config.game!r}, num_envs={self.num_envs}, seed={self.seed}, "
-                f"{self.start_method}, {state})")
+                f"{self.start_method}{where}, {state})")
 
     # ------------------------------------------------------------------ internals
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"this VecEnv is closed ({self._close_reason}); make a new one")
 
+    def _refuse_step(self) -> None:
+        """Raise why a step cannot start now (closed, not reset, or a step_async() pending)."""
+        self._check_open()
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        if self._pending:
+            raise RuntimeError("step_async() was already called; call step_wait() first")
+
     def _check_actions(self, actions) -> list[int]:
         """`actions` as a list of N ints in range, else a ValueError that names the bad one."""
         n, k = self.num_envs, self._n_actions
-        if type(actions) is np.ndarray and actions.dtype.kind in "iu" and actions.shape == (n,):
+        if type(actions) is np.ndarray and actions.shape == self._acts_shape \
+                and actions.dtype.kind in "iu":
             acts = actions.tolist()
         elif (type(actions) in (list, tuple) and len(actions) == n
               and all(type(a) is int for a in actions)):
@@ -531,109 +748,238 @@ class VecEnv:
                 raise ValueError(f"actions must be ints in [0, {k - 1}], got dtype "
                                  f"{array.dtype}: {actions!r}")
             acts = array.tolist()
-        for i, a in enumerate(acts):
-            if not 0 <= a < k:
-                raise ValueError(f"actions[{i}] = {a} is out of range: {self.config.game}'s "
-                                 f"{self.actions.kind} action set accepts ints in [0, {k - 1}]")
+        if min(acts) < 0 or max(acts) >= k:
+            i, a = next((i, a) for i, a in enumerate(acts) if not 0 <= a < k)
+            raise ValueError(f"actions[{i}] = {a} is out of range: {self.config.game}'s "
+                             f"{self.actions.kind} action set accepts ints in [0, {k - 1}]")
         return acts
 
     def _step(self, acts) -> VecStep:
         """One step with `acts` not checked (tests use it to reach the env's own check)."""
-        self._send_step(acts)
-        return self._collect_step()
+        acts = [int(a) for a in acts]
+        if not all(0 <= a < _ACTION_LIMIT for a in acts):
+            raise ValueError(f"actions must be in [0, {_ACTION_LIMIT}) to be sent, got {acts}")
+        frames = [_frame(_CMD.pack(_STEP, a)) for a in acts]
+        self._send_step(acts, frames)
+        return self._finish_step()
 
-    def _send_step(self, acts) -> None:
-        msgs = self._step_msgs
-        for i, (conn, a) in enumerate(zip(self._conns, acts)):
-            a = int(a)
-            self._send(i, conn, msgs[a] if 0 <= a < len(msgs) else _CMD.pack(_STEP, a), "step")
+    def _ring(self, cmd: int, acts: Sequence[int] = ()) -> None:
+        """Number a new command for every worker and (doorbell) store each worker's word, with
+        its action acts[i] for a step; the frames follow."""
+        self._seq += 1
+        if self._doorbell:
+            words = self._cmd_words
+            base = (self._seq & _SEQ_MASK) << 32 | cmd << 24
+            for i in range(self._first, self.num_envs):
+                words[i] = base | acts[i] if acts else base
 
-    def _collect_step(self) -> VecStep:
-        replies = self._collect("step", self.timeout)
+    def _send_step(self, acts: list[int], frames=None) -> None:
+        """Ring the doorbells, then send worker k its step frame: acts[first + k] indexes
+        `frames` (the prepared messages), or, when `frames` is given, frames[first + k] is it."""
+        first, write, k = self._first, os.write, 0
+        seq = self._seq = self._seq + 1  # (what _ring does, here without a call)
+        if self._doorbell:
+            words, base = self._cmd_words, (seq & _SEQ_MASK) << 32 | _STEP << 24
+            for i in range(first, self.num_envs):
+                words[i] = base | acts[i]
+        try:
+            if frames is None:
+                frames = self._step_frames
+                for fd in self._fds:
+                    write(fd, frames[acts[first + k]])
+                    k += 1
+            else:
+                for fd in self._fds:
+                    write(fd, frames[first + k])
+                    k += 1
+        except OSError:  # EPIPE, ECONNRESET: the worker is gone
+            raise self._fail(k, "closed its pipe before step", died=True) from None
+        if first:
+            self._inline_action = acts[0]
+
+    def _finish_step(self) -> VecStep:
+        """Step env 0 here (inline_first), collect the workers' answers, assemble the results."""
+        ended0 = False
+        if self._inline is not None:
+            try:
+                ended0 = self._inline.step(self._inline_action)
+            except Exception as exc:
+                raise self._inline_failed("step", exc) from exc
+        replies = ()
+        if self._fds:
+            replies = self._acked() or self._collect("step", self.timeout)
         rewards = self._rewards.copy()
         flags = self._flags.copy()
         scores = []
-        if _ENDED in replies:
-            scores = [(i, float(self._scores[i]), int(self._lengths[i]))
-                      for i, r in enumerate(replies) if r == _ENDED]
+        if ended0 or _ENDED in replies:
+            first = self._first
+            ended = [0] if ended0 else []
+            ended += [first + k for k, r in enumerate(replies) if r == _ENDED]
+            scores = [(i, float(self._scores[i]), int(self._lengths[i])) for i in ended]
         return VecStep(rewards[0], rewards[1], flags[0], flags[1], flags[2], flags[3], scores)
 
-    def _send(self, i: int, conn, message: bytes, what: str) -> None:
+    def _acked(self) -> list[bytes] | None:
+        """Every worker's answer to the last command if the doorbell shows all of them now (the
+        common case, checked without `_collect`'s set-up), else None."""
+        if not self._doorbell or self._seq - self._drained_at >= _DRAIN_EVERY:
+            return None
+        acks, seq, replies = self._ack_words, self._seq & _SEQ_MASK, []
+        for i in range(self._first, self.num_envs):
+            word = acks[i]
+            if word >> 1 != seq:
+                return None
+            replies.append(_ENDED if word & 1 else _OK)
+        return replies
+
+    def _send(self, k: int, frame: bytes, what: str) -> None:
         try:
-            conn.send_bytes(message)
+            os.write(self._fds[k], frame)
         except OSError:  # EPIPE, ECONNRESET: the worker is gone
-            raise self._fail(i, f"closed its pipe before {what}", died=True) from None
+            raise self._fail(k, f"closed its pipe before {what}", died=True) from None
 
     def _collect(self, what: str, timeout: float) -> list[bytes]:
-        """One answer from every worker within `timeout` seconds, else a WorkerError."""
-        n = self.num_envs
+        """One answer from every worker (in worker order) to the last command (or, for
+        "start", its READY) within `timeout` seconds, else a WorkerError.
+
+        With the doorbell, the ack words are read first, spinning up to `spin` seconds; the
+        frames of the replies seen there stay queued on the pipes and are read later, in
+        batches. Otherwise, and for whatever the doorbell did not show in time (a slow reset,
+        an error, a dead or hung worker), the frames on the pipes are read.
+        """
+        n = len(self._fds)
         replies: list[bytes | None] = [None] * n
         pending = n
         deadline = time.monotonic() + timeout
-        conn_fds, sentinels, conns = self._conn_fds, self._sentinels, self._conns
-        wait, spin = self._poller.wait, self.spin
+        spin = self.spin
+        if self._doorbell and what != "start" and n:
+            acks, first, clock = self._ack_words, self._first, time.perf_counter
+            seq = self._seq & _SEQ_MASK
+            end = 0.0
+            while True:
+                for k in range(n):
+                    if replies[k] is None:
+                        word = acks[first + k]
+                        if word >> 1 == seq:
+                            replies[k] = _ENDED if word & 1 else _OK
+                            pending -= 1
+                if not pending:
+                    if self._seq - self._drained_at >= _DRAIN_EVERY:
+                        self._drain()
+                    return replies  # type: ignore[return-value]
+                if not end:
+                    end = clock() + spin
+                elif clock() >= end:
+                    break
+                _sched_yield()
+            spin = 0.0  # spun already: on to the pipes (older replies' frames come first)
+        conn_fds, sentinels, read = self._conn_fds, self._sentinels, os.read
+        drained, seq = self._drained, self._seq
+        now, wait = self._poller.now, self._poller.wait
+        # With env 0 stepped in this process the workers, started at the same time, are about
+        # done: poll for them at once. Otherwise poll once some have answered.
+        eager = self._inline is not None
         while pending:
-            ready = wait(0.0) if pending < n and spin > 0.0 else None
-            if ready == []:  # some answered: the rest are close, poll a while before sleeping
-                end = time.perf_counter() + spin
-                while not ready and time.perf_counter() < end:
+            ready = now() if spin > 0.0 and (eager or pending < n) else None
+            if ready == []:  # the rest are close: poll a while before sleeping
+                clock = time.perf_counter
+                end = clock() + spin
+                while not ready and clock() < end:
                     _sched_yield()
-                    ready = wait(0.0)
+                    ready = now()
             if not ready:
                 ready = wait(deadline - time.monotonic())
             if not ready:
                 if time.monotonic() < deadline:
                     continue
-                i = next(j for j in range(n) if replies[j] is None)
-                raise self._fail(i, f"did not answer within {timeout:g} s during {what} "
+                k = next(j for j in range(n) if replies[j] is None)
+                raise self._fail(k, f"did not answer within {timeout:g} s during {what} "
                                     f"(hung, stopped or too slow; see VecEnv's timeout)",
                                  died=False)
             died = []
-            for fd in ready:
-                i = conn_fds.get(fd)
-                if i is None:
+            for fd, _ in ready:
+                k = conn_fds.get(fd)
+                if k is None:
                     died.append(sentinels[fd])
                     continue
-                if replies[i] is not None:  # pragma: no cover - one answer per command
-                    continue
                 try:
-                    reply = conns[i].recv_bytes()
+                    reply = read(fd, _ACK_FRAME_SIZE)
+                    if reply == _OK_FRAME or reply == _ENDED_FRAME:
+                        reply = reply[_HEADER.size:]
+                    else:  # a longer message (or, on a hung-up pipe, none)
+                        reply = _read_rest(fd, reply)
                 except (EOFError, OSError):
-                    raise self._fail(i, f"closed its pipe during {what}", died=True) from None
+                    raise self._fail(k, f"closed its pipe during {what}", died=True) from None
                 tag = reply[:1]
+                if what != "start":
+                    drained[k] += 1
+                    if replies[k] is not None or drained[k] != seq:
+                        continue  # (a reply that the doorbell showed already)
                 if tag == _OK or tag == _ENDED or tag == _READY:
-                    replies[i] = reply
+                    replies[k] = reply
                     pending -= 1
                 elif tag == _VALUE_ERROR:
                     msg = reply[1:].decode(errors="replace")
-                    first = msg.split("\n", 1)[0]
-                    raise self._fail(i, f"raised ValueError during {what}: {first}\n{msg}",
+                    first_line = msg.split("\n", 1)[0]
+                    raise self._fail(k, f"raised ValueError during {what}: {first_line}\n{msg}",
                                      died=False, cls=WorkerValueError)
                 else:
                     msg = reply[1:].decode(errors="replace").rstrip()
-                    raise self._fail(i, f"raised an exception during {what}:\n{msg}", died=False)
-            for i in died:
-                if replies[i] is None:
-                    raise self._fail(i, f"died during {what}", died=True)
+                    raise self._fail(k, f"raised an exception during {what}:\n{msg}", died=False)
+            for k in died:
+                if replies[k] is None:
+                    raise self._fail(k, f"died during {what}", died=True)
+        if self._doorbell and self._seq - self._drained_at >= _DRAIN_EVERY:
+            self._drain()
         return replies  # type: ignore[return-value]
 
-    def _fail(self, i: int, what: str, died: bool, cls=WorkerError) -> WorkerError:
-        """Close the pool (worker i first) and build the error that names worker i."""
-        proc = self._procs[i]
-        pid = proc.pid
+    def _drain(self) -> None:
+        """Read the queued reply frames of the commands before the last one: plain acks, seen
+        through the doorbell, each sent before its worker took the next command. Called once
+        every worker has answered the last command, so all are there and the blocking read
+        returns at once. (A Unix socket queues about 270 small messages before a write blocks:
+        _DRAIN_EVERY keeps both directions far below that.)"""
+        drained, seq = self._drained, self._seq
+        self._drained_at = seq
+        for k, fd in enumerate(self._fds):
+            count = seq - 1 - drained[k]
+            if count > 0:
+                try:
+                    _read_exactly(fd, count * _ACK_FRAME_SIZE)
+                except (EOFError, OSError):
+                    raise self._fail(k, "closed its pipe", died=True) from None
+                drained[k] += count
+
+    def _fail(self, k: int, what: str, died: bool, cls=WorkerError) -> WorkerError:
+        """Close the pool (worker k first) and build the error that names it by its env index."""
+        proc = self._procs[k]
+        index, pid = self._first + k, proc.pid
         exitcode = None
         if died:
             with contextlib.suppress(Exception):
                 proc.join(1.0)
                 exitcode = proc.exitcode
             what = f"{what} ({_describe_exit(exitcode)})"
-        message = f"worker {i} (pid {pid}) {what}; the VecEnv is closed"
-        self._doomed.add(i)
-        self._close_now(f"worker {i} (pid {pid}) failed")
-        return cls(message, index=i, pid=pid, exitcode=exitcode)
+        message = f"worker {index} (pid {pid}) {what}; the VecEnv is closed"
+        self._doomed.add(k)
+        self._close_now(f"worker {index} (pid {pid}) failed")
+        return cls(message, index=index, pid=pid, exitcode=exitcode)
+
+    def _inline_failed(self, what: str, exc: Exception) -> WorkerError:
+        """Close the pool after env 0, run in this process, raised `exc`; the error to raise
+        (from `exc`, which keeps the traceback): a WorkerValueError for a ValueError, as a
+        worker's would be, else a WorkerError; index 0, pid None (no worker process)."""
+        cls = WorkerValueError if isinstance(exc, ValueError) else WorkerError
+        message = (f"env 0 (in this process) raised {type(exc).__name__} during {what}: {exc}; "
+                   f"the VecEnv is closed")
+        self._close_now("env 0 (in this process) failed")
+        return cls(message, index=0, pid=None)
 
     def _close_now(self, reason: str) -> None:
         if not self._closed:
             self._closed = True
             self._close_reason = reason
         self._finalizer()
+        inline, self._inline = self._inline, None
+        if inline is not None:
+            with contextlib.suppress(Exception):
+                inline.env.close()

@@ -26,11 +26,14 @@ same game, driven by random actions from a seeded generator, every episode reset
 (d) ale_py's C++ vector env, ``ale_py.vector_env.AtariVectorEnv`` (84x84 gray, stack 4,
     frameskip 4, max-pooled, synchronous: batch_size = num_envs, one thread per env), with one
     and with two envs; it resets finished episodes itself.
-(e) our worker pool, ``agent.workers.VecEnv`` with two envs (resets finished episodes itself).
+(e) our pool, ``agent.workers.VecEnv`` with two envs (resets finished episodes itself), at its
+    default setting: env 0 stepped in this process, env 1 in a worker process. Also, for context
+    (no target), the same pool with every env in a worker (``inline_first=False``: two workers,
+    this process only sends the actions and waits).
 
 A vector step counts num_envs agent steps. Each row runs for a fixed wall time per repeat;
 steps/s is the median over the repeats, taken after a warm-up, with the garbage collector off
-while timing. The repeats of the rows are interleaved (a, a2, b, c, d1, d2, e, a, ...) so that a
+while timing. The repeats of the rows are interleaved (a, a2, b, c, d1, d2, e, e2, a, ...) so that a
 slow patch of a noisy, shared machine hits them alike; every env stays open for the whole run (an
 idle ``AtariVectorEnv`` or worker pool waits without using a core). A row that cannot be built or
 run (e.g. ``agent.workers`` not importable) is reported as n/a with the reason, and the ratios
@@ -271,11 +274,13 @@ def make_atarivectorenv(row: Row, game: str) -> None:
     row.actions, row.step = n, step
 
 
-def make_workers(row: Row, game: str) -> None:
+def make_workers(row: Row, game: str, inline_first: bool | None = None) -> None:
+    """(e): None builds the pool at its default setting, True/False sets ``inline_first``."""
     from agent import workers  # (not `from agent.workers import`: sorts alike with or without it)
     from agent.config import EnvConfig
 
-    env = workers.VecEnv(EnvConfig(game=game), num_envs=row.num_envs, seed=SEED)
+    options = {} if inline_first is None else {"inline_first": inline_first}
+    env = workers.VecEnv(EnvConfig(game=game), num_envs=row.num_envs, seed=SEED, **options)
     row.close = env.close
     env.reset()
     next_action = action_stream(len(env.actions), row.num_envs)
@@ -298,6 +303,9 @@ def build_rows(game: str, skip: set[str], log: Callable[[str], None]) -> list[Ro
         (Row("atarivectorenv_2", "(d) ale_py AtariVectorEnv, 2 envs", num_envs=2),
          make_atarivectorenv),
         (Row("workers_2", "(e) agent.workers.VecEnv, 2 envs", num_envs=2), make_workers),
+        (Row("workers_2_all_in_workers", "(e) agent.workers.VecEnv, 2 envs, every env in a "
+             "worker (inline_first=False)", num_envs=2),
+         lambda row, game: make_workers(row, game, inline_first=False)),
     ]
     rows = []
     for row, make in specs:
@@ -310,7 +318,7 @@ def build_rows(game: str, skip: set[str], log: Callable[[str], None]) -> list[Ro
             except Exception as exc:  # the row is reported as n/a
                 traceback.print_exc(file=sys.stderr)
                 row.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
-                if row.key == "workers_2" and isinstance(exc, ImportError):
+                if row.key.startswith("workers_2") and isinstance(exc, ImportError):
                     row.detail, row.error = row.error, "agent.workers unavailable"
                 close_quietly(row)
         rows.append(row)
@@ -395,9 +403,9 @@ def targets(res: dict) -> list[dict]:
         ("single_vs_gymnasium", f"(b) single env >= {TARGET_SINGLE_VS_GYMNASIUM:g}x (c) gymnasium",
          TARGET_SINGLE_VS_GYMNASIUM),
         ("workers2_vs_single",
-         f"(e) workers, 2 envs >= {TARGET_WORKERS2_VS_SINGLE:g}x (b) single env",
+         f"(e) VecEnv, 2 envs >= {TARGET_WORKERS2_VS_SINGLE:g}x (b) single env",
          TARGET_WORKERS2_VS_SINGLE),
-        ("workers2_vs_atarivectorenv", "(e) workers, 2 envs >= (d) AtariVectorEnv, 2 envs",
+        ("workers2_vs_atarivectorenv", "(e) VecEnv, 2 envs >= (d) AtariVectorEnv, 2 envs",
          TARGET_WORKERS2_VS_ATARIVECTORENV),
     ]
     out = []
@@ -466,7 +474,7 @@ def render(res: dict) -> str:
             + (
                 ""
                 if r["workers2_vs_raw2proc"] is None
-                else f"; the workers (2 envs) reach {r['workers2_vs_raw2proc']:.0%} of it, "
+                else f"; (e) VecEnv (2 envs) reaches {r['workers2_vs_raw2proc']:.0%} of it, "
                 f"2x the single env would be {r['single_x2_vs_raw2proc']:.0%}"
             )
             + ".",
@@ -560,7 +568,7 @@ def loadavg() -> str:
 # ------------------------------------------------------------------------------------ main
 ROW_KEYS = (
     "raw_ale", "raw_ale_2proc", "single", "gymnasium", "atarivectorenv_1", "atarivectorenv_2",
-    "workers_2",
+    "workers_2", "workers_2_all_in_workers",
 )
 
 
@@ -641,6 +649,7 @@ def main(argv: list[str] | None = None) -> int:
         # Context, no target: how much the machine parallelises, and how much of that we reach.
         raw2proc_vs_raw=ratio(sps["raw_ale_2proc"], sps["raw_ale"]),
         workers2_vs_raw2proc=ratio(sps["workers_2"], sps["raw_ale_2proc"]),
+        workers2_all_in_workers_vs_single=ratio(sps["workers_2_all_in_workers"], sps["single"]),
         single_x2_vs_raw2proc=ratio(
             None if sps["single"] is None else 2 * sps["single"], sps["raw_ale_2proc"]
         ),

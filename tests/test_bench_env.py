@@ -29,14 +29,18 @@ def test_bench_env_quick_writes_the_documented_json(tmp_path):
     assert result["single_vs_raw"] > 0
     assert result["single_vs_gymnasium"] > 0
     # Row (e) is n/a (null ratios) only where agent.workers does not exist.
+    # Both (e) rows: the default setting (which the targets use), and every env in a worker.
+    assert [r["key"] for r in result["rows"]][-2:] == ["workers_2", "workers_2_all_in_workers"]
     if importlib.util.find_spec("agent.workers") is None:
-        assert sps["workers_2"] is None
+        assert sps["workers_2"] is None and sps["workers_2_all_in_workers"] is None
         assert result["workers2_vs_single"] is None
         assert result["workers2_vs_atarivectorenv"] is None
     else:
         assert sps["workers_2"] > 0, result["rows"]
+        assert sps["workers_2_all_in_workers"] > 0, result["rows"]
         assert result["workers2_vs_single"] > 0
         assert result["workers2_vs_atarivectorenv"] > 0
+        assert result["workers2_all_in_workers_vs_single"] > 0
     assert result["raw2proc_vs_raw"] > 0
     assert len(result["targets"]) == 4
     assert result["machine"]["cpu_count"] > 0

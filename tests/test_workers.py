@@ -1,4 +1,8 @@
-"""The worker pool: same trajectories as serial envs, auto-reset, failures named, no orphans."""
+"""The worker pool: same trajectories as serial envs, auto-reset, failures named, no orphans.
+
+Both layouts are covered: env 0 in the calling process (inline_first, the default) and every
+env in a worker (inline_first=False); and both ways of waiting: the shared doorbell words (x86-64)
+and the pipes alone (elsewhere; here by switching `_DOORBELL` off)."""
 
 from __future__ import annotations
 
@@ -21,6 +25,9 @@ from tests.procs import proc_running, wait_gone
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT = 400  # emulator frames: an episode is truncated after about 100 agent steps
+
+
+INLINE = pytest.mark.parametrize("inline_first", [True, False], ids=["inline", "all-workers"])
 
 
 def our_children(vec: VecEnv) -> list:
@@ -69,14 +76,15 @@ def serial_trajectory(config: EnvConfig, seed: int, actions: np.ndarray):
     return first, records
 
 
+@INLINE
 @pytest.mark.parametrize("config", [
     pytest.param(EnvConfig(game="phoenix", max_frames=SHORT), id="phoenix-documented"),
     pytest.param(EnvConfig(game="breakout", action_set="minimal", max_frames=SHORT,
                            terminal_on_life_loss=True), id="breakout-minimal"),
 ])
-def test_workers_match_serial_envs_across_auto_resets(make_vec, config):
+def test_workers_match_serial_envs_across_auto_resets(make_vec, config, inline_first):
     n, steps, seed = 2, 150, 7
-    vec = make_vec(config, n, seed=seed)
+    vec = make_vec(config, n, seed=seed, inline_first=inline_first)
     serial = AtariEnv(config, 0)
     assert vec.actions == serial.actions and len(vec.actions) == len(serial.actions)
     actions = np.random.default_rng(3).integers(0, len(vec.actions), (steps, n))
@@ -129,9 +137,41 @@ def test_other_start_methods_and_no_spin_give_the_same_frames(make_vec, method, 
         np.testing.assert_array_equal(vec.obs[1], expected[t][1])
 
 
-def test_step_async_then_step_wait_is_one_step(make_vec):
+@INLINE
+@pytest.mark.parametrize("doorbell", [True, False], ids=["doorbell", "pipe-only"])
+def test_sleeping_and_spinning_sides_keep_every_command_in_order(make_vec, monkeypatch,
+                                                                 doorbell, inline_first):
+    """Pauses longer than `spin` make the waiting sides sleep on the pipes (with the doorbell,
+    first reading the frames of the commands they ran from it); over _DRAIN_EVERY steps the
+    queued frames are read in batches; an error after all that still names its worker."""
+    import agent.workers
+
+    monkeypatch.setattr(agent.workers, "_DOORBELL", doorbell)
     config = EnvConfig(max_frames=SHORT)
-    plain, split = make_vec(config, seed=3), make_vec(config, seed=3)
+    n, steps, seed = 3, 3 * agent.workers._DRAIN_EVERY + 10, 4
+    vec = make_vec(config, n, seed=seed, inline_first=inline_first)
+    assert vec._doorbell is doorbell
+    actions = np.random.default_rng(9).integers(0, len(vec.actions), (steps, n))
+    expected = [serial_trajectory(config, seed + i, actions[:, i]) for i in range(n)]
+    vec.reset()
+    for t in range(steps):
+        if t % 37 == 5:
+            time.sleep(0.005)  # longer than the 1 ms spin: every side goes to sleep
+        out = vec.step(actions[t])
+        for i in range(n):
+            s, stack, _, _ = expected[i][1][t]
+            assert out.raw_reward[i] == np.float32(s.raw_reward), (t, i)
+            np.testing.assert_array_equal(vec.obs[i], stack, err_msg=f"step {t} env {i}")
+    with pytest.raises(WorkerValueError, match=r"worker 2 .*action must be an int"):
+        vec._step([0, 0, 99])
+    assert vec.closed and wait_gone(vec.pids) == []
+
+
+@INLINE
+def test_step_async_then_step_wait_is_one_step(make_vec, inline_first):
+    config = EnvConfig(max_frames=SHORT)
+    plain = make_vec(config, seed=3, inline_first=inline_first)
+    split = make_vec(config, seed=3, inline_first=inline_first)
     actions = np.random.default_rng(5).integers(0, len(plain.actions), (30, 2))
     plain.reset()
     split.reset()
@@ -153,11 +193,40 @@ def test_step_async_then_step_wait_is_one_step(make_vec):
     assert not split.closed
 
 
-def test_a_killed_worker_is_named_and_leaves_no_orphans(make_vec):
-    vec = make_vec(timeout=5)
+def test_the_pids_are_the_worker_processes_only(make_vec):
+    inline = make_vec(num_envs=3)
+    assert inline.inline_first and len(inline.pids) == 2 == len(our_children(inline))
+    assert inline.env_pids == [None, *inline.pids]
+    workers = make_vec(num_envs=3, inline_first=False)
+    assert len(workers.pids) == 3 == len(our_children(workers))
+    assert workers.env_pids == workers.pids
+    alone = make_vec(num_envs=1)  # env 0 in this process: no worker at all
+    assert alone.pids == [] and alone.env_pids == [None]
+    alone.reset()
+    assert alone.step([1]).reward.shape == (1,)
+
+
+def test_env_0_in_process_steps_only_in_step_wait(make_vec):
+    vec = make_vec(seed=2)
+    vec.reset()
+    before = vec.obs[0].copy()
+    vec.step_async([3, 3])
+    np.testing.assert_array_equal(vec.obs[0], before)  # env 0 has not moved yet
+    vec.step_wait()
+    np.testing.assert_array_equal(vec.obs[0, :-1], before[1:])
+
+
+@INLINE
+@pytest.mark.parametrize("doorbell", [True, False], ids=["doorbell", "pipe-only"])
+def test_a_killed_worker_is_named_and_leaves_no_orphans(make_vec, monkeypatch, inline_first,
+                                                        doorbell):
+    import agent.workers
+
+    monkeypatch.setattr(agent.workers, "_DOORBELL", doorbell)
+    vec = make_vec(timeout=5, inline_first=inline_first)
     vec.reset()
     vec.step([0, 0])
-    victim = vec.pids[1]
+    victim = vec.env_pids[1]
     os.kill(victim, signal.SIGKILL)
     start = time.monotonic()
     with pytest.raises(WorkerError) as info:
@@ -172,28 +241,60 @@ def test_a_killed_worker_is_named_and_leaves_no_orphans(make_vec):
         vec.step([0, 0])
 
 
-def test_a_hung_worker_times_out_and_is_cleaned_up(make_vec):
-    vec = make_vec(timeout=2)
+@INLINE
+def test_a_hung_worker_times_out_and_is_cleaned_up(make_vec, inline_first):
+    vec = make_vec(timeout=2, inline_first=inline_first)
     vec.reset()
-    victim = vec.pids[0]
+    victim = vec.pids[0]  # env 1's worker with env 0 in this process, else env 0's
+    index = vec.env_pids.index(victim)
+    assert index == (1 if inline_first else 0)
     os.kill(victim, signal.SIGSTOP)
     start = time.monotonic()
     with pytest.raises(WorkerError, match="did not answer within 2 s") as info:
         vec.step([1, 1])
     elapsed = time.monotonic() - start
     assert 1.9 < elapsed < 4.5, elapsed
-    assert f"worker 0 (pid {victim})" in str(info.value)
+    assert f"worker {index} (pid {victim})" in str(info.value)
+    assert info.value.index == index and info.value.pid == victim
     assert vec.closed and our_children(vec) == []
     assert wait_gone(vec.pids) == []
 
 
-def test_an_exception_in_a_worker_comes_back_with_its_message(make_vec):
-    vec = make_vec()
+@INLINE
+def test_an_exception_in_a_worker_comes_back_with_its_message(make_vec, inline_first):
+    vec = make_vec(inline_first=inline_first)
     vec.reset()
     with pytest.raises(WorkerValueError, match=r"worker 1 .*action must be an int in \[0, 11\]"):
         vec._step(np.array([0, 99]))  # past the parent's check: the env itself refuses it
     assert vec.closed and wait_gone(vec.pids) == []
     assert issubclass(WorkerValueError, ValueError) and issubclass(WorkerValueError, WorkerError)
+
+
+def test_an_exception_in_env_0_in_process_is_a_worker_error_and_closes_the_pool(make_vec):
+    vec = make_vec()
+    vec.reset()
+    pids = list(vec.pids)
+    with pytest.raises(WorkerValueError, match=r"env 0 \(in this process\) raised ValueError "
+                                               r"during step: action must be an int") as info:
+        vec._step(np.array([99, 0]))  # the same error type as a worker's ValueError
+    assert info.value.index == 0 and info.value.pid is None
+    assert isinstance(info.value.__cause__, ValueError)  # the env's own, with its traceback
+    assert vec.closed and our_children(vec) == [] and wait_gone(pids) == []
+    with pytest.raises(RuntimeError, match=r"closed \(env 0 \(in this process\) failed\)"):
+        vec.step([0, 0])
+
+    other = make_vec(num_envs=3)
+    other.reset()
+
+    def broken_step(action, out=None):
+        raise RuntimeError("emulator exploded (test)")
+
+    other._inline.env.step = broken_step
+    with pytest.raises(WorkerError, match=r"env 0 \(in this process\) raised RuntimeError "
+                                          r"during step: emulator exploded") as info:
+        other.step([0, 0, 0])
+    assert not isinstance(info.value, ValueError) and info.value.pid is None
+    assert other.closed and wait_gone(other.pids) == []
 
 
 def test_a_worker_that_fails_to_start_is_named_and_the_rest_are_stopped(monkeypatch):
@@ -209,8 +310,27 @@ def test_a_worker_that_fails_to_start_is_named_and_the_rest_are_stopped(monkeypa
 
     monkeypatch.setattr(agent.env.AtariEnv, "__init__", flaky_init)
     before = {p.pid for p in multiprocessing.active_children()}
-    with pytest.raises(WorkerError, match=r"worker 1 \(pid \d+\) raised an exception during "
-                                          r"start:(.|\n)*ROM load failed \(test\)"):
+    for inline_first in (True, False):
+        with pytest.raises(WorkerError, match=r"worker 1 \(pid \d+\) raised an exception "
+                                              r"during start:(.|\n)*ROM load failed \(test\)"):
+            VecEnv(EnvConfig(), 3, start_method="fork", inline_first=inline_first)
+        assert {p.pid for p in multiprocessing.active_children()} <= before
+
+
+def test_env_0_failing_to_start_in_process_stops_the_workers(monkeypatch):
+    import agent.env
+
+    real_init = agent.env.AtariEnv.__init__
+
+    def flaky_init(self, config=None, seed=0):
+        if seed == 0:
+            raise RuntimeError("ROM load failed (test)")
+        real_init(self, config, seed)
+
+    monkeypatch.setattr(agent.env.AtariEnv, "__init__", flaky_init)
+    before = {p.pid for p in multiprocessing.active_children()}
+    with pytest.raises(WorkerError, match=r"env 0 \(in this process\) raised RuntimeError "
+                                          r"during start: ROM load failed \(test\)"):
         VecEnv(EnvConfig(), 3, start_method="fork")
     assert {p.pid for p in multiprocessing.active_children()} <= before
 
@@ -245,6 +365,8 @@ def test_construction_is_checked():
         VecEnv(EnvConfig(), 1, spin=-1)
     with pytest.raises(ValueError, match="start_method"):
         VecEnv(EnvConfig(), 1, start_method="thread")
+    with pytest.raises(ValueError, match="inline_first"):
+        VecEnv(EnvConfig(), 1, inline_first=1)
     with pytest.raises(ValueError, match="unknown game"):
         VecEnv(EnvConfig(game="no_such_game"), 1)
 
@@ -255,11 +377,12 @@ def test_step_before_reset_is_refused(make_vec):
         vec.step([0])
 
 
-def test_close_is_idempotent_and_leaves_no_children(make_vec):
-    vec = make_vec(num_envs=3)
+@INLINE
+def test_close_is_idempotent_and_leaves_no_children(make_vec, inline_first):
+    vec = make_vec(num_envs=3, inline_first=inline_first)
     vec.reset()
     pids = list(vec.pids)
-    assert len(our_children(vec)) == 3
+    assert len(our_children(vec)) == (2 if inline_first else 3)
     vec.close()
     vec.close()
     assert our_children(vec) == [] and wait_gone(pids) == []
@@ -269,11 +392,11 @@ def test_close_is_idempotent_and_leaves_no_children(make_vec):
 
 
 def test_context_manager_and_garbage_collection_close_the_pool():
-    with VecEnv(EnvConfig(), 1) as vec:
+    with VecEnv(EnvConfig(), 2) as vec:
         vec.reset()
         pids = list(vec.pids)
-    assert vec.closed and wait_gone(pids) == []
-    vec = VecEnv(EnvConfig(), 1)
+    assert vec.closed and len(pids) == 1 and wait_gone(pids) == []
+    vec = VecEnv(EnvConfig(), 2)
     pids = list(vec.pids)
     del vec  # the finalizer holds no reference to the VecEnv
     assert wait_gone(pids) == []
@@ -295,7 +418,7 @@ def test_workers_exit_when_the_parent_process_dies(method):
         from agent.config import EnvConfig
         from agent.workers import VecEnv
         if __name__ == "__main__":
-            vec = VecEnv(EnvConfig(), 2, start_method={method!r})
+            vec = VecEnv(EnvConfig(), 3, start_method={method!r})
             vec.reset()
             print(*vec.pids, flush=True)
             time.sleep(60)
@@ -324,12 +447,12 @@ def test_ctrl_c_to_the_process_group_reaches_only_the_parent():
         from agent.config import EnvConfig
         from agent.workers import VecEnv
         if __name__ == "__main__":
-            vec = VecEnv(EnvConfig(), 2)
+            vec = VecEnv(EnvConfig(), 3)  # env 0 in this process: Ctrl-C may land in it
             vec.reset()
             print(*vec.pids, flush=True)
             try:
                 while True:
-                    vec.step([0, 1])
+                    vec.step([0, 1, 2])
             except KeyboardInterrupt:
                 print("interrupted", flush=True)
             finally:
