@@ -205,6 +205,19 @@ class AtariEnv:
         """The acting stack (stack, H, W), oldest frame first; a view, updated in place."""
         return self._stack
 
+    def share_stack(self, buffer: np.ndarray) -> None:
+        """Keep the acting stack in `buffer` from now on (its current frames copied in), e.g. a
+        row of a worker pool's shared memory, so that no step has to copy it out."""
+        shape = self._stack.shape
+        if (not isinstance(buffer, np.ndarray) or buffer.dtype != np.uint8
+                or buffer.shape != shape or not buffer.flags.c_contiguous
+                or not buffer.flags.writeable):
+            raise ValueError(f"buffer must be a writable C-contiguous uint8 array of shape "
+                             f"{shape}, got {getattr(buffer, 'dtype', type(buffer).__name__)} "
+                             f"{getattr(buffer, 'shape', '')}")
+        buffer[...] = self._stack
+        self._stack = buffer
+
     def seed(self, seed: int) -> None:
         """Restart the emulator and the env's RNG from `seed` (reloads the ROM)."""
         self._load(int(seed))

@@ -20,11 +20,11 @@ workers map) holds, as numpy views:
 - one doorbell word per env each way (see Waiting).
 
 One function, `_Slot.step`, steps an env into its row, in a worker and in the caller alike: the
-env steps with ``out=frames[i]`` (the native kernel writes the new frame straight into shared
-memory), the scalars are filled, and when the episode ended (terminated or truncated) that last
+env keeps its acting stack in ``obs[i]`` (`AtariEnv.share_stack`) and steps with
+``out=frames[i]``, so the native kernel writes the new frame straight into both; the scalars
+are filled, and when the episode ended (terminated or truncated) that last
 frame is copied into ``final_frames[i]``, the score recorded and the env reset (auto-reset):
-``obs[i]`` and ``frames[i]`` then hold the new episode's first observation. Last, the env's
-stack is copied into ``obs[i]``.
+``obs[i]`` and ``frames[i]`` then hold the new episode's first observation.
 
 Per step the parent sends each worker one small fixed-size message (command byte + action) and
 receives a one-byte ack ("k", or "d" when the episode ended); no array is pickled. Every worker
@@ -235,8 +235,8 @@ class _Slot:
     """Env ``index`` and its row of the shared block: the one code that steps or resets an env
     into shared memory, used alike by a worker process and, for an in-process env, the parent."""
 
-    __slots__ = ("env", "index", "obs", "frame", "final", "stack", "rewards", "flags",
-                 "scores", "lengths")
+    __slots__ = ("env", "index", "obs", "frame", "final", "rewards", "flags", "scores",
+                 "lengths")
 
     def __init__(self, env, index: int, views: dict[str, np.ndarray]):
         self.env = env
@@ -244,7 +244,7 @@ class _Slot:
         self.obs = views["obs"][index]
         self.frame = views["frames"][index]
         self.final = views["final_frames"][index]
-        self.stack = env.observation  # a view on the env's stack, updated in place
+        env.share_stack(self.obs)  # the env keeps its acting stack in obs[i]: nothing to copy
         self.rewards = views["rewards"]
         self.flags = views["flags"]
         self.scores = views["episode_score"]
@@ -268,13 +268,11 @@ class _Slot:
             self.scores[i] = env.episode_score
             self.lengths[i] = env.episode_steps
             env.reset(out=frame)
-        self.obs[...] = self.stack
         return ended
 
     def reset(self) -> None:
         """Start a new episode: its first frame in ``frames[i]``, its stack in ``obs[i]``."""
         self.env.reset(out=self.frame)
-        self.obs[...] = self.stack
 
 
 # ------------------------------------------------------------------------------ the worker

@@ -212,3 +212,19 @@ def test_a_closed_env_says_so():
     env.close()
     with pytest.raises(RuntimeError, match="closed AtariEnv"):
         env.step(0)
+
+
+def test_the_acting_stack_can_live_in_a_callers_buffer():
+    env, twin = (AtariEnv(EnvConfig(game="phoenix"), seed=3) for _ in range(2))
+    env.reset()
+    twin.reset()
+    shared = np.zeros((2, *env.observation.shape), np.uint8)  # a row of shared memory, say
+    env.share_stack(shared[1])
+    assert np.array_equal(shared[1], twin.observation) and env.observation.base is shared
+    for action in [2, 0, 3, 1] * 5:
+        env.step(action)
+        twin.step(action)
+        assert np.array_equal(shared[1], twin.observation)
+    assert not shared[0].any()
+    with pytest.raises(ValueError, match="buffer must be a writable C-contiguous uint8 array"):
+        env.share_stack(np.zeros((4, 84, 83), np.uint8))
