@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.test_frames import BUILDS, close_to_opencv, opencv_pipeline
+from tests.test_frames import BUILDS, close_to_opencv, opencv_pipeline, random_walk_screens
 
 # yars_revenge shows all 128 colours of the NTSC palette within a few thousand frames
 GAMES = ["phoenix", "breakout", "pong", "seaquest", "yars_revenge"]
@@ -18,26 +18,8 @@ def within_one(x: np.ndarray, y: np.ndarray) -> None:
 @pytest.fixture(scope="module")
 def screen_pairs():
     """Consecutive screens of several games, each read as palette indices and as RGB."""
-    from ale_py import ALEInterface, LoggerMode, roms
-
-    ALEInterface.setLoggerMode(LoggerMode.Error)
-    rng = np.random.default_rng(5)
-    pairs = {}
-    for game in GAMES:
-        ale = ALEInterface()
-        ale.setInt("random_seed", 0)
-        ale.loadROM(roms.get_rom_path(game))
-        actions = ale.getMinimalActionSet()
-        pairs[game] = []
-        for _ in range(12):
-            for _ in range(int(rng.integers(20, 200))):
-                ale.act(actions[rng.integers(len(actions))])
-                if ale.game_over():
-                    ale.reset_game()
-            first = (ale.getScreen(), ale.getScreenRGB())
-            ale.act(actions[rng.integers(len(actions))])
-            pairs[game].append((first, (ale.getScreen(), ale.getScreenRGB())))
-    return pairs
+    return random_walk_screens(GAMES, 5, 12, (20, 200),
+                               lambda ale: (ale.getScreen(), ale.getScreenRGB()))
 
 
 def load(p, slot: int, index: np.ndarray, rgb: np.ndarray) -> None:
