@@ -3,7 +3,9 @@
 # This file is compiled twice (frames.pyx for any CPU, frames_avx2.pyx with -mavx2 -mfma) and
 # agent.native picks the AVX2 build at import when the CPU has it. Same source, same results
 # within rounding; gcc only vectorises the stride-3 RGB reads when AVX2 is available, and each
-# build brings its own horizontal pass (frames_hpass_scalar.pxi / frames_hpass_avx2.pxi).
+# build brings its own horizontal pass (frames_hpass_scalar.pxi / frames_hpass_avx2.pxi) and
+# palette-index loops (frames_palette_portable.pxi / frames_palette_avx2.pxi; see
+# FramePreprocessor's docstring for that path, which the env uses).
 # (An AVX2-intrinsics vertical pass was measured no faster than these loops under gcc -O3.)
 #
 # The arithmetic, per output row oy:
