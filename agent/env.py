@@ -268,7 +268,6 @@ class AtariEnv:
                              f"got {action!r}")
         ale = self.ale
         skip = self.config.frameskip
-        screen, get_screen = self._kernel.screen, ale.getScreen
         raw = 0.0
         game_over = False
         for i in range(skip):
@@ -276,11 +275,10 @@ class AtariEnv:
             if ale.game_over():
                 game_over = True
                 break
-            if i == skip - 2 and not screen(0, get_screen):
-                self._kernel.learn_palette(0, ale.getScreenRGB())
+            if i == skip - 2:
+                self._read_screen(0)
         self._sticky.acted.append(self._codes[action] | (i + 1))
-        if not screen(1, get_screen):
-            self._kernel.learn_palette(1, ale.getScreenRGB())
+        self._read_screen(1)
         # Max over the last two frames (index frames 0 and 1); with one frame (frameskip 1, or a
         # game that ended before the second-to-last frame) the newest is maxed with itself.
         # The kernel shifts the acting stack and writes the frame into it (and into `out`).
