@@ -297,18 +297,24 @@ def test_an_exception_in_env_0_in_process_is_a_worker_error_and_closes_the_pool(
     assert other.closed and wait_gone(other.pids) == []
 
 
-def test_a_worker_that_fails_to_start_is_named_and_the_rest_are_stopped(monkeypatch):
-    """With "fork" the workers inherit a patched AtariEnv whose ROM load fails in worker 1."""
+def _fail_to_start(monkeypatch, failing_seed: int) -> None:
+    """Patch AtariEnv so that the env of `failing_seed` fails to load its ROM ("fork" workers
+    inherit the patch)."""
     import agent.env
 
     real_init = agent.env.AtariEnv.__init__
 
     def flaky_init(self, config=None, seed=0):
-        if seed == 1:
+        if seed == failing_seed:
             raise RuntimeError("ROM load failed (test)")
         real_init(self, config, seed)
 
     monkeypatch.setattr(agent.env.AtariEnv, "__init__", flaky_init)
+
+
+def test_a_worker_that_fails_to_start_is_named_and_the_rest_are_stopped(monkeypatch):
+    """With "fork" the workers inherit a patched AtariEnv whose ROM load fails in worker 1."""
+    _fail_to_start(monkeypatch, 1)
     before = {p.pid for p in multiprocessing.active_children()}
     for inline_first in (True, False):
         with pytest.raises(WorkerError, match=r"worker 1 \(pid \d+\) raised an exception "
@@ -318,16 +324,7 @@ def test_a_worker_that_fails_to_start_is_named_and_the_rest_are_stopped(monkeypa
 
 
 def test_env_0_failing_to_start_in_process_stops_the_workers(monkeypatch):
-    import agent.env
-
-    real_init = agent.env.AtariEnv.__init__
-
-    def flaky_init(self, config=None, seed=0):
-        if seed == 0:
-            raise RuntimeError("ROM load failed (test)")
-        real_init(self, config, seed)
-
-    monkeypatch.setattr(agent.env.AtariEnv, "__init__", flaky_init)
+    _fail_to_start(monkeypatch, 0)
     before = {p.pid for p in multiprocessing.active_children()}
     with pytest.raises(WorkerError, match=r"env 0 \(in this process\) raised RuntimeError "
                                           r"during start: ROM load failed \(test\)"):
