@@ -348,10 +348,7 @@ cdef class FramePreprocessor:
         False and ``learn_palette`` was not called), before writing anything.
         """
         cdef int a = self._slot(prev, "prev"), b = self._slot(cur, "cur")
-        cdef Py_ssize_t n = self.in_height * self.in_width
         cdef Py_ssize_t hw = self.out_height * self.out_width
-        cdef const uint8_t* pa = self.index_data + a * n
-        cdef const uint8_t* pb = self.index_data + b * n
         cdef uint8_t[:, ::1] o
         cdef uint8_t[:, :, ::1] st
         cdef uint8_t* dst = NULL
@@ -372,16 +369,25 @@ cdef class FramePreprocessor:
             last = &st[k - 1, 0, 0]
             if dst != NULL and dst != last and &st[0, 0, 0] <= dst < last + hw:
                 raise ValueError("out must not be one of the stack's frames other than its last")
-            if dst == NULL:
-                dst = last
         with nogil:
-            if k > 1:
-                memmove(&st[0, 0, 0], &st[1, 0, 0], (k - 1) * hw)
-            pair_gray(pa, pb, self.gray_frame, n, self.pair, self.even_gray, self.odd)
-            self._run(self.gray_frame, self.gray_frame, 1, dst)
-            if last != NULL and last != dst:
-                memcpy(last, dst, hw)
+            self._indexed(a, b, dst, &st[0, 0, 0] if k else NULL, k)
         return out
+
+    cdef void _indexed(self, int a, int b, uint8_t* dst, uint8_t* stack, Py_ssize_t k) noexcept nogil:
+        # indexed() once its arguments are checked: `stack` (k frames, may be NULL) is shifted
+        # and gets the frame last; `dst` (may be NULL with a stack, or be its last frame) too.
+        cdef Py_ssize_t n = self.in_height * self.in_width
+        cdef Py_ssize_t hw = self.out_height * self.out_width
+        cdef uint8_t* last = stack + (k - 1) * hw if k else NULL
+        if k > 1:
+            memmove(stack, stack + hw, (k - 1) * hw)
+        if dst == NULL:
+            dst = last
+        pair_gray(self.index_data + a * n, self.index_data + b * n, self.gray_frame, n,
+                  self.pair, self.even_gray, self.odd)
+        self._run(self.gray_frame, self.gray_frame, 1, dst)
+        if last != NULL and last != dst:
+            memcpy(last, dst, hw)
 
     def __dealloc__(self):
         free(self.first_y)
