@@ -29,7 +29,7 @@ import numpy as np
 
 from agent.config import EnvConfig
 from agent.games import ActionSet, action_set, profile, rom_path
-from agent.native import FramePreprocessor
+from agent.native import FramePreprocessor, FrameSkip
 
 
 @dataclass
@@ -182,6 +182,10 @@ class AtariEnv:
         self._kernel = FramePreprocessor(screen, self.config.frame_shape)
         h, w = self.config.frame_shape
         self._stack = np.zeros((self.config.stack, h, w), np.uint8)
+        # The frameskip loop (act, read the last two screens, preprocess) runs natively.
+        ale = self.ale
+        self._skip = FrameSkip(self._kernel, ale.act, ale.game_over, ale.getScreen,
+                               ale.getScreenRGB, self.config.frameskip, self._stack)
         self.episode_score = 0.0
         self.episode_steps = 0
         self._lives = 0
@@ -216,6 +220,7 @@ class AtariEnv:
                              f"{shape}, got {getattr(buffer, 'dtype', type(buffer).__name__)} "
                              f"{getattr(buffer, 'shape', '')}")
         buffer[...] = self._stack
+        self._skip.bind(buffer)
         self._stack = buffer
 
     def seed(self, seed: int) -> None:
@@ -267,22 +272,11 @@ class AtariEnv:
             raise ValueError(f"action must be an int in [0, {len(self._ale_actions) - 1}], "
                              f"got {action!r}")
         ale = self.ale
-        skip = self.config.frameskip
-        raw = 0.0
-        game_over = False
-        for i in range(skip):
-            raw += ale.act(ale_action)
-            if ale.game_over():
-                game_over = True
-                break
-            if i == skip - 2:
-                self._read_screen(0)
-        self._sticky.acted.append(self._codes[action] | (i + 1))
-        self._read_screen(1)
-        # Max over the last two frames (index frames 0 and 1); with one frame (frameskip 1, or a
-        # game that ended before the second-to-last frame) the newest is maxed with itself.
-        # The kernel shifts the acting stack and writes the frame into it (and into `out`).
-        self._kernel.indexed(1 if (skip == 1 or i < skip - 1) else 0, 1, out, self._stack)
+        # Max over the last two frames; with one frame (frameskip 1, or a game that ended before
+        # the second-to-last frame) the newest is maxed with itself. The new frame goes into
+        # the acting stack (shifted) and into `out`.
+        raw, frames, game_over = self._skip.step(ale_action, out)
+        self._sticky.acted.append(self._codes[action] | frames)
         lives = ale.lives()
         life_lost = lives < self._lives and not game_over
         self._lives = lives
@@ -306,8 +300,7 @@ class AtariEnv:
 
     def _read_screen(self, slot: int) -> None:
         """The current screen into the kernel's index frame `slot`; new colours learned."""
-        if not self._kernel.screen(slot, self.ale.getScreen):
-            self._kernel.learn_palette(slot, self.ale.getScreenRGB())
+        self._skip.read(slot)
 
     def rgb(self) -> np.ndarray:
         """The current raw screen, (210, 160, 3) uint8 (for playback)."""
@@ -459,7 +452,7 @@ class AtariEnv:
                                  "with the same EnvConfig")
 
     def close(self) -> None:
-        self.ale = None
+        self.ale = self._skip = None
 
 
 def _plain(value):

@@ -22,8 +22,9 @@ else:
     _frame_impl = _frames
 
 FramePreprocessor = _frame_impl.FramePreprocessor
+FrameSkip = _frame_impl.FrameSkip
 FRAME_KERNEL: str = _frame_impl.VARIANT
 FrameReplay = _replay.FrameReplay
 Batch = _replay.Batch
 
-__all__ = ["FRAME_KERNEL", "Batch", "FramePreprocessor", "FrameReplay"]
+__all__ = ["FRAME_KERNEL", "Batch", "FramePreprocessor", "FrameReplay", "FrameSkip"]

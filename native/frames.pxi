@@ -261,16 +261,23 @@ cdef class FramePreprocessor:
         rgb)`` with the same screen in RGB before ``indexed`` reads this slot.
         """
         cdef int s = self._slot(slot, "slot")
-        cdef Py_ssize_t n = self.in_height * self.in_width
-        cdef const uint8_t* p = self.index_data + s * n
-        cdef int misses
-        self.covered[s] = False
         if callable(source):
-            source(self._slots[s])
-        else:
-            self._writable[s] = _frame2(source, "source", self.in_height, self.in_width)
+            return self._fill(s, source) == 1
+        self.covered[s] = False
+        self._writable[s] = _frame2(source, "source", self.in_height, self.in_width)
+        return self._check(s) == 1
+
+    cdef int _fill(self, int s, source) except -1:
+        # screen(s, source) for a callable source: 1 when every index has a colour, else 0
+        self.covered[s] = False
+        source(self._slots[s])
+        return self._check(s)
+
+    cdef int _check(self, int s) noexcept:
+        cdef Py_ssize_t n = self.in_height * self.in_width
+        cdef int misses
         with nogil:
-            misses = palette_misses(p, n, self.unknown, self.bitmaps)
+            misses = palette_misses(self.index_data + s * n, n, self.unknown, self.bitmaps)
         self.covered[s] = misses == 0
         return misses == 0
 
@@ -615,3 +622,6 @@ def _group_tables_for(first, coef, int lanes):
 
 cdef size_t _address(arr):
     return <size_t> arr.ctypes.data
+
+
+include "frames_skip.pxi"

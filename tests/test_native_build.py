@@ -17,7 +17,8 @@ def test_kernels_are_compiled_extension_modules():
     assert native.FrameReplay is _replay.FrameReplay
     assert native.FramePreprocessor.__module__.startswith("agent._frames")
     # compiled classes and functions have no Python source to show
-    for obj in (native.FrameReplay, native.FramePreprocessor):
+    assert native.FrameSkip.__module__ == native.FramePreprocessor.__module__
+    for obj in (native.FrameReplay, native.FramePreprocessor, native.FrameSkip):
         assert not inspect.isfunction(obj.__init__)
 
 
