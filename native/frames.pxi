@@ -380,21 +380,26 @@ cdef class FramePreprocessor:
             self._indexed(a, b, dst, &st[0, 0, 0] if k else NULL, k)
         return out
 
-    cdef void _indexed(self, int a, int b, uint8_t* dst, uint8_t* stack, Py_ssize_t k) noexcept nogil:
+    cdef int _indexed(self, int a, int b, uint8_t* dst, uint8_t* stack, Py_ssize_t k) noexcept nogil:
         # indexed() once its arguments are checked: `stack` (k frames, may be NULL) is shifted
         # and gets the frame last; `dst` (may be NULL with a stack, or be its last frame) too.
+        # Index frame a must be covered; b may be unchecked when a != b: its check is folded
+        # into the pair-gray pass, and on an unknown index nothing is written and 1 returned.
         cdef Py_ssize_t n = self.in_height * self.in_width
         cdef Py_ssize_t hw = self.out_height * self.out_width
         cdef uint8_t* last = stack + (k - 1) * hw if k else NULL
+        if pair_gray(self.index_data + a * n, self.index_data + b * n, self.gray_frame, n,
+                     self.pair, self.even_gray, self.unknown, self.odd):
+            return 1
+        self.covered[b] = True
         if k > 1:
             memmove(stack, stack + hw, (k - 1) * hw)
         if dst == NULL:
             dst = last
-        pair_gray(self.index_data + a * n, self.index_data + b * n, self.gray_frame, n,
-                  self.pair, self.even_gray, self.odd)
         self._run(self.gray_frame, self.gray_frame, 1, dst)
         if last != NULL and last != dst:
             memcpy(last, dst, hw)
+        return 0
 
     def __dealloc__(self):
         free(self.first_y)

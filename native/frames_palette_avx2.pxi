@@ -54,11 +54,13 @@ cdef inline int palette_misses(const uint8_t* p, Py_ssize_t n, const uint8_t* un
     return palette_misses_scalar(p + i, n - i, unknown)
 
 
-cdef inline void pair_gray(const uint8_t* a, const uint8_t* b, uint8_t* g, Py_ssize_t n,
-                           const uint8_t* pair, const uint8_t* even_gray,
-                           bint odd) noexcept nogil:
+cdef inline int pair_gray(const uint8_t* a, const uint8_t* b, uint8_t* g, Py_ssize_t n,
+                          const uint8_t* pair, const uint8_t* even_gray, const uint8_t* unknown,
+                          bint odd) noexcept nogil:
     # even_gray: 256 bytes, eight 32-byte tables (16 bytes, twice): table k, byte l holds the gray
     # of index 2 * (16k + l). A pixel whose frames agree (a == b) takes its colour's gray.
+    # Returns 1 if b holds an unknown index where it differs from a (see pair_gray_scalar).
+    cdef uint8_t bad = 0
     cdef __m256i t0, t1, t2, t3, t4, t5, t6, t7
     cdef __m256i nibble = _mm256_set1_epi8(0x0F)
     cdef __m256i seven = _mm256_set1_epi8(0x07)
@@ -67,8 +69,7 @@ cdef inline void pair_gray(const uint8_t* a, const uint8_t* b, uint8_t* g, Py_ss
     cdef int j
     cdef Py_ssize_t i = 0
     if odd:
-        pair_gray_scalar(a, b, g, n, pair)
-        return
+        return pair_gray_scalar(a, b, g, n, pair, unknown)
     t0 = _mm256_loadu_si256(<const __m256i*> even_gray)
     t1 = _mm256_loadu_si256(<const __m256i*> (even_gray + 32))
     t2 = _mm256_loadu_si256(<const __m256i*> (even_gray + 64))
@@ -103,6 +104,7 @@ cdef inline void pair_gray(const uint8_t* a, const uint8_t* b, uint8_t* g, Py_ss
         while differ:
             j = __builtin_ctz(differ)
             g[i + j] = pair[(<Py_ssize_t> a[i + j] << 8) | b[i + j]]
+            bad = bad | unknown[b[i + j]]
             differ = differ & (differ - 1)
         i += 32
-    pair_gray_scalar(a + i, b + i, g + i, n - i, pair)
+    return pair_gray_scalar(a + i, b + i, g + i, n - i, pair, unknown) | (bad != 0)

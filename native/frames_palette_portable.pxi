@@ -6,7 +6,7 @@ cdef inline int palette_misses(const uint8_t* p, Py_ssize_t n, const uint8_t* un
     return palette_misses_scalar(p, n, unknown)
 
 
-cdef inline void pair_gray(const uint8_t* a, const uint8_t* b, uint8_t* g, Py_ssize_t n,
-                           const uint8_t* pair, const uint8_t* even_gray,
-                           bint odd) noexcept nogil:
-    pair_gray_scalar(a, b, g, n, pair)
+cdef inline int pair_gray(const uint8_t* a, const uint8_t* b, uint8_t* g, Py_ssize_t n,
+                          const uint8_t* pair, const uint8_t* even_gray, const uint8_t* unknown,
+                          bint odd) noexcept nogil:
+    return pair_gray_scalar(a, b, g, n, pair, unknown)

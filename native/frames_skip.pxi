@@ -75,6 +75,7 @@ cdef class FrameSkip:
         cdef double raw = 0.0
         cdef int i = 0, n = self.skip
         cdef bint over = False
+        cdef int prev, missed
         cdef uint8_t* dst = NULL if out is None else self._out_data(out)
         act, game_over = self.act, self.game_over
         for i in range(n):
@@ -84,10 +85,18 @@ cdef class FrameSkip:
                 break
             if i == n - 2:
                 self._read(0)
-        self._read(1)
+        prev = 1 if (n == 1 or i < n - 1) else 0
+        if prev == 1:
+            self._read(1)
+        else:  # the newest screen's colour check is folded into the kernel's pass
+            self.kernel.covered[1] = False
+            self.get_screen(self.kernel._slots[1])
         with nogil:
-            self.kernel._indexed(1 if (n == 1 or i < n - 1) else 0, 1, dst, self.stack_data,
-                                 self.stack_len)
+            missed = self.kernel._indexed(prev, 1, dst, self.stack_data, self.stack_len)
+        if missed:  # a colour not seen before: learn it from this (still current) screen
+            self.kernel.learn_palette(1, self.get_rgb())
+            with nogil:
+                self.kernel._indexed(prev, 1, dst, self.stack_data, self.stack_len)
         return raw, i + 1, over
 
     cdef uint8_t* _out_data(self, out) except NULL:

@@ -13,11 +13,16 @@ class FakeEmulator:
     """A scripted emulator: frame t shows `screens[t]` (palette indices, RGB from `palette`),
     `act` returns `rewards[t]`, and the game is over after frame `over_at` (if given)."""
 
-    def __init__(self, seed: int, frames: int = 64, over_at: int | None = None):
+    def __init__(self, seed: int, frames: int = 64, over_at: int | None = None,
+                 new_colour_every: int | None = None):
         rng = np.random.default_rng(seed)
         self.palette = rng.integers(0, 256, (256, 3), dtype=np.uint8)
-        colours = rng.choice(np.arange(0, 256, 2), 12, replace=False)
-        self.screens = colours[rng.integers(0, 12, (frames + 1, 210, 160))].astype(np.uint8)
+        colours = rng.permutation(np.arange(0, 256, 2))
+        picks = rng.integers(0, 12, (frames + 1, 210, 160))
+        if new_colour_every:  # frame t also shows colour 12 + t // every in its first row
+            for t in range(frames + 1):
+                picks[t, 0, : 1 + t % 7] = 12 + t // new_colour_every
+        self.screens = colours[picks].astype(np.uint8)
         self.rewards = rng.integers(-1, 3, frames + 1).astype(float)
         self.over_at = over_at
         self.t = 0
@@ -74,6 +79,23 @@ def test_steps_act_skip_frames_and_preprocess_the_last_two(build, skip):
         assert np.array_equal(stack[-1], want)
         assert np.array_equal(stack[:-1], before[1:])  # shifted, oldest dropped
     assert emu.rgb_reads >= 1  # the colours were learned from the emulator's RGB screen
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("every", [1, 4, 7])
+def test_new_colours_on_either_screen_are_learned_before_the_frame_is_made(build, every):
+    # every 4: each new colour first shows on a step's last frame, whose check is folded into
+    # the kernel's pass; every 1 and 7 bring them on the second-to-last frame too.
+    emu = FakeEmulator(seed=8, new_colour_every=every)
+    stack = np.zeros((4, 84, 84), np.uint8)
+    kernel, fs = make(build, emu, 4, stack)
+    for step in range(12):
+        fs.step(1)
+        assert np.array_equal(stack[-1], reference(build, emu, [4 * step + 3, 4 * step + 4]))
+    learned, known = kernel.palette
+    read = [t for t in range(1, emu.t + 1) if t % 4 in (0, 3)]  # frames 3, 4, 7, 8, ...
+    shown = np.unique(emu.screens[read])
+    assert known[shown].all() and np.array_equal(learned[shown], emu.palette[shown])
 
 
 @pytest.mark.parametrize("build", BUILDS)
