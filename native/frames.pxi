@@ -16,6 +16,17 @@
 # Area weights are exact integer overlaps: output pixel o covers [o*H, (o+1)*H) in units of 1/h source
 # pixels, so every weight is an integer and the result is the true area average of the luminance. It
 # differs from OpenCV's pipeline (which rounds gray to uint8 before resizing) by at most 1.
+#
+# Gray frames (indexed()'s pair-gray frame, and 2-D frames given to __call__, after their max) take
+# _gray instead, all in integers: V[j] = sum_k wy[k] * G[y_k, j] (uint16), then
+#   out[ox] = (sum_t wx[ox, t] * V[sx0[ox] + t] + D // 2) // D,   D = dx * dy (200 for 210x160 -> 84x84)
+# i.e. exactly the area average of the gray frame, rounded half up (the float passes above gave
+# the same but for about 1 pixel in 2,700 at exact halves, 1 lower). The division is a multiply-high
+# (exact over every reachable sum: _gray_magic, _gray_magic16). Where 255 * D + D // 2 fits 16 bits
+# the horizontal sums run at every source column in 16-bit lanes, weights nonzero only where an
+# output's area starts (GrayTables' dense form: SSE2 loops in the portable build, intrinsics with a
+# byte-shuffle gather in the AVX2 build); otherwise a scalar 64-bit pass. Shapes no 64-bit magic
+# covers (sums past 2^32 or so) keep the float path.
 
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
