@@ -21,7 +21,7 @@
 # _gray instead, all in integers: V[j] = sum_k wy[k] * G[y_k, j] (uint16), then
 #   out[ox] = (sum_t wx[ox, t] * V[sx0[ox] + t] + D // 2) // D,   D = dx * dy (200 for 210x160 -> 84x84)
 # i.e. exactly the area average of the gray frame, rounded half up (the float passes above gave
-# the same but for about 1 pixel in 2,700 at exact halves, 1 lower). The division is a multiply-high
+# the same but for 1 pixel in 2,000 to 3,000, at exact halves, 1 lower). The division is a multiply-high
 # (exact over every reachable sum: _gray_magic, _gray_magic16). Where 255 * D + D // 2 fits 16 bits
 # the horizontal sums run at every source column in 16-bit lanes, weights nonzero only where an
 # output's area starts (GrayTables' dense form: SSE2 loops in the portable build, intrinsics with a
