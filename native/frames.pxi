@@ -434,7 +434,7 @@ cdef class FramePreprocessor:
         self.index_frames.flags.writeable = False
         self.forget_palette()
 
-    def _init_gray(self, fx, wx, int denom):
+    cdef _init_gray(self, fx, wx, int denom):
         magic = _gray_magic(denom)
         self.gray_exact = magic is not None
         if not self.gray_exact:
