@@ -209,7 +209,7 @@ def _shape2(value, name):
     return h, w
 
 
-def _gray_magic(int denom):
+def _gray_magic(denom):
     """(half, magic, shift) with (s + half) * magic >> shift == round-half-up(s / denom) for
     every s in [0, 255 * denom], in 64-bit arithmetic; None when no such magic fits 64 bits.
 
@@ -226,7 +226,7 @@ def _gray_magic(int denom):
     return half, magic, shift
 
 
-def _gray_magic16(int denom):
+def _gray_magic16(denom):
     """(pre, magic, post) with mulhi16(n >> pre, magic) >> post == n // denom for every n in
     [0, 255 * denom + denom // 2] (checked exhaustively), or None: the dense gray pass keeps the
     whole sum in a 16-bit lane."""
@@ -247,7 +247,7 @@ def _gray_magic16(int denom):
     return None
 
 
-def _gray_dense(first, weights, int in_width):
+def _gray_dense(first, weights, in_width):
     """Tables for the dense gray pass (see GrayTables): weights (taps, 32 * chunks) uint16, the
     column where each output's area starts, the AVX2 compaction shuffles (chunks, 32) uint8 and
     output counts (chunks, 2). _axis_taps shifts the window of the last outputs left; here every
@@ -434,7 +434,7 @@ cdef class FramePreprocessor:
         self.index_frames.flags.writeable = False
         self.forget_palette()
 
-    cdef _init_gray(self, fx, wx, int denom):
+    cdef _init_gray(self, fx, wx, denom):
         magic = _gray_magic(denom)
         self.gray_exact = magic is not None
         if not self.gray_exact:

@@ -130,6 +130,7 @@ def area_average(frame: np.ndarray, out_shape) -> np.ndarray:
 @pytest.mark.parametrize("in_shape,out_shape", [
     ((210, 160), (84, 84)), ((250, 160), (84, 84)), ((97, 61), (37, 29)),
     ((210, 160), (105, 80)), ((210, 160), (210, 160)), ((100, 100), (1, 1)), ((20, 300), (7, 8)),
+    ((210, 100), (84, 50)), ((30, 16), (10, 8)),
 ])
 def test_gray_frames_are_the_exact_area_average(build, in_shape, out_shape):
     # 2-D frames take the integer path: exact, rounded half up, whichever of its passes the
