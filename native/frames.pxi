@@ -16,8 +16,19 @@
 # Area weights are exact integer overlaps: output pixel o covers [o*H, (o+1)*H) in units of 1/h source
 # pixels, so every weight is an integer and the result is the true area average of the luminance. It
 # differs from OpenCV's pipeline (which rounds gray to uint8 before resizing) by at most 1.
+#
+# Gray frames (indexed()'s pair-gray frame, and 2-D frames given to __call__, after their max) take
+# _gray instead, all in integers: V[j] = sum_k wy[k] * G[y_k, j] (uint16), then
+#   out[ox] = (sum_t wx[ox, t] * V[sx0[ox] + t] + D // 2) // D,   D = dx * dy (200 for 210x160 -> 84x84)
+# i.e. exactly the area average of the gray frame, rounded half up (the float passes above gave
+# the same but for 1 pixel in 2,000 to 3,000, at exact halves, 1 lower). The division is a multiply-high
+# (exact over every reachable sum: _gray_magic, _gray_magic16). Where 255 * D + D // 2 fits 16 bits
+# the horizontal sums run at every source column in 16-bit lanes, weights nonzero only where an
+# output's area starts (GrayTables' dense form: SSE2 loops in the portable build, intrinsics with a
+# byte-shuffle gather in the AVX2 build); otherwise a scalar 64-bit pass. Shapes no 64-bit magic
+# covers (sums past 2^32 or so) keep the float path.
 
-from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memmove, memset
 
@@ -66,6 +77,95 @@ cdef inline void horizontal_row_scalar(const float* S, float* F,
             c = c + tx
 
 
+cdef struct GrayTables:
+    # The exact integer gray resize (FramePreprocessor._gray), horizontal half: output x of a
+    # row is (sum_t weight[x * taps + t] * V[first[x] + t] + half) // D, the division done as
+    # (s * magic) >> shift (exact for every reachable s: see _gray_magic).
+    int out_width
+    int taps
+    const int32_t* first
+    const uint16_t* weight
+    uint64_t half
+    uint64_t magic
+    int shift
+    # dense form, 16-bit lanes (dense = NULL when it does not apply): every source column i
+    # gets T[i] = half + sum_t dense[t * dense_stride + i] * V[i + t], nonzero weights only at
+    # the column where an output's area starts (dense_first[x]), divided (pre, magic16, post,
+    # below) into scratch; output x is then scratch[dense_first[x]]. About twice the arithmetic
+    # of the sparse form, in loops gcc vectorises (SSE2 in the portable build). Only when
+    # 255 * D + D // 2 fits 16 bits (D = 200 for 210x160 -> 84x84).
+    int in_width
+    int dense_stride
+    const uint16_t* dense
+    const int32_t* dense_first
+    uint16_t* scratch
+    # AVX2 build, 32 columns a chunk (dense_stride = 32 * chunks; chunks = 0 when the output
+    # row is under 16 pixels): the chunk's quotients as bytes, then one byte shuffle per 16
+    # columns, dense_compact[c], packs the outputs that start there (dense_count[2c | 2c + 1]
+    # of them) to the front, stored 16 bytes at a time
+    int chunks
+    const uint8_t* dense_compact
+    const int32_t* dense_count
+    # 16-bit division (dense form): n // D == mulhi(n >> pre, magic16) >> post
+    uint16_t half16
+    uint16_t magic16
+    int pre
+    int post
+
+
+cdef inline void gray_row_scalar(const uint16_t* V, uint8_t* O, const GrayTables* gt) noexcept nogil:
+    # Every table field in a local first: a store through O may alias them.
+    cdef int x, t, w = gt.out_width, tx = gt.taps, shift = gt.shift
+    cdef const int32_t* first = gt.first
+    cdef const uint16_t* c = gt.weight
+    cdef uint64_t half = gt.half, magic = gt.magic, s
+    cdef const uint16_t* v
+    if tx == 3:  # every shrink by 1x to 2x (160 -> 84 included)
+        for x in range(w):
+            v = V + first[x]
+            s = (<uint32_t> c[0] * v[0] + <uint32_t> c[1] * v[1]) + <uint32_t> c[2] * v[2]
+            O[x] = <uint8_t> (((s + half) * magic) >> shift)
+            c = c + 3
+    else:
+        for x in range(w):
+            v = V + first[x]
+            s = half
+            for t in range(tx):
+                s = s + <uint32_t> c[t] * v[t]
+            O[x] = <uint8_t> ((s * magic) >> shift)
+            c = c + tx
+
+
+cdef inline void gray_row_dense(const uint16_t* V, uint8_t* O, const GrayTables* gt) noexcept nogil:
+    cdef int i, t, x, W = gt.in_width, w = gt.out_width, tx = gt.taps, stride = gt.dense_stride
+    cdef int pre = gt.pre, post = gt.post
+    cdef uint16_t half = gt.half16, magic = gt.magic16, n
+    cdef const uint16_t* a0 = gt.dense
+    cdef const uint16_t* a1 = a0 + stride
+    cdef const uint16_t* a2 = a1 + stride
+    cdef const int32_t* first = gt.dense_first
+    cdef uint16_t* T = gt.scratch
+    # shifted pointers, not V[i + 1]: under CPython's -fwrapv gcc will not vectorise that
+    cdef const uint16_t* v1 = V + 1
+    cdef const uint16_t* v2 = V + 2
+    if tx == 3:
+        for i in range(W):
+            n = half + a0[i] * V[i] + a1[i] * v1[i] + a2[i] * v2[i]
+            T[i] = <uint16_t> ((<uint32_t> (n >> pre) * magic) >> 16) >> post
+    else:
+        for i in range(W):
+            T[i] = half + a0[i] * V[i]
+        for t in range(1, tx):
+            a1 = a0 + t * stride
+            v1 = V + t
+            for i in range(W):
+                T[i] = T[i] + a1[i] * v1[i]
+        for i in range(W):
+            T[i] = <uint16_t> ((<uint32_t> (T[i] >> pre) * magic) >> 16) >> post
+    for x in range(w):
+        O[x] = <uint8_t> T[first[x]]
+
+
 include "frames_palette_scalar.pxi"
 
 
@@ -109,6 +209,71 @@ def _shape2(value, name):
     return h, w
 
 
+def _gray_magic(denom):
+    """(half, magic, shift) with (s + half) * magic >> shift == round-half-up(s / denom) for
+    every s in [0, 255 * denom], in 64-bit arithmetic; None when no such magic fits 64 bits.
+
+    With n = s + half <= nmax, 2^shift > nmax * (denom - 1) and magic = ceil(2^shift / denom)
+    = (2^shift + e) / denom, e < denom: n * magic / 2^shift = n / denom + n * e / (denom *
+    2^shift), and the second term is below 1 / denom, so the floor is n // denom.
+    """
+    half = denom // 2
+    nmax = 255 * denom + half
+    shift = (nmax * (denom - 1)).bit_length()
+    magic = -(-(1 << shift) // denom)
+    if shift > 63 or nmax * magic >= 1 << 64:
+        return None
+    return half, magic, shift
+
+
+def _gray_magic16(denom):
+    """(pre, magic, post) with mulhi16(n >> pre, magic) >> post == n // denom for every n in
+    [0, 255 * denom + denom // 2] (checked exhaustively), or None: the dense gray pass keeps the
+    whole sum in a 16-bit lane."""
+    nmax = 255 * denom + denom // 2
+    if nmax > 65535:
+        return None
+    n = np.arange(nmax + 1, dtype=np.int64)
+    want = n // denom
+    pre = 0
+    while denom % (1 << pre) == 0 and pre < 16:
+        for post in range(16):
+            magic = -(-(1 << (16 + post)) // (denom >> pre))
+            if magic > 65535:
+                break
+            if np.array_equal(((n >> pre) * magic) >> (16 + post), want):
+                return pre, magic, post
+        pre += 1
+    return None
+
+
+def _gray_dense(first, weights, in_width):
+    """Tables for the dense gray pass (see GrayTables): weights (taps, 32 * chunks) uint16, the
+    column where each output's area starts, the AVX2 compaction shuffles (chunks, 32) uint8 and
+    output counts (chunks, 2). _axis_taps shifts the window of the last outputs left; here every
+    output's taps start at its own first column (they may then reach past the last column, with
+    weight 0, into V's padding)."""
+    out_width, taps = weights.shape
+    chunks = -(-in_width // 32)
+    dense = np.zeros((taps, 32 * chunks), np.uint16)
+    start = np.zeros(out_width, np.int32)
+    for x in range(out_width):
+        nz = np.flatnonzero(weights[x])
+        f = int(first[x]) + int(nz[0])
+        start[x] = f
+        for t in nz:
+            dense[int(first[x]) + t - f, f] = weights[x, t]
+    compact = np.full((chunks, 32), 0x80, np.uint8)
+    count = np.zeros((chunks, 2), np.int32)
+    for c in range(chunks):
+        for h in range(2):
+            lo = 32 * c + 16 * h
+            picked = [int(f) - lo for f in start if lo <= f < lo + 16]
+            compact[c, 16 * h:16 * h + len(picked)] = picked
+            count[c, h] = len(picked)
+    return dense, start, compact, count
+
+
 cdef class FramePreprocessor:
     """Turns the last two raw ALE frames into one small gray frame, written into a caller's buffer.
 
@@ -138,6 +303,18 @@ cdef class FramePreprocessor:
     cdef float* row_out        # one output row before rounding (+ 8 floats for grouped stores)
     cdef HorizontalTables ht
     cdef object _group_tables  # numpy arrays behind the grouped tables
+    # exact integer gray path (_gray)
+    cdef bint gray_exact       # the gray tables exist (else gray frames take _run's float path)
+    cdef int32_t* gray_first_y  # first source row with a nonzero weight, per output row
+    cdef int32_t* gray_count_y  # how many (consecutive) rows have one
+    cdef uint16_t* gray_weight_y  # those weights, taps_y per output row
+    cdef uint16_t* weight_x    # integer horizontal weights, taps_x per output
+    cdef uint8_t* gray_tail    # the last output row of the AVX2 pass (it spills past the row)
+    cdef uint16_t* gray_scratch  # the dense pass's quotients, one per source column
+    cdef uint16_t* gray_v      # two V rows (software pipeline), gray_v_stride words apart
+    cdef int gray_v_stride
+    cdef GrayTables gt
+    cdef object _gray_arrays   # numpy arrays behind gt's dense tables
     # palette-index path
     cdef uint8_t* pair         # [a * 256 + b]: gray of max(colour a, colour b) per channel
     cdef uint8_t* gray_frame   # the pair-gray frame of the two index frames (H * W)
@@ -165,6 +342,13 @@ cdef class FramePreprocessor:
         self.row_out = NULL
         self.pair = NULL
         self.gray_frame = NULL
+        self.gray_first_y = NULL
+        self.gray_count_y = NULL
+        self.gray_weight_y = NULL
+        self.weight_x = NULL
+        self.gray_tail = NULL
+        self.gray_scratch = NULL
+        self.gray_v = NULL
 
     def __init__(self, in_shape=(210, 160), out_shape=(84, 84)):
         cdef int i, t
@@ -189,14 +373,27 @@ cdef class FramePreprocessor:
         self.weight_y = <uint16_t*> malloc(oh * self.taps_y * sizeof(uint16_t))
         self.first_x = <int32_t*> malloc(ow * sizeof(int32_t))
         self.coef_x = <float*> malloc(ow * self.taps_x * sizeof(float))
+        # the gray path's two V rows: its passes read up to 32 + 15 words past the last column,
+        # zeros there (never written)
+        self.gray_v_stride = 32 * (-(-iw // 32)) + 64
+        self.gray_v = <uint16_t*> calloc(2 * self.gray_v_stride, sizeof(uint16_t))
         self.row_acc = <uint16_t*> malloc(3 * iw * sizeof(uint16_t))
         self.row_gray = <float*> calloc(iw + 24, sizeof(float))  # padding: AVX2 window loads
         self.row_out = <float*> malloc((ow + 8) * sizeof(float))  # grouped stores spill past ow
         self.pair = <uint8_t*> malloc(65536)
         self.gray_frame = <uint8_t*> malloc(ih * iw)
+        self.gray_first_y = <int32_t*> malloc(oh * sizeof(int32_t))
+        self.gray_count_y = <int32_t*> malloc(oh * sizeof(int32_t))
+        self.gray_weight_y = <uint16_t*> calloc(oh * self.taps_y, sizeof(uint16_t))
+        self.weight_x = <uint16_t*> malloc(ow * self.taps_x * sizeof(uint16_t))
+        self.gray_tail = <uint8_t*> malloc(ow + 32)
+        self.gray_scratch = <uint16_t*> malloc((iw + 16) * sizeof(uint16_t))
         if (self.first_y == NULL or self.weight_y == NULL or self.first_x == NULL
                 or self.coef_x == NULL or self.row_acc == NULL or self.row_gray == NULL
-                or self.row_out == NULL or self.pair == NULL or self.gray_frame == NULL):
+                or self.row_out == NULL or self.pair == NULL or self.gray_frame == NULL
+                or self.gray_first_y == NULL or self.gray_count_y == NULL
+                or self.gray_weight_y == NULL or self.weight_x == NULL or self.gray_tail == NULL
+                or self.gray_scratch == NULL or self.gray_v == NULL):
             raise MemoryError("FramePreprocessor tables")
         scale = 1.0 / (dx * dy * GRAY_ONE)
         for i in range(oh):
@@ -207,6 +404,16 @@ cdef class FramePreprocessor:
             self.first_x[i] = fx[i]
             for t in range(self.taps_x):
                 self.coef_x[i * self.taps_x + t] = wx[i, t] * scale
+        for i in range(oh):  # the nonzero vertical weights of a row are consecutive
+            nz = np.flatnonzero(wy[i])
+            self.gray_first_y[i] = fy[i] + nz[0]
+            self.gray_count_y[i] = len(nz)
+            for t in range(len(nz)):
+                self.gray_weight_y[i * self.taps_y + t] = wy[i, nz[t]]
+        for i in range(ow):
+            for t in range(self.taps_x):
+                self.weight_x[i * self.taps_x + t] = wx[i, t]
+        self._init_gray(fx, wx, dx * dy)
         self._group_tables = _group_tables(fx, wx * scale, iw)
         base, index, mask, coef, lanes, vecs = self._group_tables
         self.ht.out_width = ow
@@ -226,6 +433,35 @@ cdef class FramePreprocessor:
         self.index_frames = self._writable.view()
         self.index_frames.flags.writeable = False
         self.forget_palette()
+
+    cdef _init_gray(self, fx, wx, denom):
+        magic = _gray_magic(denom)
+        self.gray_exact = magic is not None
+        if not self.gray_exact:
+            return
+        self.gt.out_width = self.out_width
+        self.gt.taps = self.taps_x
+        self.gt.first = self.first_x
+        self.gt.weight = self.weight_x
+        self.gt.half, self.gt.magic, self.gt.shift = magic
+        self.gt.dense = NULL
+        self.gt.chunks = 0
+        magic16 = _gray_magic16(denom)
+        if magic16 is None or self.taps_x > 16:  # V's padding: 16 words
+            return
+        self.gt.half16 = denom // 2
+        self.gt.pre, self.gt.magic16, self.gt.post = magic16
+        dense, start, compact, count = _gray_dense(fx, wx, self.in_width)
+        self.gt.in_width = self.in_width
+        self.gt.dense_stride = dense.shape[1]
+        self.gt.dense = <const uint16_t*> _address(dense)
+        self.gt.dense_first = <const int32_t*> _address(start)
+        self.gt.scratch = self.gray_scratch
+        # a row's 16-byte stores spill up to 16 bytes past it: the next row must cover them
+        self.gt.chunks = compact.shape[0] if self.out_width >= 16 else 0
+        self.gt.dense_compact = <const uint8_t*> _address(compact)
+        self.gt.dense_count = <const int32_t*> _address(count)
+        self._gray_arrays = (dense, start, compact, count)
 
     def forget_palette(self):
         """Unlearn every colour (the palette-index path then needs `learn_palette` again)."""
@@ -396,7 +632,10 @@ cdef class FramePreprocessor:
             memmove(stack, stack + hw, (k - 1) * hw)
         if dst == NULL:
             dst = last
-        self._run(self.gray_frame, self.gray_frame, 1, dst)
+        if self.gray_exact:
+            self._gray(self.gray_frame, dst)
+        else:
+            self._run(self.gray_frame, self.gray_frame, 1, dst)
         if last != NULL and last != dst:
             memcpy(last, dst, hw)
         return 0
@@ -411,6 +650,13 @@ cdef class FramePreprocessor:
         free(self.row_out)
         free(self.pair)
         free(self.gray_frame)
+        free(self.gray_first_y)
+        free(self.gray_count_y)
+        free(self.gray_weight_y)
+        free(self.weight_x)
+        free(self.gray_tail)
+        free(self.gray_scratch)
+        free(self.gray_v)
 
     @property
     def in_shape(self):
@@ -442,7 +688,14 @@ cdef class FramePreprocessor:
             a2 = _frame2(prev, "prev", self.in_height, self.in_width)
             b2 = _frame2(cur, "cur", self.in_height, self.in_width)
             with nogil:
-                self._run(&a2[0, 0], &b2[0, 0], 1, &o[0, 0])
+                if not self.gray_exact:
+                    self._run(&a2[0, 0], &b2[0, 0], 1, &o[0, 0])
+                elif &a2[0, 0] == &b2[0, 0]:  # one frame: its max with itself is itself
+                    self._gray(&a2[0, 0], &o[0, 0])
+                else:
+                    frame_max(&a2[0, 0], &b2[0, 0], self.gray_frame,
+                              self.in_height * self.in_width)
+                    self._gray(self.gray_frame, &o[0, 0])
         else:
             raise ValueError(
                 f"prev must be a uint8 frame of shape {(self.in_height, self.in_width, 3)} (RGB) "
@@ -502,6 +755,75 @@ cdef class FramePreprocessor:
                 O[x] = <uint8_t> F[x]
             O = O + w
 
+
+
+    cdef void _gray(self, const uint8_t* G, uint8_t* O) noexcept nogil:
+        # The exact integer area resize of one gray frame G (in_shape) into O (out_shape), row
+        # by row: gray_vertical, then gray_row (build-specific) for the horizontal sums and the
+        # rounding. Software-pipelined by one row (two V buffers): the horizontal pass reads V
+        # with unaligned loads, which stall when they hit the vertical pass's fresh stores. The
+        # AVX2 passes write up to 16 bytes past a row: the next row overwrites them, and the
+        # last row goes through gray_tail.
+        cdef int W = self.in_width, h = self.out_height, w = self.out_width, ty = self.taps_y
+        cdef uint16_t* V = self.gray_v
+        cdef uint16_t* Vnext = self.gray_v + self.gray_v_stride
+        cdef uint16_t* swap
+        cdef const int32_t* fy = self.gray_first_y
+        cdef const int32_t* ny = self.gray_count_y
+        cdef const uint16_t* wy = self.gray_weight_y
+        cdef const GrayTables* gt = &self.gt
+        cdef uint8_t* tail = self.gray_tail
+        cdef bint spill = self.gt.chunks > 0
+        cdef int oy
+        gray_vertical(G + <Py_ssize_t> fy[0] * W, W, ny[0], wy, V)
+        for oy in range(h):
+            if oy + 1 < h:
+                gray_vertical(G + <Py_ssize_t> fy[oy + 1] * W, W, ny[oy + 1], wy + (oy + 1) * ty,
+                              Vnext)
+            if spill and oy == h - 1:
+                gray_row(V, tail, gt)
+                memcpy(O, tail, w)
+            else:
+                gray_row(V, O, gt)
+            O = O + w
+            swap = V
+            V = Vnext
+            Vnext = swap
+
+
+cdef inline void gray_vertical(const uint8_t* p0, int W, int c, const uint16_t* wy,
+                               uint16_t* V) noexcept nogil:
+    """V[j] = sum_k wy[k] * p0[k * W + j] over c rows (uint16, exact; fused loops for 2, 3)."""
+    cdef const uint8_t* p1 = p0 + W
+    cdef const uint8_t* p2 = p1 + W
+    cdef uint16_t w0 = wy[0], w1, w2
+    cdef int j, k
+    if c == 3:
+        w1 = wy[1]
+        w2 = wy[2]
+        for j in range(W):
+            V[j] = w0 * p0[j] + w1 * p1[j] + w2 * p2[j]
+    elif c == 2:
+        w1 = wy[1]
+        for j in range(W):
+            V[j] = w0 * p0[j] + w1 * p1[j]
+    else:
+        for j in range(W):
+            V[j] = w0 * p0[j]
+        for k in range(1, c):
+            w1 = wy[k]
+            p1 = p0 + <Py_ssize_t> k * W
+            for j in range(W):
+                V[j] = V[j] + w1 * p1[j]
+
+
+cdef inline void frame_max(const uint8_t* a, const uint8_t* b, uint8_t* m, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef uint8_t va, vb
+    for i in range(n):
+        va = a[i]
+        vb = b[i]
+        m[i] = va if va > vb else vb
 
 
 cdef inline uint8_t _pair_gray(const uint8_t* rgb, int a, int b) noexcept nogil:

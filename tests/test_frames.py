@@ -111,6 +111,50 @@ def test_other_sizes_match_opencv(build, in_shape, out_shape):
         assert np.abs(p(a, b, out).astype(int) - ref.astype(int)).max() <= 1
 
 
+def area_average(frame: np.ndarray, out_shape) -> np.ndarray:
+    """The exact area average of a gray frame, rounded half up, in NumPy integers (the weights
+    of _axis_taps: integer overlaps, denominator dx * dy)."""
+    (ih, iw), (oh, ow) = frame.shape, out_shape
+    fy, wy, dy = _frames._axis_taps(ih, oh)
+    fx, wx, dx = _frames._axis_taps(iw, ow)
+    my, mx = np.zeros((oh, ih), np.int64), np.zeros((ow, iw), np.int64)
+    for o in range(oh):
+        my[o, fy[o]:fy[o] + wy.shape[1]] = wy[o]
+    for o in range(ow):
+        mx[o, fx[o]:fx[o] + wx.shape[1]] = wx[o]
+    d = dx * dy
+    return ((my @ frame.astype(np.int64) @ mx.T + d // 2) // d).astype(np.uint8)
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("in_shape,out_shape", [
+    ((210, 160), (84, 84)), ((250, 160), (84, 84)), ((97, 61), (37, 29)),
+    ((210, 160), (105, 80)), ((210, 160), (210, 160)), ((100, 100), (1, 1)), ((20, 300), (7, 8)),
+    ((210, 100), (84, 50)), ((30, 16), (10, 8)),
+])
+def test_gray_frames_are_the_exact_area_average(build, in_shape, out_shape):
+    # 2-D frames take the integer path: exact, rounded half up, whichever of its passes the
+    # shape gets (16-bit dense / AVX2, 64-bit scalar for 250 -> 84's denominator of 5000).
+    rng = np.random.default_rng(9)
+    p = build.FramePreprocessor(in_shape, out_shape)
+    out = np.empty(out_shape, np.uint8)
+    frames = [np.full(in_shape, 255, np.uint8), np.zeros(in_shape, np.uint8)]
+    frames += [rng.integers(0, 256, in_shape, np.uint8) for _ in range(6)]
+    for a, b in zip(frames, frames[1:] + frames[:1]):
+        assert np.array_equal(p(a, a, out), area_average(a, out_shape))
+        assert np.array_equal(p(a, b, out), area_average(np.maximum(a, b), out_shape))
+    # the palette path resizes its pair-gray frame the same way
+    palette = rng.integers(0, 256, (256, 3), np.uint8)
+    ia = rng.choice(np.arange(0, 256, 2), in_shape).astype(np.uint8)
+    ib = rng.choice(np.arange(0, 256, 2), in_shape).astype(np.uint8)
+    for slot, index in ((0, ia), (1, ib)):
+        if not p.screen(slot, index):
+            p.learn_palette(slot, palette[index])
+    m = np.maximum(palette[ia], palette[ib]).astype(np.int64)
+    pair_gray = (4899 * m[..., 0] + 9617 * m[..., 1] + 1868 * m[..., 2] + 8192) >> 14
+    assert np.array_equal(p.indexed(0, 1, out), area_average(pair_gray.astype(np.uint8), out_shape))
+
+
 def test_max_is_taken_before_gray():
     # Red in one frame, green in the other: max per channel first gives yellow's luminance.
     a = np.zeros((210, 160, 3), np.uint8)
