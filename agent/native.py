@@ -1,8 +1,9 @@
 """The compiled kernels, in one place: frame preprocessing and the frame-ring replay.
 
 There is no pure-Python fallback: if the extension was not built, importing this module fails
-with an ImportError that says how to build it. On x86-64 the frame kernel exists in two builds of
-the same source; the AVX2 + FMA one is used when the CPU has both (``FRAME_KERNEL`` says which).
+with an ImportError that says how to build it. On x86-64 the frame kernel exists in three builds
+of the same source: portable, AVX2 + FMA, and AVX2 + FMA with AVX-512 VBMI palette lookups; the
+most capable one the CPU runs is used (``FRAME_KERNEL`` says which).
 """
 
 try:
@@ -13,13 +14,15 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         "(or `pip install .`), which compiles native/ with Cython and a C compiler."
     ) from exc
 
+_frame_impl = _frames
 if _frames.cpu_has_avx2_fma():
     try:
-        from agent import _frames_avx2 as _frame_impl
-    except ImportError:  # built on a machine without the AVX2 module (not x86-64)
+        if _frames.cpu_has_avx512_vbmi():
+            from agent import _frames_avx512 as _frame_impl
+        else:
+            from agent import _frames_avx2 as _frame_impl
+    except ImportError:  # built on a machine without the x86-64 modules
         _frame_impl = _frames
-else:
-    _frame_impl = _frames
 
 FramePreprocessor = _frame_impl.FramePreprocessor
 FrameSkip = _frame_impl.FrameSkip

@@ -322,7 +322,7 @@ cdef class FramePreprocessor:
     cdef uint8_t palette_rgb[768]
     cdef uint8_t unknown[256]  # 1 until the index's colour is learned
     cdef uint8_t bitmaps[96]   # the same as bits, for the AVX2 check (see palette_misses)
-    cdef uint8_t even_gray[256]  # gray of index 2i, as eight 16-entry tables (AVX2 lookup)
+    cdef uint8_t even_gray[256]  # gray of index 2i, laid out for the build's lookup (even_gray_store)
     cdef bint odd              # an odd index was learned: the AVX2 lookup does not cover it
     cdef bint covered[2]       # index frame i was checked (or learned) since it was filled
     cdef object _writable      # index_frames, writable, for the sources screen() calls
@@ -571,9 +571,8 @@ cdef class FramePreprocessor:
                     for b in range(256):
                         if not self.unknown[b] and (seen[a] or seen[b]):
                             self.pair[a * 256 + b] = _pair_gray(self.palette_rgb, a, b)
-                    if a % 2 == 0:  # table a // 32 (16 bytes, twice), entry (a // 2) % 16
-                        self.even_gray[(a >> 5) * 32 + ((a >> 1) & 15)] = self.pair[a * 257]
-                        self.even_gray[(a >> 5) * 32 + 16 + ((a >> 1) & 15)] = self.pair[a * 257]
+                    if a % 2 == 0:  # (laid out for the build's lookup)
+                        even_gray_store(self.even_gray, a, self.pair[a * 257])
             self.colours += added
         return added
 
@@ -897,12 +896,17 @@ cdef uint8_t[:, ::1] _out_view(obj, int h, int w):
     return view
 
 
-from cpu cimport atari_agent_cpu_has_avx2_fma
+from cpu cimport atari_agent_cpu_has_avx2_fma, atari_agent_cpu_has_avx512_vbmi
 
 
 def cpu_has_avx2_fma():
     """True when this CPU can run the AVX2 + FMA build of the kernel."""
     return bool(atari_agent_cpu_has_avx2_fma())
+
+
+def cpu_has_avx512_vbmi():
+    """True when this CPU (and OS) can run the AVX-512 build: F, BW and VBMI, with AVX2 + FMA."""
+    return bool(atari_agent_cpu_has_avx512_vbmi())
 
 
 def _group_tables(first, coef, int in_width):

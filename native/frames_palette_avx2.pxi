@@ -27,6 +27,12 @@ cdef extern from *:
     int __builtin_ctz(unsigned int x) nogil
 
 
+cdef inline void even_gray_store(uint8_t* even_gray, int index, uint8_t gray) noexcept nogil:
+    # this build's even_gray (see pair_gray): table index // 32, entry (index // 2) % 16, twice
+    even_gray[(index >> 5) * 32 + ((index >> 1) & 15)] = gray
+    even_gray[(index >> 5) * 32 + 16 + ((index >> 1) & 15)] = gray
+
+
 cdef inline int palette_misses(const uint8_t* p, Py_ssize_t n, const uint8_t* unknown,
                                const uint8_t* bitmaps) noexcept nogil:
     # bitmaps: 96 bytes, three 32-byte tables (each 16 bytes, twice): byte l of the first has bit

@@ -10,13 +10,16 @@ from agent import _frames
 from agent.native import FramePreprocessor
 
 try:
-    from agent import _frames_avx2
+    from agent import _frames_avx2, _frames_avx512
 except ImportError:  # not x86-64
-    _frames_avx2 = None
+    _frames_avx2 = _frames_avx512 = None
 
+# Every build this CPU can run: each test of a build runs for all of them.
 BUILDS = [pytest.param(_frames, id="portable")]
 if _frames_avx2 is not None and _frames.cpu_has_avx2_fma():
     BUILDS.append(pytest.param(_frames_avx2, id="avx2"))
+if _frames_avx512 is not None and _frames.cpu_has_avx512_vbmi():
+    BUILDS.append(pytest.param(_frames_avx512, id="avx512"))
 
 GAMES = ["phoenix", "breakout", "pong", "space_invaders", "seaquest", "ms_pacman"]
 

@@ -98,7 +98,8 @@ def test_builds_agree_on_indexed_frames():
         load(p, 0, a, palette[a])
         load(p, 1, b.astype(np.uint8), palette[b])
         outs.append(p.indexed(0, 1, np.empty((84, 84), np.uint8)))
-    within_one(*outs)
+    for out in outs[1:]:  # the gray path is exact integer arithmetic in every build
+        assert np.array_equal(out, outs[0])
 
 
 @pytest.mark.parametrize("build", BUILDS)

@@ -22,14 +22,17 @@ def test_kernels_are_compiled_extension_modules():
         assert not inspect.isfunction(obj.__init__)
 
 
-def test_the_avx2_build_is_used_where_the_cpu_has_it():
+def test_the_most_capable_build_the_cpu_runs_is_used():
     if _frames.cpu_has_avx2_fma():
-        from agent import _frames_avx2
+        from agent import _frames_avx2, _frames_avx512
 
-        assert is_extension(_frames_avx2)
-        assert native.FRAME_KERNEL == "avx2"
-        assert native.FramePreprocessor is _frames_avx2.FramePreprocessor
+        assert is_extension(_frames_avx2) and is_extension(_frames_avx512)
+        best = _frames_avx512 if _frames.cpu_has_avx512_vbmi() else _frames_avx2
+        assert native.FRAME_KERNEL == best.VARIANT
+        assert native.FramePreprocessor is best.FramePreprocessor
+        assert native.FrameSkip is best.FrameSkip
     else:
+        assert not _frames.cpu_has_avx512_vbmi()
         assert native.FRAME_KERNEL == "portable"
 
 
