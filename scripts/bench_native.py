@@ -149,7 +149,7 @@ def opencv_preprocess(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
 def bench_preprocess(pairs, number: int, repeats: int) -> dict:
     """Time each preprocessing implementation over the cycled frame pairs."""
     impls: dict[str, Callable] = {f"native ({FRAME_KERNEL})": FramePreprocessor()}
-    if FRAME_KERNEL == "avx2":
+    if FRAME_KERNEL != "portable":
         from agent import _frames  # the portable build of the same kernel
 
         impls["native (portable)"] = _frames.FramePreprocessor()
