@@ -4,6 +4,7 @@
 - agent._frames_avx2  the same source built with AVX2 + FMA (x86-64 only; chosen at import when
                       the CPU has both, see agent/native.py)
 - agent._replay       frame-ring replay memory, uniform and prioritized sampling
+- agent._pool         the worker pool's shared words: doorbells, sleep flags, fence, spin-waits
 
 Cython directives are set once here. ATARI_AGENT_DEBUG_BUILD=1 turns bounds checks, wraparound
 and initialisation checks on and optimisation off, for hunting a memory error in a test run.
@@ -44,7 +45,11 @@ def ext(name: str, source: str, extra: list[str] | None = None) -> Extension:
     )
 
 
-extensions = [ext("agent._frames", "native/frames.pyx"), ext("agent._replay", "native/replay.pyx")]
+extensions = [
+    ext("agent._frames", "native/frames.pyx"),
+    ext("agent._replay", "native/replay.pyx"),
+    ext("agent._pool", "native/pool.pyx"),
+]
 if X86:
     extensions.append(ext("agent._frames_avx2", "native/frames_avx2.pyx", ["-mavx2", "-mfma"]))
 

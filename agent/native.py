@@ -1,4 +1,5 @@
-"""The compiled kernels, in one place: frame preprocessing and the frame-ring replay.
+"""The compiled kernels, in one place: frame preprocessing, the frame-ring replay and the worker
+pool's shared-memory words.
 
 There is no pure-Python fallback: if the extension was not built, importing this module fails
 with an ImportError that says how to build it. On x86-64 the frame kernel exists in two builds of
@@ -6,7 +7,7 @@ the same source; the AVX2 + FMA one is used when the CPU has both (``FRAME_KERNE
 """
 
 try:
-    from agent import _frames, _replay
+    from agent import _frames, _pool, _replay
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
         "agent's Cython extension is not built. Install the package with `pip install -e .` "
@@ -25,5 +26,6 @@ FramePreprocessor = _frame_impl.FramePreprocessor
 FRAME_KERNEL: str = _frame_impl.VARIANT
 FrameReplay = _replay.FrameReplay
 Batch = _replay.Batch
+PoolBlock = _pool.PoolBlock
 
-__all__ = ["FRAME_KERNEL", "Batch", "FramePreprocessor", "FrameReplay"]
+__all__ = ["FRAME_KERNEL", "Batch", "FramePreprocessor", "FrameReplay", "PoolBlock"]
