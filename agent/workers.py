@@ -598,8 +598,6 @@ class VecEnv:
         self.obs: np.ndarray = views["obs"]
         self.frames: np.ndarray = views["frames"]
         self.final_frames: np.ndarray = views["final_frames"]
-        self._rewards = views["rewards"]
-        self._flags = views["flags"]
         self._pool = _pool_block(views, self._first)
         self._scores = views["episode_score"]
         self._lengths = views["episode_steps"]
@@ -841,8 +839,7 @@ class VecEnv:
             except Exception as exc:
                 raise self._inline_failed("step", exc) from exc
         ended = self._wait("step") if self._fds else 0
-        rewards = self._rewards.copy()
-        flags = self._flags.copy()
+        reward, raw, terminated, truncated, life_lost, learn_terminal = self._pool.results()
         scores = []
         if ended0 or ended:
             first, pool = self._first, self._pool
@@ -852,7 +849,7 @@ class VecEnv:
             elif ended:
                 envs += [i for i in range(first, self.num_envs) if pool.ended(i)]
             scores = [(i, float(self._scores[i]), int(self._lengths[i])) for i in envs]
-        return VecStep(rewards[0], rewards[1], flags[0], flags[1], flags[2], flags[3], scores)
+        return VecStep(reward, raw, terminated, truncated, life_lost, learn_terminal, scores)
 
     def _wait(self, what: str):
         """Every worker's answer to the last command, within `timeout` seconds, else a

@@ -12,7 +12,11 @@
 # only keep the compiler from reordering); `fence()` is a sequentially consistent fence (mfence
 # on x86-64), the StoreLoad barrier that the Dekker-style sleep/wake handshake needs.
 
+cimport numpy as cnp
 from libc.stdint cimport int64_t, uint8_t
+from libc.string cimport memcpy
+
+cnp.import_array()
 
 cdef extern from *:
     """
@@ -108,6 +112,24 @@ cdef class PoolBlock:
         self.flags[2 * n + i] = life_lost
         self.flags[3 * n + i] = learn_terminal
         return terminated or truncated
+
+    def results(self):
+        """New copies of the six per-step rows, (N,) each: reward, raw_reward (float32),
+        terminated, truncated, life_lost, learn_terminal (bool)."""
+        cdef cnp.npy_intp size = self.n
+        cdef object r0 = cnp.PyArray_SimpleNew(1, &size, cnp.NPY_FLOAT32)
+        cdef object r1 = cnp.PyArray_SimpleNew(1, &size, cnp.NPY_FLOAT32)
+        cdef object f0 = cnp.PyArray_SimpleNew(1, &size, cnp.NPY_BOOL)
+        cdef object f1 = cnp.PyArray_SimpleNew(1, &size, cnp.NPY_BOOL)
+        cdef object f2 = cnp.PyArray_SimpleNew(1, &size, cnp.NPY_BOOL)
+        cdef object f3 = cnp.PyArray_SimpleNew(1, &size, cnp.NPY_BOOL)
+        memcpy(cnp.PyArray_DATA(<cnp.ndarray>r0), self.rewards, size * sizeof(float))
+        memcpy(cnp.PyArray_DATA(<cnp.ndarray>r1), self.rewards + size, size * sizeof(float))
+        memcpy(cnp.PyArray_DATA(<cnp.ndarray>f0), self.flags, size)
+        memcpy(cnp.PyArray_DATA(<cnp.ndarray>f1), self.flags + size, size)
+        memcpy(cnp.PyArray_DATA(<cnp.ndarray>f2), self.flags + 2 * size, size)
+        memcpy(cnp.PyArray_DATA(<cnp.ndarray>f3), self.flags + 3 * size, size)
+        return r0, r1, f0, f1, f2, f3
 
     # ------------------------------------------------------------------ the parent's side
     def ring(self, int64_t base, list acts=None) -> int:

@@ -206,6 +206,11 @@ def test_the_pool_block_sleep_flags_follow_the_protocol():
     assert worker.store_step(2, Step())
     assert rewards[:, 2].tolist() == [1.0, -2.5]
     assert flags[:, 2].tolist() == [False, True, False, True] and not flags[:, :2].any()
+    rows = parent.results()  # new arrays, one per row, that later steps leave alone
+    assert [r.dtype for r in rows] == [np.float32] * 2 + [np.bool_] * 4
+    assert [r.tolist() for r in rows] == [*rewards.tolist(), *flags.tolist()]
+    rewards[:] = 7
+    assert rows[0].tolist() == [0.0, 0.0, 1.0] and all(r.flags.owndata for r in rows)
     with pytest.raises(IndexError):
         worker.store_step(3, Step())
 
