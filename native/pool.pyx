@@ -1,6 +1,7 @@
 # The worker pool's shared-memory words (agent/workers.py, "Waiting" in its docstring): the
 # doorbells, the sleep flags and the full fence of the wake protocol, the spin-waits (without the
-# GIL), and the per-step scalars of a row.
+# GIL), and the per-step scalars (a row stored by its env's process, all rows copied out into
+# new arrays by the parent).
 #
 # Words. The pool's block holds two rows of int64 words per env, one 64-byte cache line each, so
 # that every line has a single writer:
