@@ -6,6 +6,7 @@
 - agent._frames_avx512 the AVX2 build with AVX-512 VBMI palette lookups (x86-64 only; chosen
                       over it when the CPU has AVX-512 F, BW and VBMI)
 - agent._replay       frame-ring replay memory, uniform and prioritized sampling
+- agent._pool         the worker pool's shared words: doorbells, sleep flags, fence, spin-waits
 
 Cython directives are set once here. ATARI_AGENT_DEBUG_BUILD=1 turns bounds checks, wraparound
 and initialisation checks on and optimisation off, for hunting a memory error in a test run.
@@ -46,7 +47,11 @@ def ext(name: str, source: str, extra: list[str] | None = None) -> Extension:
     )
 
 
-extensions = [ext("agent._frames", "native/frames.pyx"), ext("agent._replay", "native/replay.pyx")]
+extensions = [
+    ext("agent._frames", "native/frames.pyx"),
+    ext("agent._replay", "native/replay.pyx"),
+    ext("agent._pool", "native/pool.pyx"),
+]
 if X86:
     extensions.append(ext("agent._frames_avx2", "native/frames_avx2.pyx", ["-mavx2", "-mfma"]))
     # AVX-512 only where the intrinsics are written; gcc's own vectorising stays at 256 bits

@@ -1,4 +1,5 @@
-"""The compiled kernels, in one place: frame preprocessing and the frame-ring replay.
+"""The compiled kernels, in one place: frame preprocessing, the frame-ring replay and the worker
+pool's shared-memory words.
 
 There is no pure-Python fallback: if the extension was not built, importing this module fails
 with an ImportError that says how to build it. On x86-64 the frame kernel exists in three builds
@@ -7,7 +8,7 @@ most capable one the CPU runs is used (``FRAME_KERNEL`` says which).
 """
 
 try:
-    from agent import _frames, _replay
+    from agent import _frames, _pool, _replay
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
         "agent's Cython extension is not built. Install the package with `pip install -e .` "
@@ -29,5 +30,6 @@ FrameSkip = _frame_impl.FrameSkip
 FRAME_KERNEL: str = _frame_impl.VARIANT
 FrameReplay = _replay.FrameReplay
 Batch = _replay.Batch
+PoolBlock = _pool.PoolBlock
 
-__all__ = ["FRAME_KERNEL", "Batch", "FramePreprocessor", "FrameReplay", "FrameSkip"]
+__all__ = ["FRAME_KERNEL", "Batch", "FramePreprocessor", "FrameReplay", "FrameSkip", "PoolBlock"]

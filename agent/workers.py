@@ -26,39 +26,72 @@ are filled, and when the episode ended (terminated or truncated) that last
 frame is copied into ``final_frames[i]``, the score recorded and the env reset (auto-reset):
 ``obs[i]`` and ``frames[i]`` then hold the new episode's first observation.
 
-Per step the parent sends each worker one small fixed-size message (command byte + action) and
-receives a one-byte ack ("k", or "d" when the episode ended); no array is pickled. Every worker
-is sent its action before anything else happens, so the envs step at the same time; `step()` is
-`step_async()` (send) then `step_wait()` (step env 0 in this process when it runs here, then
-collect the workers' answers). A caller may do other work between the two (a learner's update)
-while the workers step; with ``inline_first`` that overlaps envs 1..N-1 only, since env 0 steps
-inside `step_wait()`. The shared block is an unlinked file (in /dev/shm on Linux), so nothing is
-left behind whatever way the processes end, and the views stay valid (holding the last values)
-after `close()`.
+Per step the parent hands each worker its command (a sequence number, a command byte and the
+action) and gets back an ack (the sequence number and an "episode ended" bit): on x86-64 as one
+shared word each way, elsewhere as a small fixed-size pipe message each way (see Waiting); no
+array is pickled. Every worker is sent its action before anything else happens, so the envs step
+at the same time; `step()` is `step_async()` (send) then `step_wait()` (step env 0 in this
+process when it runs here, then collect the workers' answers). A caller may do other work
+between the two (a learner's update) while the workers step; with ``inline_first`` that overlaps
+envs 1..N-1 only, since env 0 steps inside `step_wait()`. The shared block is an unlinked file
+(in /dev/shm on Linux), so nothing is left behind whatever way the processes end, and the views
+stay valid (holding the last values) after `close()`.
 
 Waiting. On a virtual machine, waking a process whose vCPU went idle costs tens of microseconds,
 and a message through a pipe another 5-10 us; an agent step is ~190 us. So a side that waits
-first spins for up to ``spin`` seconds (default 1 ms), yielding the CPU (sched_yield) between
-looks so that any other runnable task (the learner's threads) goes first, and only then sleeps
-on the pipe. While it spins it reads a doorbell: the parent stores each command (its sequence
-number, command and action) in the worker's word ``cmd_words[i]`` before it writes the command's
-frame to the pipe, and the worker, once its results are in shared memory, stores the sequence
-number (and the "episode ended" bit) in ``ack_words[i]`` before it writes its ack frame. The
-pipes still carry every message, so a sleeping side wakes on them; frames whose command or ack
-was taken from the doorbell are read later, in batches (or before sleeping). The doorbell is
-used on x86-64 only (`_DOORBELL`), whose total store order makes the results visible before the
-word that announces them; elsewhere every wait is on the pipe, whose system calls order the
-shared writes. ``spin=0`` turns spinning (and the doorbell) off: every wait sleeps in the kernel.
+first spins for up to ``spin`` seconds (default 1 ms), yielding the CPU (sched_yield, after a
+pause instruction) between looks so that any other runnable task (the learner's threads) goes
+first, and only then sleeps on its pipe. On x86-64 (`_DOORBELL`) the per-step path has no
+system call at all unless a side sleeps; the words are native/pool.pyx's, one cache line per
+writer and env:
+
+- ``cmd_words[i, 0]`` (parent -> worker i): the command, stored after the parent is done with
+  the previous results; ``ack_words[i, 0]`` (worker i -> parent): the ack, stored after the
+  results. x86-64 keeps a process's stores in program order for the others (total store order)
+  and an aligned 8-byte access is never torn, so the side that sees a word sees what was written
+  before it (the native loads and stores are acquire/release, which also keeps the compiler in
+  order).
+- ``ack_words[i, 1]``: worker i sleeps (or is about to); ``cmd_words[i, 1]``: the parent sleeps
+  waiting for worker i.
+
+The waiter (native `wait_command` / `wait_acks`, without the GIL) looks at its word until it
+shows the awaited sequence number or `spin` runs out; then it stores its sleep flag, issues a
+full fence and looks once more. Only if the word still does not show it does it sleep: a worker
+in a blocking read of its pipe, the parent in poll(2) on the pipes and the process sentinels
+with its deadline. Whatever message wakes it, it looks at its word again (and sleeps again if
+the word is still old); it clears its flag once the word shows its command or answers. The
+notifier (`ring` / `publish`) stores its word, issues a full fence, then loads the peer's flag,
+and only when the flag is set writes a wake message (one fixed-size frame) to the pipe.
+
+Why no wake-up is lost: each side stores one location and then loads the other's, with a full
+fence between (mfence or a locked instruction: the StoreLoad order that x86's store buffer does
+not give without one). In any interleaving of the two fenced store-load pairs at least one side's
+load sees the other's store: either the waiter's last look sees the word (and it does not sleep)
+or the notifier sees the flag (and writes the wake message, which makes the blocked read or poll
+return). Both may happen; then a wake message arrives that nobody needed (a stray). A stray only
+makes a later sleep return early to look once more, so it is read and dropped there. The parent
+writes its wake messages without blocking (a full pipe already holds messages that will wake
+that worker); a worker's blocking wake write cannot stall for good either, because the parent
+reads its pipes whenever it sleeps. Command and ack words name their sequence number, so a word
+from an older command is never taken for the current one.
+
+Everything else goes through the pipes as framed messages: start (READY with the action set),
+errors with their tracebacks (a worker that fails a command sends the error instead of an ack:
+the parent, which then never sees the ack, reads it once it sleeps) and STOP (a spinning worker
+reads it once its spin ends). Elsewhere than x86-64, or with ``spin=0``, every command and ack is
+a pipe message (the system calls order the shared writes); with ``spin > 0`` a waiting side then
+polls its pipes, yielding the CPU, before it sleeps. Resets use the same path as steps.
 
 Processes. The start method defaults to "forkserver" on Linux (forking a process that already
 runs torch's threads is unsafe; "spawn" is slower to start), else "spawn"; the worker entry is
 the module-level `_worker_main`. Workers are daemonic and ignore SIGINT, so Ctrl-C reaches only
 the parent: a KeyboardInterrupt that lands inside `reset()` or `step()` (env 0's step included)
-closes the pool before it propagates. A worker whose parent dies reads EOF on its pipe and exits
-(with "fork", each worker first closes the other workers' pipe ends it inherited, so that EOF
-does come). As with any forkserver or spawn pool, a script must create the VecEnv under
-``if __name__ == "__main__":``. ``pids`` lists the worker processes only; ``env_pids[i]`` is env
-i's worker, None for env 0 when it runs in the calling process.
+closes the pool before it propagates (one that comes while the parent spins without the GIL is
+raised when the spin ends, within ``spin`` seconds). A worker whose parent dies reads EOF on its
+pipe and exits (with "fork", each worker first closes the other workers' pipe ends it inherited,
+so that EOF does come). As with any forkserver or spawn pool, a script must create the VecEnv
+under ``if __name__ == "__main__":``. ``pids`` lists the worker processes only; ``env_pids[i]``
+is env i's worker, None for env 0 when it runs in the calling process.
 
 Failures. Answers are awaited with a deadline, ``select.poll`` on the pipes and the process
 sentinels once the spin is over: a worker that died (its exit code is reported, with the
@@ -105,12 +138,13 @@ import numpy as np
 
 from agent.config import EnvConfig
 from agent.games import ActionSet
+from agent.native import PoolBlock
 
 __all__ = ["VecEnv", "VecStep", "WorkerError", "WorkerValueError", "default_start_method"]
 
 # Every message is framed as multiprocessing.Connection frames it (a 4-byte big-endian size,
-# then the payload), so Connection.send_bytes/recv_bytes and the raw os.write/os.read of the
-# per-step path (a microsecond each instead of three) read each other's messages.
+# then the payload), so Connection.send_bytes/recv_bytes and raw os.write/os.read (a microsecond
+# each instead of three) read each other's messages.
 _HEADER = struct.Struct("!i")
 
 
@@ -121,35 +155,36 @@ def _frame(payload: bytes) -> bytes:
 # Parent -> worker: one fixed-size message, the command and (for a step) the action index.
 _CMD = struct.Struct("<Bq")
 _CMD_FRAME_SIZE = _HEADER.size + _CMD.size
-_STEP, _RESET, _STOP = 1, 2, 3
+_STEP, _RESET, _STOP, _WAKE = 1, 2, 3, 4
 _STOP_MSG = _CMD.pack(_STOP, 0)
 _RESET_FRAME = _frame(_CMD.pack(_RESET, 0))
+_WAKE_CMD_FRAME = _frame(_CMD.pack(_WAKE, 0))  # doorbell: "look at your command word"
 # Worker -> parent: the first byte says what follows.
-_OK = b"k"  # done; the results are in shared memory
+_OK = b"k"  # done; the results are in shared memory (pipe-only mode)
 _ENDED = b"d"  # done, and the episode ended (final frame and score in shared memory)
-_OK_FRAME, _ENDED_FRAME = _frame(_OK), _frame(_ENDED)
+_WAKE = b"w"  # doorbell: "look at the ack words"
+_OK_FRAME, _ENDED_FRAME, _WAKE_FRAME = _frame(_OK), _frame(_ENDED), _frame(_WAKE)
 _ACK_FRAME_SIZE = len(_OK_FRAME)
+_SHORT_FRAMES = {_OK_FRAME: _OK, _ENDED_FRAME: _ENDED, _WAKE_FRAME: _WAKE}
 _READY = b"r"  # started: a pickled ActionSet follows
 _ERROR = b"e"  # an exception: its formatted traceback follows (utf-8)
 _VALUE_ERROR = b"v"  # a ValueError: its message, then its traceback
 
-# The doorbell words (see "Waiting" in the module docstring): a command word is the command's
-# sequence number (mod 2**31), its command byte and its action; an ack word is the sequence
-# number and the "episode ended" bit.
+# The doorbell words (see "Waiting" in the module docstring and native/pool.pyx): a command word
+# is the command's sequence number (mod 2**31), its command byte and its action; an ack word is
+# the sequence number and the "episode ended" bit.
 _SEQ_MASK = 0x7FFFFFFF
 _ACTION_LIMIT = 1 << 24
-_DRAIN_EVERY = 64  # read the replies that were taken from the doorbell once this many are queued
 _DOORBELL = platform.machine().lower() in {"x86_64", "amd64"}
-"""Whether the doorbell words may be trusted here: x86-64 makes a process's stores visible to
-the others in program order (total store order), so a side that sees a word also sees what was
+"""Whether the doorbell words are used here: x86-64 makes a process's stores visible to the
+others in program order (total store order), so a side that sees a word also sees what was
 written before it, and an aligned 8-byte load or store is one instruction, never torn. Elsewhere
-the doorbell is not used: every wait is on the pipe, whose system calls order the shared
-writes."""
+every command and answer goes through the pipes, whose system calls order the shared writes."""
 
 _ALIGN = 64
 _CLOSE_JOIN_S = 2.0
 _sched_yield = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
-"""Give the CPU to any other runnable task, if there is one (used while polling)."""
+"""Give the CPU to any other runnable task, if there is one (used while polling the pipes)."""
 
 
 class WorkerError(RuntimeError):
@@ -235,44 +270,39 @@ class _Slot:
     """Env ``index`` and its row of the shared block: the one code that steps or resets an env
     into shared memory, used alike by a worker process and, for an in-process env, the parent."""
 
-    __slots__ = ("env", "index", "obs", "frame", "final", "rewards", "flags", "scores",
-                 "lengths")
+    __slots__ = ("env", "index", "frame", "final", "store", "scores", "lengths")
 
-    def __init__(self, env, index: int, views: dict[str, np.ndarray]):
+    def __init__(self, env, index: int, views: dict[str, np.ndarray], block: PoolBlock):
         self.env = env
         self.index = index
-        self.obs = views["obs"][index]
         self.frame = views["frames"][index]
         self.final = views["final_frames"][index]
-        env.share_stack(self.obs)  # the env keeps its acting stack in obs[i]: nothing to copy
-        self.rewards = views["rewards"]
-        self.flags = views["flags"]
+        env.share_stack(views["obs"][index])  # the env keeps its acting stack in obs[i]
+        self.store = block.store_step  # the six scalars in one native call
         self.scores = views["episode_score"]
         self.lengths = views["episode_steps"]
 
     def step(self, action: int) -> bool:
         """Step with `action`, fill the row; on an episode's end (terminated or truncated) keep
         its last frame and score and reset (auto-reset). Returns whether the episode ended."""
-        env, i, frame = self.env, self.index, self.frame
-        s = env.step(action, out=frame)  # the native kernel writes into shared memory
-        rewards, flags = self.rewards, self.flags
-        rewards[0, i] = s.reward
-        rewards[1, i] = s.raw_reward
-        flags[0, i] = s.terminated
-        flags[1, i] = s.truncated
-        flags[2, i] = s.life_lost
-        flags[3, i] = s.learn_terminal
-        ended = s.terminated or s.truncated
-        if ended:
-            self.final[...] = frame
-            self.scores[i] = env.episode_score
-            self.lengths[i] = env.episode_steps
-            env.reset(out=frame)
-        return ended
+        env, frame = self.env, self.frame
+        if not self.store(self.index, env.step(action, out=frame)):  # frame: shared memory
+            return False
+        i = self.index
+        self.final[...] = frame
+        self.scores[i] = env.episode_score
+        self.lengths[i] = env.episode_steps
+        env.reset(out=frame)
+        return True
 
     def reset(self) -> None:
         """Start a new episode: its first frame in ``frames[i]``, its stack in ``obs[i]``."""
         self.env.reset(out=self.frame)
+
+
+def _pool_block(views: dict[str, np.ndarray], first: int) -> PoolBlock:
+    return PoolBlock(views["cmd_words"], views["ack_words"], views["rewards"], views["flags"],
+                     first)
 
 
 # ------------------------------------------------------------------------------ the worker
@@ -280,11 +310,9 @@ def _worker_main(index: int, config: EnvConfig, seed: int, block, layout: dict, 
                  spin: float = 0.0, inherited: Sequence = (), doorbell: bool = False) -> None:
     """One worker: an AtariEnv driven over `conn`, its results written into the shared block.
 
-    Every command comes as a frame on the pipe and, with `doorbell`, also as the word
-    ``cmd_words[index]``, which the worker reads while it spins: it runs the command as soon as
-    the word shows it, and reads that frame later (a batch of them every `_DRAIN_EVERY`
-    commands, or before it sleeps). Every reply goes back as a frame; a success is first
-    stored in ``ack_words[index]``, which a spinning parent reads.
+    With `doorbell` the commands come in the word ``cmd_words[index]`` and the answers go to
+    ``ack_words[index]`` (the pipe carries only wake messages, errors, READY and STOP; see
+    "Waiting" in the module docstring); without, every command and answer is a pipe message.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     for other in inherited:  # "fork" only: pipe ends of the parent that this copy must not keep
@@ -295,85 +323,87 @@ def _worker_main(index: int, config: EnvConfig, seed: int, block, layout: dict, 
 
         env = AtariEnv(config, seed)
         views = _views(block, layout)
-        slot = _Slot(env, index, views)
+        pool = _pool_block(views, index)
+        slot = _Slot(env, index, views, pool)
         conn.send_bytes(_READY + pickle.dumps(env.actions))
     except BaseException as exc:
         with contextlib.suppress(OSError):
             conn.send_bytes(_error_reply(exc))
         return
-    cmd_words = memoryview(views["cmd_words"][:, 0])
-    ack_words = memoryview(views["ack_words"][:, 0])
-    fd, read, write, unpack = conn.fileno(), os.read, os.write, _CMD.unpack_from
-    step, reset = slot.step, slot.reset
-    ready, clock, yield_cpu = _readiness(conn), time.perf_counter, _sched_yield
-    executed = 0  # commands run
-    drained = 0  # command frames read (those run from the doorbell are read later)
     try:
-        while True:
-            want = (executed + 1) & _SEQ_MASK
-            cmd = action = -1
-            # Poll for the next command a short while (yielding the CPU to any other runnable
-            # task) before sleeping on the pipe: a vCPU woken from idle costs tens of
-            # microseconds per step on a virtual machine.
-            if spin > 0.0 and doorbell:
-                word = cmd_words[index]
-                if word >> 32 != want:
-                    end = clock() + spin
-                    while True:
-                        yield_cpu()
-                        word = cmd_words[index]
-                        if word >> 32 == want or clock() >= end:
-                            break
-                if word >> 32 == want:
-                    cmd, action = (word >> 24) & 0xFF, word & 0xFFFFFF
-            elif spin > 0.0 and not ready():
-                end = clock() + spin
-                while clock() < end:
-                    yield_cpu()
-                    if ready():
-                        break
-            if cmd < 0:  # from the pipe: the frames of commands already run, then the next one
-                while True:
-                    data = read(fd, _CMD_FRAME_SIZE)  # every command frame has this size
-                    if len(data) < _CMD_FRAME_SIZE:
-                        try:
-                            data = _read_exactly(fd, _CMD_FRAME_SIZE, data)
-                        except EOFError:  # the parent is gone
-                            return
-                    c, a = unpack(data, _HEADER.size)
-                    if c == _STOP:  # (not counted: the pool sends it once, when it closes)
-                        return
-                    drained += 1
-                    if drained > executed:
-                        cmd, action = c, a
-                        break
-            executed += 1
-            try:
-                if cmd == _STEP:
-                    ended = step(action)
-                elif cmd == _RESET:
-                    reset()
-                    ended = False
-                else:
-                    raise RuntimeError(f"unknown command {cmd}")
-            except Exception as exc:
-                conn.send_bytes(_error_reply(exc))
-                continue
-            ack_words[index] = want << 1 | ended  # after the results: seen in this order (TSO)
-            write(fd, _ENDED_FRAME if ended else _OK_FRAME)
-            if executed - drained > _DRAIN_EVERY:  # frames of commands run from the doorbell
-                count = executed - 1 - drained  # (the newest one's may still be on its way)
-                try:
-                    data = _read_exactly(fd, count * _CMD_FRAME_SIZE)
-                except EOFError:
-                    return
-                if _STOP in data[_HEADER.size::_CMD_FRAME_SIZE]:
-                    return  # (cannot come before a command that ran; checked all the same)
-                drained += count
-    except (BrokenPipeError, ConnectionResetError):  # the parent is gone
+        if doorbell:
+            _serve_doorbell(index, pool, slot, conn, spin)
+        else:
+            _serve_pipe(slot, conn, spin)
+    except (BrokenPipeError, ConnectionResetError, EOFError):  # the parent is gone
         return
     finally:
         env.close()
+
+
+def _serve_doorbell(index: int, pool: PoolBlock, slot: _Slot, conn, spin: float) -> None:
+    """Run the commands of word ``cmd_words[index]`` until STOP (or EOF) comes on the pipe."""
+    fd, read, write, unpack = conn.fileno(), os.read, os.write, _CMD.unpack_from
+    step, reset, wait, publish = slot.step, slot.reset, pool.wait_command, pool.publish
+    want = 0
+    while True:
+        want = (want + 1) & _SEQ_MASK
+        word = wait(index, want, spin)  # spins, then sets the sleep flag and looks again
+        while word < 0:  # asleep: a message on the pipe wakes us
+            data = read(fd, _CMD_FRAME_SIZE)  # every parent -> worker frame has this size
+            if len(data) < _CMD_FRAME_SIZE:
+                data = _read_exactly(fd, _CMD_FRAME_SIZE, data)  # EOFError: the parent is gone
+            if unpack(data, _HEADER.size)[0] == _STOP:
+                return
+            word = wait(index, want, 0.0)  # a wake (maybe a stray one): look again
+        try:
+            cmd = (word >> 24) & 0xFF
+            if cmd == _STEP:
+                ended = step(word & 0xFFFFFF)
+            elif cmd == _RESET:
+                reset()
+                ended = False
+            else:
+                raise RuntimeError(f"unknown command {cmd}")
+        except Exception as exc:
+            conn.send_bytes(_error_reply(exc))
+            continue
+        if publish(index, want << 1 | ended):  # the ack after the results; the parent sleeps
+            write(fd, _WAKE_FRAME)
+
+
+def _serve_pipe(slot: _Slot, conn, spin: float) -> None:
+    """Run the commands that come on the pipe until STOP (or EOF)."""
+    fd, read, write, unpack = conn.fileno(), os.read, os.write, _CMD.unpack_from
+    step, reset = slot.step, slot.reset
+    ready, clock, yield_cpu = _readiness(conn), time.perf_counter, _sched_yield
+    while True:
+        # Poll a short while (yielding the CPU to any other runnable task) before sleeping on
+        # the pipe: a vCPU woken from idle costs tens of microseconds on a virtual machine.
+        if spin > 0.0 and not ready():
+            end = clock() + spin
+            while clock() < end:
+                yield_cpu()
+                if ready():
+                    break
+        data = read(fd, _CMD_FRAME_SIZE)  # every parent -> worker frame has this size
+        if len(data) < _CMD_FRAME_SIZE:
+            data = _read_exactly(fd, _CMD_FRAME_SIZE, data)  # EOFError: the parent is gone
+        cmd, action = unpack(data, _HEADER.size)
+        try:
+            if cmd == _STOP:
+                return
+            if cmd == _STEP:
+                ended = step(action)
+            elif cmd == _RESET:
+                reset()
+                ended = False
+            else:
+                raise RuntimeError(f"unknown command {cmd}")
+        except Exception as exc:
+            conn.send_bytes(_error_reply(exc))
+            continue
+        write(fd, _ENDED_FRAME if ended else _OK_FRAME)
 
 
 def _error_reply(exc: BaseException) -> bytes:
@@ -568,10 +598,7 @@ class VecEnv:
         self.obs: np.ndarray = views["obs"]
         self.frames: np.ndarray = views["frames"]
         self.final_frames: np.ndarray = views["final_frames"]
-        self._rewards = views["rewards"]
-        self._cmd_words = memoryview(views["cmd_words"][:, 0])
-        self._ack_words = memoryview(views["ack_words"][:, 0])
-        self._flags = views["flags"]
+        self._pool = _pool_block(views, self._first)
         self._scores = views["episode_score"]
         self._lengths = views["episode_steps"]
         self.actions: ActionSet | None = None
@@ -594,8 +621,6 @@ class VecEnv:
             self.env_pids[:] = [None] * self._first + self.pids
             self._sentinels = {p.sentinel: k for k, p in enumerate(self._procs)}
             self._fds = [c.fileno() for c in self._conns]
-            self._drained = [0] * len(self._fds)  # reply frames read, per worker
-            self._drained_at = 0  # self._seq at the last _drain()
             self._conn_fds = {fd: k for k, fd in enumerate(self._fds)}
             self._poller = _Poller({**self._conn_fds, **self._sentinels})
             actions = []
@@ -603,7 +628,8 @@ class VecEnv:
                 try:
                     from agent.env import AtariEnv
 
-                    self._inline = _Slot(AtariEnv(self.config, self.seed), 0, views)
+                    self._inline = _Slot(AtariEnv(self.config, self.seed), 0, views,
+                                         self._pool)
                 except Exception as exc:
                     raise self._inline_failed("start", exc) from exc
                 actions.append(self._inline.env.actions)
@@ -626,15 +652,20 @@ class VecEnv:
         if self._pending:
             raise RuntimeError("step_async() is waiting for its step_wait(); call it first")
         try:
-            self._ring(_RESET)
-            for k in range(len(self._fds)):
-                self._send(k, _RESET_FRAME, "reset")
+            seq = self._seq = (self._seq + 1) & _SEQ_MASK
+            if self._doorbell:
+                if self._pool.ring(seq << 32 | _RESET << 24):
+                    self._wake()
+            else:
+                for k in range(len(self._fds)):
+                    self._send(k, _RESET_FRAME, "reset")
             if self._inline is not None:
                 try:
                     self._inline.reset()
                 except Exception as exc:
                     raise self._inline_failed("reset", exc) from exc
-            self._collect("reset", self.timeout)
+            if self._fds:
+                self._wait("reset")
         except BaseException:
             self._close_now("reset failed")
             raise
@@ -757,43 +788,47 @@ class VecEnv:
         acts = [int(a) for a in acts]
         if not all(0 <= a < _ACTION_LIMIT for a in acts):
             raise ValueError(f"actions must be in [0, {_ACTION_LIMIT}) to be sent, got {acts}")
-        frames = [_frame(_CMD.pack(_STEP, a)) for a in acts]
-        self._send_step(acts, frames)
+        self._send_step(acts, [_frame(_CMD.pack(_STEP, a)) for a in acts])
         return self._finish_step()
 
-    def _ring(self, cmd: int, acts: Sequence[int] = ()) -> None:
-        """Number a new command for every worker and (doorbell) store each worker's word, with
-        its action acts[i] for a step; the frames follow."""
-        self._seq += 1
-        if self._doorbell:
-            words = self._cmd_words
-            base = (self._seq & _SEQ_MASK) << 32 | cmd << 24
-            for i in range(self._first, self.num_envs):
-                words[i] = base | acts[i] if acts else base
-
     def _send_step(self, acts: list[int], frames=None) -> None:
-        """Ring the doorbells, then send worker k its step frame: acts[first + k] indexes
-        `frames` (the prepared messages), or, when `frames` is given, frames[first + k] is it."""
-        first, write, k = self._first, os.write, 0
-        seq = self._seq = self._seq + 1  # (what _ring does, here without a call)
+        """Start a step: ring the doorbells (waking a worker that sleeps), or send worker k its
+        step frame through the pipe: `frames` (when given) holds env i's frame at i, else the
+        prepared frame of action acts[i] is sent."""
+        seq = self._seq = (self._seq + 1) & _SEQ_MASK
         if self._doorbell:
-            words, base = self._cmd_words, (seq & _SEQ_MASK) << 32 | _STEP << 24
-            for i in range(first, self.num_envs):
-                words[i] = base | acts[i]
-        try:
+            if self._pool.ring(seq << 32 | _STEP << 24, acts):  # > 0: some worker sleeps
+                self._wake()
+        elif self._fds:
+            first, write, k = self._first, os.write, 0
             if frames is None:
-                frames = self._step_frames
-                for fd in self._fds:
-                    write(fd, frames[acts[first + k]])
-                    k += 1
-            else:
+                step_frames = self._step_frames
+                frames = [step_frames[a] for a in acts]
+            try:
                 for fd in self._fds:
                     write(fd, frames[first + k])
                     k += 1
-        except OSError:  # EPIPE, ECONNRESET: the worker is gone
-            raise self._fail(k, "closed its pipe before step", died=True) from None
-        if first:
+            except OSError:  # EPIPE, ECONNRESET: the worker is gone
+                raise self._fail(k, "closed its pipe before step", died=True) from None
+        if self._first:
             self._inline_action = acts[0]
+
+    def _wake(self) -> None:
+        """Write a wake message to every worker whose sleep flag is set, without blocking: a
+        full pipe already holds messages that will wake its worker (wake messages are hints;
+        the command is in the word)."""
+        pool, first = self._pool, self._first
+        for k, fd in enumerate(self._fds):
+            if pool.sleeping(first + k):
+                os.set_blocking(fd, False)
+                try:
+                    os.write(fd, _WAKE_CMD_FRAME)  # 13 bytes: all or nothing on a socket
+                except BlockingIOError:
+                    pass
+                except OSError:  # EPIPE, ECONNRESET: the worker is gone
+                    raise self._fail(k, "closed its pipe", died=True) from None
+                finally:
+                    os.set_blocking(fd, True)
 
     def _finish_step(self) -> VecStep:
         """Step env 0 here (inline_first), collect the workers' answers, assemble the results."""
@@ -803,31 +838,82 @@ class VecEnv:
                 ended0 = self._inline.step(self._inline_action)
             except Exception as exc:
                 raise self._inline_failed("step", exc) from exc
-        replies = ()
-        if self._fds:
-            replies = self._acked() or self._collect("step", self.timeout)
-        rewards = self._rewards.copy()
-        flags = self._flags.copy()
+        ended = self._wait("step") if self._fds else 0
+        reward, raw, terminated, truncated, life_lost, learn_terminal = self._pool.results()
         scores = []
-        if ended0 or _ENDED in replies:
-            first = self._first
-            ended = [0] if ended0 else []
-            ended += [first + k for k, r in enumerate(replies) if r == _ENDED]
-            scores = [(i, float(self._scores[i]), int(self._lengths[i])) for i in ended]
-        return VecStep(rewards[0], rewards[1], flags[0], flags[1], flags[2], flags[3], scores)
+        if ended0 or ended:
+            first, pool = self._first, self._pool
+            envs = [0] if ended0 else []
+            if type(ended) is list:  # pipe-only mode: the replies
+                envs += [first + k for k, r in enumerate(ended) if r == _ENDED]
+            elif ended:
+                envs += [i for i in range(first, self.num_envs) if pool.ended(i)]
+            scores = [(i, float(self._scores[i]), int(self._lengths[i])) for i in envs]
+        return VecStep(reward, raw, terminated, truncated, life_lost, learn_terminal, scores)
 
-    def _acked(self) -> list[bytes] | None:
-        """Every worker's answer to the last command if the doorbell shows all of them now (the
-        common case, checked without `_collect`'s set-up), else None."""
-        if not self._doorbell or self._seq - self._drained_at >= _DRAIN_EVERY:
-            return None
-        acks, seq, replies = self._ack_words, self._seq & _SEQ_MASK, []
-        for i in range(self._first, self.num_envs):
-            word = acks[i]
-            if word >> 1 != seq:
-                return None
-            replies.append(_ENDED if word & 1 else _OK)
-        return replies
+    def _wait(self, what: str):
+        """Every worker's answer to the last command, within `timeout` seconds, else a
+        WorkerError. With the doorbell: the number of workers whose episode ended (0 in the
+        common case); otherwise the replies (a list, in worker order)."""
+        if not self._doorbell:
+            replies = self._collect(what, self.timeout)
+            return replies if _ENDED in replies else 0
+        ended = self._pool.wait_acks(self._seq, self.spin)
+        if ended >= 0:
+            return ended
+        # Asleep: the parent's sleep flags are set, so a worker that acks from now on writes a
+        # wake message. Sleep on the pipes and the sentinels, and look again after every
+        # message; a wake message from an earlier wait (stray) only costs one more look.
+        pool, seq, read = self._pool, self._seq, self._read_reply
+        conn_fds, sentinels, wait = self._conn_fds, self._sentinels, self._poller.wait
+        deadline = time.monotonic() + max(0.0, self.timeout - self.spin)  # (spun `spin` s)
+        while True:
+            ready = wait(deadline - time.monotonic())
+            if not ready:
+                if time.monotonic() < deadline:
+                    continue
+                first = self._first
+                k = next(k for k in range(len(self._fds)) if not pool.acked(first + k, seq))
+                raise self._hung(k, what, self.timeout)
+            died = []
+            for fd, _ in ready:
+                k = conn_fds.get(fd)
+                if k is None:
+                    died.append(sentinels[fd])
+                else:
+                    read(k, what)  # a wake; an error raises
+            if died:  # (after the messages: an error sent before exiting names the cause)
+                raise self._fail(died[0], f"died during {what}", died=True)
+            ended = pool.wait_acks(seq, 0.0)
+            if ended >= 0:
+                return ended
+
+    def _read_reply(self, k: int, what: str) -> bytes:
+        """Worker k's next message (it is ready to be read): a short one's tag, or READY's
+        payload; raises the WorkerError it carries, or one for a closed pipe."""
+        fd = self._fds[k]
+        try:
+            reply = os.read(fd, _ACK_FRAME_SIZE)
+            tag = _SHORT_FRAMES.get(reply)
+            if tag is not None:
+                return tag
+            reply = _read_rest(fd, reply)  # a longer message (or, on a hung-up pipe, none)
+        except (EOFError, OSError):
+            raise self._fail(k, f"closed its pipe during {what}", died=True) from None
+        tag = reply[:1]
+        if tag == _VALUE_ERROR:
+            msg = reply[1:].decode(errors="replace")
+            first_line = msg.split("\n", 1)[0]
+            raise self._fail(k, f"raised ValueError during {what}: {first_line}\n{msg}",
+                             died=False, cls=WorkerValueError)
+        if tag != _READY:
+            msg = reply[1:].decode(errors="replace").rstrip()
+            raise self._fail(k, f"raised an exception during {what}:\n{msg}", died=False)
+        return reply
+
+    def _hung(self, k: int, what: str, timeout: float) -> WorkerError:
+        return self._fail(k, f"did not answer within {timeout:g} s during {what} (hung, "
+                             f"stopped or too slow; see VecEnv's timeout)", died=False)
 
     def _send(self, k: int, frame: bytes, what: str) -> None:
         try:
@@ -836,45 +922,18 @@ class VecEnv:
             raise self._fail(k, f"closed its pipe before {what}", died=True) from None
 
     def _collect(self, what: str, timeout: float) -> list[bytes]:
-        """One answer from every worker (in worker order) to the last command (or, for
-        "start", its READY) within `timeout` seconds, else a WorkerError.
-
-        With the doorbell, the ack words are read first, spinning up to `spin` seconds; the
-        frames of the replies seen there stay queued on the pipes and are read later, in
-        batches. Otherwise, and for whatever the doorbell did not show in time (a slow reset,
-        an error, a dead or hung worker), the frames on the pipes are read.
-        """
+        """One answer from every worker (in worker order) through the pipes: its READY at
+        start, and in pipe-only mode its answer to the last command; within `timeout` seconds,
+        else a WorkerError. With `spin`, polls (yielding the CPU) before sleeping once some
+        worker answered, or at once when env 0 stepped in this process (the workers, started
+        at the same time, are about done)."""
         n = len(self._fds)
         replies: list[bytes | None] = [None] * n
         pending = n
         deadline = time.monotonic() + timeout
-        spin = self.spin
-        if self._doorbell and what != "start" and n:
-            acks, first, clock = self._ack_words, self._first, time.perf_counter
-            seq = self._seq & _SEQ_MASK
-            end = 0.0
-            while True:
-                for k in range(n):
-                    if replies[k] is None:
-                        word = acks[first + k]
-                        if word >> 1 == seq:
-                            replies[k] = _ENDED if word & 1 else _OK
-                            pending -= 1
-                if not pending:
-                    if self._seq - self._drained_at >= _DRAIN_EVERY:
-                        self._drain()
-                    return replies  # type: ignore[return-value]
-                if not end:
-                    end = clock() + spin
-                elif clock() >= end:
-                    break
-                _sched_yield()
-            spin = 0.0  # spun already: on to the pipes (older replies' frames come first)
-        conn_fds, sentinels, read = self._conn_fds, self._sentinels, os.read
-        drained, seq = self._drained, self._seq
+        spin = self.spin if what != "start" else 0.0
+        conn_fds, sentinels, read = self._conn_fds, self._sentinels, self._read_reply
         now, wait = self._poller.now, self._poller.wait
-        # With env 0 stepped in this process the workers, started at the same time, are about
-        # done: poll for them at once. Otherwise poll once some have answered.
         eager = self._inline is not None
         while pending:
             ready = now() if spin > 0.0 and (eager or pending < n) else None
@@ -890,62 +949,19 @@ class VecEnv:
                 if time.monotonic() < deadline:
                     continue
                 k = next(j for j in range(n) if replies[j] is None)
-                raise self._fail(k, f"did not answer within {timeout:g} s during {what} "
-                                    f"(hung, stopped or too slow; see VecEnv's timeout)",
-                                 died=False)
+                raise self._hung(k, what, timeout)
             died = []
             for fd, _ in ready:
                 k = conn_fds.get(fd)
                 if k is None:
                     died.append(sentinels[fd])
                     continue
-                try:
-                    reply = read(fd, _ACK_FRAME_SIZE)
-                    if reply == _OK_FRAME or reply == _ENDED_FRAME:
-                        reply = reply[_HEADER.size:]
-                    else:  # a longer message (or, on a hung-up pipe, none)
-                        reply = _read_rest(fd, reply)
-                except (EOFError, OSError):
-                    raise self._fail(k, f"closed its pipe during {what}", died=True) from None
-                tag = reply[:1]
-                if what != "start":
-                    drained[k] += 1
-                    if replies[k] is not None or drained[k] != seq:
-                        continue  # (a reply that the doorbell showed already)
-                if tag == _OK or tag == _ENDED or tag == _READY:
-                    replies[k] = reply
-                    pending -= 1
-                elif tag == _VALUE_ERROR:
-                    msg = reply[1:].decode(errors="replace")
-                    first_line = msg.split("\n", 1)[0]
-                    raise self._fail(k, f"raised ValueError during {what}: {first_line}\n{msg}",
-                                     died=False, cls=WorkerValueError)
-                else:
-                    msg = reply[1:].decode(errors="replace").rstrip()
-                    raise self._fail(k, f"raised an exception during {what}:\n{msg}", died=False)
+                replies[k] = read(k, what)  # (one answer per command: no wake messages here)
+                pending -= 1
             for k in died:
                 if replies[k] is None:
                     raise self._fail(k, f"died during {what}", died=True)
-        if self._doorbell and self._seq - self._drained_at >= _DRAIN_EVERY:
-            self._drain()
         return replies  # type: ignore[return-value]
-
-    def _drain(self) -> None:
-        """Read the queued reply frames of the commands before the last one: plain acks, seen
-        through the doorbell, each sent before its worker took the next command. Called once
-        every worker has answered the last command, so all are there and the blocking read
-        returns at once. (A Unix socket queues about 270 small messages before a write blocks:
-        _DRAIN_EVERY keeps both directions far below that.)"""
-        drained, seq = self._drained, self._seq
-        self._drained_at = seq
-        for k, fd in enumerate(self._fds):
-            count = seq - 1 - drained[k]
-            if count > 0:
-                try:
-                    _read_exactly(fd, count * _ACK_FRAME_SIZE)
-                except (EOFError, OSError):
-                    raise self._fail(k, "closed its pipe", died=True) from None
-                drained[k] += count
 
     def _fail(self, k: int, what: str, died: bool, cls=WorkerError) -> WorkerError:
         """Close the pool (worker k first) and build the error that names it by its env index."""

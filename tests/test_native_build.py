@@ -5,7 +5,7 @@ import inspect
 import pathlib
 
 import agent.native as native
-from agent import _frames, _replay
+from agent import _frames, _pool, _replay
 
 
 def is_extension(module) -> bool:
@@ -13,8 +13,8 @@ def is_extension(module) -> bool:
 
 
 def test_kernels_are_compiled_extension_modules():
-    assert is_extension(_frames) and is_extension(_replay)
-    assert native.FrameReplay is _replay.FrameReplay
+    assert is_extension(_frames) and is_extension(_replay) and is_extension(_pool)
+    assert native.FrameReplay is _replay.FrameReplay and native.PoolBlock is _pool.PoolBlock
     assert native.FramePreprocessor.__module__.startswith("agent._frames")
     # compiled classes and functions have no Python source to show
     assert native.FrameSkip.__module__ == native.FramePreprocessor.__module__
@@ -39,3 +39,4 @@ def test_the_most_capable_build_the_cpu_runs_is_used():
 def test_no_python_twin_of_the_kernels_ships():
     package = pathlib.Path(native.__file__).parent
     assert not any(package.glob("_frames*.py")) and not any(package.glob("_replay*.py"))
+    assert not any(package.glob("_pool*.py"))

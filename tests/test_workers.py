@@ -141,14 +141,14 @@ def test_other_start_methods_and_no_spin_give_the_same_frames(make_vec, method, 
 @pytest.mark.parametrize("doorbell", [True, False], ids=["doorbell", "pipe-only"])
 def test_sleeping_and_spinning_sides_keep_every_command_in_order(make_vec, monkeypatch,
                                                                  doorbell, inline_first):
-    """Pauses longer than `spin` make the waiting sides sleep on the pipes (with the doorbell,
-    first reading the frames of the commands they ran from it); over _DRAIN_EVERY steps the
-    queued frames are read in batches; an error after all that still names its worker."""
+    """Pauses longer than `spin` make the waiting sides sleep (with the doorbell: set their
+    sleep flags, to be woken by a wake message); an error after all that still names its
+    worker."""
     import agent.workers
 
     monkeypatch.setattr(agent.workers, "_DOORBELL", doorbell)
     config = EnvConfig(max_frames=SHORT)
-    n, steps, seed = 3, 3 * agent.workers._DRAIN_EVERY + 10, 4
+    n, steps, seed = 3, 200, 4
     vec = make_vec(config, n, seed=seed, inline_first=inline_first)
     assert vec._doorbell is doorbell
     actions = np.random.default_rng(9).integers(0, len(vec.actions), (steps, n))
@@ -165,6 +165,170 @@ def test_sleeping_and_spinning_sides_keep_every_command_in_order(make_vec, monke
     with pytest.raises(WorkerValueError, match=r"worker 2 .*action must be an int"):
         vec._step([0, 0, 99])
     assert vec.closed and wait_gone(vec.pids) == []
+
+
+def test_the_pool_block_sleep_flags_follow_the_protocol():
+    """The native half of the wake protocol, in one process: a waiter that gives up spinning
+    sets its flag (left set while it sleeps), the other side's ring/publish reports it, and a
+    look that finds its word clears it."""
+    from agent.native import PoolBlock
+
+    n = 3
+    cmd, ack = np.zeros((n, 8), np.int64), np.zeros((n, 8), np.int64)
+    rewards, flags = np.zeros((2, n), np.float32), np.zeros((4, n), np.bool_)
+    parent = PoolBlock(cmd, ack, rewards, flags, 1)  # workers are envs 1 and 2
+    worker = PoolBlock(cmd, ack, rewards, flags, 0)
+    assert parent.ring(1 << 32 | 1 << 24, [0, 5, 6]) == 0  # nobody sleeps
+    assert cmd[1, 0] == (1 << 32 | 1 << 24 | 5) and cmd[2, 0] == (1 << 32 | 1 << 24 | 6)
+    assert worker.wait_command(1, 1, 0.0) == cmd[1, 0] and not worker.asleep
+    assert worker.wait_command(1, 2, 0.001) == -1 and worker.asleep and ack[1, 1] == 1
+    assert parent.sleeping(1) and not parent.sleeping(2)
+    assert parent.ring(2 << 32 | 2 << 24) == 1  # worker 1 sleeps: the parent must wake it
+    assert worker.wait_command(1, 2, 0.0) == 2 << 32 | 2 << 24 and not worker.asleep
+    assert ack[1, 1] == 0
+
+    assert parent.wait_acks(2, 0.0) == -1 and parent.asleep  # nobody answered: flags set
+    assert (cmd[1:, 1] == 1).all()
+    assert worker.publish(1, 2 << 1 | 1)  # the parent sleeps: wake it
+    assert parent.wait_acks(2, 0.0) == -1 and parent.acked(1, 2) and not parent.acked(2, 2)
+    assert worker.publish(2, 2 << 1)
+    assert parent.wait_acks(2, 0.0) == 1 and not parent.asleep  # one episode ended
+    assert parent.ended(1) and not parent.ended(2) and (cmd[:, 1] == 0).all()
+    assert not worker.publish(2, 2 << 1)  # awake again: no wake message
+    started = time.perf_counter()
+    assert parent.wait_acks(3, 0.02) == -1  # spins (yielding) about `spin`, then gives up
+    assert 0.015 < time.perf_counter() - started < 1.0
+
+    class Step:
+        reward, raw_reward = 1.0, -2.5
+        terminated, truncated, life_lost, learn_terminal = False, True, False, True
+
+    assert worker.store_step(2, Step())
+    assert rewards[:, 2].tolist() == [1.0, -2.5]
+    assert flags[:, 2].tolist() == [False, True, False, True] and not flags[:, :2].any()
+    rows = parent.results()  # new arrays, one per row, that later steps leave alone
+    assert [r.dtype for r in rows] == [np.float32] * 2 + [np.bool_] * 4
+    assert [r.tolist() for r in rows] == [*rewards.tolist(), *flags.tolist()]
+    rewards[:] = 7
+    assert rows[0].tolist() == [0.0, 0.0, 1.0] and all(r.flags.owndata for r in rows)
+    with pytest.raises(IndexError):
+        worker.store_step(3, Step())
+
+
+@INLINE
+def test_sides_that_sleep_at_every_wait_are_woken_by_the_step_and_the_ack(make_vec, monkeypatch,
+                                                                        inline_first):
+    """A spin of a microsecond: a wait of more than that, on either side, ends asleep with its
+    flag set, so the commands and the acks are delivered by wake messages (the workers' steps
+    are slowed by 1 ms, pauses here let them fall asleep); same frames as serial envs."""
+    import agent.workers
+
+    if not agent.workers._DOORBELL:
+        pytest.skip("the doorbell is used on x86-64 only")
+    woken, wakes = [0], [0]
+    real_wake, real_read = VecEnv._wake, VecEnv._read_reply
+
+    def wake(self):
+        woken[0] += 1
+        real_wake(self)
+
+    def read(self, k, what):
+        reply = real_read(self, k, what)
+        wakes[0] += reply == agent.workers._WAKE
+        return reply
+
+    parent, real_step = os.getpid(), AtariEnv.step
+
+    def slow_step(self, action, out=None):
+        if os.getpid() != parent:
+            time.sleep(0.001)  # a worker's step: the parent waiting for it goes to sleep
+        return real_step(self, action, out)
+
+    monkeypatch.setattr(VecEnv, "_wake", wake)
+    monkeypatch.setattr(VecEnv, "_read_reply", read)
+    monkeypatch.setattr(AtariEnv, "step", slow_step)  # ("fork": the workers inherit it)
+    config = EnvConfig(max_frames=SHORT)
+    n, steps, seed = 3, 120, 11
+    vec = make_vec(config, n, seed=seed, spin=1e-6, inline_first=inline_first,
+                   start_method="fork")
+    assert vec._doorbell
+    actions = np.random.default_rng(2).integers(0, len(vec.actions), (steps, n))
+    expected = [serial_trajectory(config, seed + i, actions[:, i]) for i in range(n)]
+    vec.reset()
+    for t in range(steps):
+        if t % 4 == 0:
+            time.sleep(0.002)  # the workers are asleep when this step comes
+        out = vec.step(actions[t])
+        for i in range(n):
+            s, stack, final, episode = expected[i][1][t]
+            assert out.raw_reward[i] == np.float32(s.raw_reward), (t, i)
+            assert out.ended[i] == (final is not None), (t, i)
+            np.testing.assert_array_equal(vec.obs[i], stack, err_msg=f"step {t} env {i}")
+    # The parent found sleeping workers and woke them (at least after each pause; how often
+    # otherwise depends on the scheduling of the busy machine); it slept on the slow workers
+    # and an ack's wake message woke it.
+    assert woken[0] >= steps // 8
+    assert wakes[0] >= steps // 2
+
+
+def test_a_worker_stopped_while_the_parent_spins_is_reported_within_the_timeout(make_vec):
+    vec = make_vec(timeout=1, spin=0.5)  # the parent spins half the timeout before sleeping
+    vec.reset()
+    for _ in range(3):
+        vec.step([1, 1])
+    victim = vec.pids[0]
+    os.kill(victim, signal.SIGSTOP)
+    start = time.monotonic()
+    with pytest.raises(WorkerError, match="did not answer within 1 s during step") as info:
+        vec.step([1, 1])
+    elapsed = time.monotonic() - start
+    assert 0.9 < elapsed < 2.5, elapsed
+    assert info.value.index == 1 and info.value.pid == victim
+    assert vec.closed and wait_gone(vec.pids) == []
+
+
+@pytest.mark.parametrize("doorbell", [True, False], ids=["doorbell", "pipe-only"])
+def test_a_worker_killed_while_the_parent_sleeps_is_reported_at_once(make_vec, monkeypatch,
+                                                                    doorbell):
+    import threading
+
+    import agent.workers
+
+    monkeypatch.setattr(agent.workers, "_DOORBELL", doorbell)
+    vec = make_vec(timeout=30, spin=1e-6, inline_first=False)
+    vec.reset()
+    vec.step([0, 0])
+    victim = vec.env_pids[1]
+    os.kill(victim, signal.SIGSTOP)  # it cannot answer: the parent goes to sleep
+    killer = threading.Timer(0.3, os.kill, (victim, signal.SIGKILL))
+    killer.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(WorkerError, match=r"worker 1 .*(died|closed its pipe) during "
+                                              r"step.*SIGKILL"):
+            vec.step([0, 0])
+    finally:
+        killer.cancel()
+        killer.join()
+    assert 0.25 < time.monotonic() - start < 5
+    assert vec.closed and wait_gone(vec.pids) == []
+
+
+def test_stray_wake_messages_are_discarded(make_vec):
+    """Wake messages that find their worker awake (or nothing to do) change nothing."""
+    import agent.workers
+
+    config = EnvConfig(max_frames=SHORT)
+    vec = make_vec(config, 2, seed=5, spin=1e-6)
+    actions = np.random.default_rng(4).integers(0, len(vec.actions), (30, 2))
+    expected = serial_trajectory(config, 6, actions[:, 1])[1]
+    vec.reset()
+    for t in range(30):
+        if t % 3 == 0:
+            for _ in range(t % 7 + 1):
+                os.write(vec._fds[0], agent.workers._WAKE_CMD_FRAME)
+        vec.step(actions[t])
+        np.testing.assert_array_equal(vec.obs[1], expected[t][1], err_msg=f"step {t}")
 
 
 @INLINE
