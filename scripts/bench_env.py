@@ -39,6 +39,10 @@ idle ``AtariVectorEnv`` or worker pool waits without using a core). A row that c
 run (e.g. ``agent.workers`` not importable) is reported as n/a with the reason, and the ratios
 that need it are null.
 
+Also, for context: what each part of a (b) step costs (best of 5, per call), and what two envs in
+lock step lose against twice one env (from (b)'s steps timed one by one: the slower of two steps,
+and a reset that stalls the other env; see lock_step()).
+
 Targets: (b) >= 0.9x (a); (b) >= 2x (c); (e) >= 1.8x (b); (e) >= (d) with two envs. The
 column "this process's CPU" (CPU seconds of the benchmark process per wall second) and the load
 average show when other load shared the cores.
@@ -484,6 +488,30 @@ def render(res: dict) -> str:
                   "with their colour checks, 1 palette-path kernel call; the RGB rows are what "
                   "reading RGB would cost instead):", "", "| Part | µs per call |", "|---|---:|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in res["components_us"].items()]
+    if res.get("lock_step"):
+        ls = res["lock_step"]
+        lines += [
+            "",
+            f"Lock step, from {ls['steps']:,} steps of (b) timed one by one (see lock_step()): "
+            "what two envs in lock step lose per round against twice one env, before the "
+            "pool's own cost:",
+            "",
+            "| | µs |",
+            "|---|---:|",
+            f"| step: mean (standard deviation) | {ls['step_mean_us']:.1f} "
+            f"({ls['step_std_us']:.1f}) |",
+            "| a round waits for the slower of two steps: its mean over a step's | "
+            f"{ls['max_of_two_minus_mean_us']:.1f} |",
+        ]
+        if ls["resets"]:
+            lines += [
+                f"| reset ({ls['resets']} episodes of {ls['mean_episode_steps']:.0f} steps on "
+                f"average) | {ls['reset_us']:.0f} |",
+                f"| a reset stalls the other env: per round | "
+                f"{ls['reset_stall_per_round_us']:.1f} |",
+            ]
+        else:
+            lines.append("| reset | no episode ended in this run |")
     lines += ["", "Targets:", "", "| Target | Measured | Status |", "|---|---:|---|"]
     for t in res["targets"]:
         status = {True: "met", False: "NOT met", None: "n/a"}[t["met"]]
@@ -541,6 +569,51 @@ def components(game: str, calls: int) -> dict:
             best = min(best, (time.perf_counter() - t) / calls * 1e6)
         result[name] = best
     return result
+
+
+def lock_step(game: str, steps: int) -> dict:
+    """What two envs in lock step lose against twice one env, from one env's own steps.
+
+    Times every step of (b) (an ``AtariEnv`` with seeded random actions) and every reset. A
+    round of two envs in lock step costs the slower of two steps: drawn from these step times,
+    that is ``max_of_two_minus_mean_us`` over a step. A reset keeps its env busy while the other
+    waits, which costs a round about ``reset_us / mean_episode_steps`` over perfect parallel
+    work. Whatever (e) loses beyond these two is the pool's own cost and preemption.
+    """
+    from agent.config import EnvConfig
+    from agent.env import AtariEnv
+
+    env = AtariEnv(EnvConfig(game=game), seed=SEED)
+    env.reset()
+    next_action = action_stream(len(env.actions))
+    step_us, reset_us, lengths, length = [], [], [], 0
+    clock = time.perf_counter
+    for _ in range(steps):
+        t = clock()
+        s = env.step(next_action())
+        step_us.append((clock() - t) * 1e6)
+        length += 1
+        if s.terminated or s.truncated:
+            t = clock()
+            env.reset()
+            reset_us.append((clock() - t) * 1e6)
+            lengths.append(length)
+            length = 0
+    env.close()
+    times = np.asarray(step_us)
+    pairs = np.random.default_rng(SEED).choice(times, (100_000, 2))
+    episode = float(np.mean(lengths)) if lengths else None  # (none ended: a short run)
+    reset = float(np.mean(reset_us)) if reset_us else None
+    return {
+        "steps": steps,
+        "step_mean_us": float(times.mean()),
+        "step_std_us": float(times.std()),
+        "max_of_two_minus_mean_us": float(pairs.max(axis=1).mean() - times.mean()),
+        "resets": len(reset_us),
+        "reset_us": reset,
+        "mean_episode_steps": episode,
+        "reset_stall_per_round_us": reset / episode if lengths else None,
+    }
 
 
 def machine_info() -> dict:
@@ -624,6 +697,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     log("per-step components")
     res["components_us"] = components(args.game, 200 if quick else 2000)
+    log("lock-step losses")
+    res["lock_step"] = lock_step(args.game, 2_000 if quick else 20_000)
     rows = build_rows(args.game, set(args.skip), log)
     try:
         measure(rows, seconds, repeats, warmup, log)

@@ -42,5 +42,10 @@ def test_bench_env_quick_writes_the_documented_json(tmp_path):
         assert result["workers2_vs_atarivectorenv"] > 0
         assert result["workers2_all_in_workers_vs_single"] > 0
     assert result["raw2proc_vs_raw"] > 0
+    lock = result["lock_step"]  # the lock-step losses, from (b)'s own step times
+    assert lock["steps"] == 2_000 and lock["step_mean_us"] > 0 and lock["step_std_us"] > 0
+    assert lock["max_of_two_minus_mean_us"] > 0
+    assert (lock["resets"] > 0) == (lock["reset_us"] is not None)
+    assert "Lock step, from 2,000 steps of (b)" in proc.stdout
     assert len(result["targets"]) == 4
     assert result["machine"]["cpu_count"] > 0
