@@ -55,15 +55,13 @@ writer and env:
   waiting for worker i.
 
 The waiter (native `wait_command` / `wait_acks`, without the GIL) looks at its word until it
-shows the awaited sequence number or `spin` runs out (between looks it yields the CPU, except in
-the first `_HOT_SPIN_S` when every process of the pool has a core of its own); then it stores
-its sleep flag, issues a full fence and looks once more. Only if the word still does not show it
-does it sleep: a worker in a blocking read of its pipe, the parent in poll(2) on the pipes and
-the process sentinels with its deadline. Whatever message wakes it, it looks at its word again
-(and sleeps again if the word is still old); it clears its flag once the word shows its command
-or answers. The notifier (`ring` / `publish`) stores its word, issues a full fence, then loads
-the peer's flag, and only when the flag is set writes a wake message (one fixed-size frame) to
-the pipe.
+shows the awaited sequence number or `spin` runs out; then it stores its sleep flag, issues a
+full fence and looks once more. Only if the word still does not show it does it sleep: a worker
+in a blocking read of its pipe, the parent in poll(2) on the pipes and the process sentinels
+with its deadline. Whatever message wakes it, it looks at its word again (and sleeps again if
+the word is still old); it clears its flag once the word shows its command or answers. The
+notifier (`ring` / `publish`) stores its word, issues a full fence, then loads the peer's flag,
+and only when the flag is set writes a wake message (one fixed-size frame) to the pipe.
 
 Why no wake-up is lost: each side stores one location and then loads the other's, with a full
 fence between (mfence or a locked instruction: the StoreLoad order that x86's store buffer does
@@ -184,11 +182,6 @@ written before it, and an aligned 8-byte load or store is one instruction, never
 every command and answer goes through the pipes, whose system calls order the shared writes."""
 
 _ALIGN = 64
-_HOT_SPIN_S = 20e-6
-"""A wait's first 20 us look without yielding the CPU, where every process has a core: both sides
-step at once, so the answer usually comes within a few microseconds, and a sched_yield costs
-about as much as a look (a null-env round: 3.3 -> 2.5 us). With more processes than cores the
-waits always yield (measured: not yielding there cost every-env-in-a-worker 1.55x -> 1.34x)."""
 _CLOSE_JOIN_S = 2.0
 _sched_yield = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
 """Give the CPU to any other runnable task, if there is one (used while polling the pipes)."""
@@ -307,17 +300,6 @@ class _Slot:
         self.env.reset(out=self.frame)
 
 
-def _hot_spin(processes: int) -> float:
-    """How long a wait looks without yielding the CPU (PoolBlock.hot_spin): `_HOT_SPIN_S` when
-    every process of the pool (`processes`, the caller's included) has a core of its own, else
-    0 (a side that did not yield would keep a core from the side it waits for)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return _HOT_SPIN_S if processes <= cores else 0.0
-
-
 def _pool_block(views: dict[str, np.ndarray], first: int) -> PoolBlock:
     return PoolBlock(views["cmd_words"], views["ack_words"], views["rewards"], views["flags"],
                      first)
@@ -325,8 +307,7 @@ def _pool_block(views: dict[str, np.ndarray], first: int) -> PoolBlock:
 
 # ------------------------------------------------------------------------------ the worker
 def _worker_main(index: int, config: EnvConfig, seed: int, block, layout: dict, conn,
-                 spin: float = 0.0, inherited: Sequence = (), doorbell: bool = False,
-                 hot_spin: float = 0.0) -> None:
+                 spin: float = 0.0, inherited: Sequence = (), doorbell: bool = False) -> None:
     """One worker: an AtariEnv driven over `conn`, its results written into the shared block.
 
     With `doorbell` the commands come in the word ``cmd_words[index]`` and the answers go to
@@ -343,7 +324,6 @@ def _worker_main(index: int, config: EnvConfig, seed: int, block, layout: dict, 
         env = AtariEnv(config, seed)
         views = _views(block, layout)
         pool = _pool_block(views, index)
-        pool.hot_spin = hot_spin
         slot = _Slot(env, index, views, pool)
         conn.send_bytes(_READY + pickle.dumps(env.actions))
     except BaseException as exc:
@@ -619,7 +599,6 @@ class VecEnv:
         self.frames: np.ndarray = views["frames"]
         self.final_frames: np.ndarray = views["final_frames"]
         self._pool = _pool_block(views, self._first)
-        self._pool.hot_spin = _hot_spin(n + 1 - self._first)
         self._scores = views["episode_score"]
         self._lengths = views["episode_steps"]
         self.actions: ActionSet | None = None
@@ -633,7 +612,7 @@ class VecEnv:
                 proc = ctx.Process(
                     target=_worker_main, name=f"agent-env-worker-{i}", daemon=True,
                     args=(i, self.config, self.seed + i, self._block, layout, child_end,
-                          self.spin, inherited, self._doorbell, self._pool.hot_spin),
+                          self.spin, inherited, self._doorbell),
                 )
                 self._procs.append(proc)
                 proc.start()

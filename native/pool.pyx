@@ -30,11 +30,11 @@ cdef extern from *:
         __atomic_store_n(p, v, __ATOMIC_RELEASE);
     }
     static inline void atari_pool_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
-    static inline void atari_pool_relax(int yield_cpu) {
+    static inline void atari_pool_relax(void) {
     #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
     #endif
-        if (yield_cpu) sched_yield();
+        sched_yield();
     }
     static inline double atari_pool_now(void) {
         struct timespec t;
@@ -45,7 +45,7 @@ cdef extern from *:
     int64_t atari_pool_load(const int64_t *p) noexcept nogil
     void atari_pool_store(int64_t *p, int64_t v) noexcept nogil
     void atari_pool_fence() noexcept nogil
-    void atari_pool_relax(int yield_cpu) noexcept nogil
+    void atari_pool_relax() noexcept nogil
     double atari_pool_now() noexcept nogil
 
 cdef enum:
@@ -73,12 +73,6 @@ cdef class PoolBlock:
     cdef Py_ssize_t n, first
     cdef bint _asleep
     cdef object _keep
-    cdef public double hot_spin
-    """Seconds a wait looks without yielding the CPU before it yields between looks (default 0:
-    always yield). Worth it only when every process of the pool has a core of its own: the
-    answer then usually comes within a few microseconds, and a sched_yield costs about as much
-    as a look; with more processes than cores a side that does not yield keeps a core from the
-    side it waits for."""
 
     def __init__(self, cmd_rows, ack_rows, rewards, flags, Py_ssize_t first=0):
         cdef int64_t[:, ::1] c = cmd_rows
@@ -205,22 +199,21 @@ cdef class PoolBlock:
 
     cdef int _wait_acks(self, int64_t seq, double spin) noexcept nogil:
         cdef int result
-        cdef double end = -1.0, begin = 0.0, now
+        cdef double end = -1.0
         while True:
             result = self._scan(seq)
             if result >= 0:
                 break
             if self._asleep:
                 return -1
-            now = atari_pool_now()
             if end < 0.0:
-                begin, end = now, now + spin
-            if now >= end:
+                end = atari_pool_now() + spin
+            if atari_pool_now() >= end:
                 self._flag_workers(1)
                 atari_pool_fence()  # the flags before the last look (StoreLoad)
                 self._asleep = True
                 continue
-            atari_pool_relax(now - begin >= self.hot_spin)
+            atari_pool_relax()
         if self._asleep:
             self._flag_workers(0)
             self._asleep = False
@@ -243,22 +236,21 @@ cdef class PoolBlock:
     cdef int64_t _wait_command(self, Py_ssize_t i, int64_t want, double spin) noexcept nogil:
         cdef int64_t *word = self.cmd + i * ROW
         cdef int64_t value
-        cdef double end = -1.0, begin = 0.0, now
+        cdef double end = -1.0
         while True:
             value = atari_pool_load(word)
             if value >> 32 == want:
                 break
             if self._asleep:
                 return -1
-            now = atari_pool_now()
             if end < 0.0:
-                begin, end = now, now + spin
-            if now >= end:
+                end = atari_pool_now() + spin
+            if atari_pool_now() >= end:
                 atari_pool_store(self.ack + i * ROW + 1, 1)
                 atari_pool_fence()  # the flag before the last look (StoreLoad)
                 self._asleep = True
                 continue
-            atari_pool_relax(now - begin >= self.hot_spin)
+            atari_pool_relax()
         if self._asleep:
             atari_pool_store(self.ack + i * ROW + 1, 0)
             self._asleep = False

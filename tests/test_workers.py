@@ -167,20 +167,6 @@ def test_sleeping_and_spinning_sides_keep_every_command_in_order(make_vec, monke
     assert vec.closed and wait_gone(vec.pids) == []
 
 
-def test_waits_spin_without_yielding_only_where_every_process_has_a_core(monkeypatch):
-    import agent.workers
-
-    monkeypatch.setattr(agent.workers.os, "sched_getaffinity", lambda pid: {0, 1})
-    assert agent.workers._hot_spin(2) == agent.workers._HOT_SPIN_S > 0
-    assert agent.workers._hot_spin(3) == 0.0  # three processes on two cores: always yield
-    for inline_first, hot in ((True, agent.workers._HOT_SPIN_S), (False, 0.0)):
-        with VecEnv(EnvConfig(game="pong"), num_envs=2, seed=0,
-                    inline_first=inline_first) as vec:
-            assert vec._pool.hot_spin == hot
-            vec.reset()
-            vec.step([0, 1])  # (the workers got the same setting: they step)
-
-
 def test_the_pool_block_sleep_flags_follow_the_protocol():
     """The native half of the wake protocol, in one process: a waiter that gives up spinning
     sets its flag (left set while it sleeps), the other side's ring/publish reports it, and a
@@ -212,12 +198,6 @@ def test_the_pool_block_sleep_flags_follow_the_protocol():
     started = time.perf_counter()
     assert parent.wait_acks(3, 0.02) == -1  # spins (yielding) about `spin`, then gives up
     assert 0.015 < time.perf_counter() - started < 1.0
-    assert parent.hot_spin == 0.0  # by default every look yields the CPU
-    hot = PoolBlock(cmd, ack, rewards, flags, 1)
-    hot.hot_spin = 0.005
-    started = time.perf_counter()
-    assert hot.wait_acks(9, 0.02) == -1  # a hot start changes nothing but the yielding
-    assert 0.015 < time.perf_counter() - started < 1.0 and hot.asleep
 
     class Step:
         reward, raw_reward = 1.0, -2.5
