@@ -299,6 +299,15 @@ class _Slot:
         """Start a new episode: its first frame in ``frames[i]``, its stack in ``obs[i]``."""
         self.env.reset(out=self.frame)
 
+    def run(self, cmd: int, action: int) -> bool:
+        """A worker's command (_STEP with `action`, or _RESET); whether an episode ended."""
+        if cmd == _STEP:
+            return self.step(action)
+        if cmd == _RESET:
+            self.reset()
+            return False
+        raise RuntimeError(f"unknown command {cmd}")
+
 
 def _pool_block(views: dict[str, np.ndarray], first: int) -> PoolBlock:
     return PoolBlock(views["cmd_words"], views["ack_words"], views["rewards"], views["flags"],
@@ -344,7 +353,7 @@ def _worker_main(index: int, config: EnvConfig, seed: int, block, layout: dict, 
 def _serve_doorbell(index: int, pool: PoolBlock, slot: _Slot, conn, spin: float) -> None:
     """Run the commands of word ``cmd_words[index]`` until STOP (or EOF) comes on the pipe."""
     fd, read, write, unpack = conn.fileno(), os.read, os.write, _CMD.unpack_from
-    step, reset, wait, publish = slot.step, slot.reset, pool.wait_command, pool.publish
+    run, wait, publish = slot.run, pool.wait_command, pool.publish
     want = 0
     while True:
         want = (want + 1) & _SEQ_MASK
@@ -357,14 +366,7 @@ def _serve_doorbell(index: int, pool: PoolBlock, slot: _Slot, conn, spin: float)
                 return
             word = wait(index, want, 0.0)  # a wake (maybe a stray one): look again
         try:
-            cmd = (word >> 24) & 0xFF
-            if cmd == _STEP:
-                ended = step(word & 0xFFFFFF)
-            elif cmd == _RESET:
-                reset()
-                ended = False
-            else:
-                raise RuntimeError(f"unknown command {cmd}")
+            ended = run((word >> 24) & 0xFF, word & 0xFFFFFF)
         except Exception as exc:
             conn.send_bytes(_error_reply(exc))
             continue
@@ -375,7 +377,7 @@ def _serve_doorbell(index: int, pool: PoolBlock, slot: _Slot, conn, spin: float)
 def _serve_pipe(slot: _Slot, conn, spin: float) -> None:
     """Run the commands that come on the pipe until STOP (or EOF)."""
     fd, read, write, unpack = conn.fileno(), os.read, os.write, _CMD.unpack_from
-    step, reset = slot.step, slot.reset
+    run = slot.run
     ready, clock, yield_cpu = _readiness(conn), time.perf_counter, _sched_yield
     while True:
         # Poll a short while (yielding the CPU to any other runnable task) before sleeping on
@@ -390,16 +392,10 @@ def _serve_pipe(slot: _Slot, conn, spin: float) -> None:
         if len(data) < _CMD_FRAME_SIZE:
             data = _read_exactly(fd, _CMD_FRAME_SIZE, data)  # EOFError: the parent is gone
         cmd, action = unpack(data, _HEADER.size)
+        if cmd == _STOP:
+            return
         try:
-            if cmd == _STOP:
-                return
-            if cmd == _STEP:
-                ended = step(action)
-            elif cmd == _RESET:
-                reset()
-                ended = False
-            else:
-                raise RuntimeError(f"unknown command {cmd}")
+            ended = run(cmd, action)
         except Exception as exc:
             conn.send_bytes(_error_reply(exc))
             continue
