@@ -271,19 +271,26 @@ def test_sides_that_sleep_at_every_wait_are_woken_by_the_step_and_the_ack(make_v
     assert wakes[0] >= steps // 2
 
 
+def stop_and_step(vec: VecEnv, victim: int, match: str, low: float, high: float) -> WorkerError:
+    """SIGSTOP `victim` (a pid this pool started), step, and return the WorkerError that the step
+    raised between `low` and `high` seconds later."""
+    os.kill(victim, signal.SIGSTOP)
+    start = time.monotonic()
+    with pytest.raises(WorkerError, match=match) as info:
+        vec.step([1, 1])
+    elapsed = time.monotonic() - start
+    assert low < elapsed < high, elapsed
+    return info.value
+
+
 def test_a_worker_stopped_while_the_parent_spins_is_reported_within_the_timeout(make_vec):
     vec = make_vec(timeout=1, spin=0.5)  # the parent spins half the timeout before sleeping
     vec.reset()
     for _ in range(3):
         vec.step([1, 1])
     victim = vec.pids[0]
-    os.kill(victim, signal.SIGSTOP)
-    start = time.monotonic()
-    with pytest.raises(WorkerError, match="did not answer within 1 s during step") as info:
-        vec.step([1, 1])
-    elapsed = time.monotonic() - start
-    assert 0.9 < elapsed < 2.5, elapsed
-    assert info.value.index == 1 and info.value.pid == victim
+    error = stop_and_step(vec, victim, "did not answer within 1 s during step", 0.9, 2.5)
+    assert error.index == 1 and error.pid == victim
     assert vec.closed and wait_gone(vec.pids) == []
 
 
@@ -412,14 +419,9 @@ def test_a_hung_worker_times_out_and_is_cleaned_up(make_vec, inline_first):
     victim = vec.pids[0]  # env 1's worker with env 0 in this process, else env 0's
     index = vec.env_pids.index(victim)
     assert index == (1 if inline_first else 0)
-    os.kill(victim, signal.SIGSTOP)
-    start = time.monotonic()
-    with pytest.raises(WorkerError, match="did not answer within 2 s") as info:
-        vec.step([1, 1])
-    elapsed = time.monotonic() - start
-    assert 1.9 < elapsed < 4.5, elapsed
-    assert f"worker {index} (pid {victim})" in str(info.value)
-    assert info.value.index == index and info.value.pid == victim
+    error = stop_and_step(vec, victim, "did not answer within 2 s", 1.9, 4.5)
+    assert f"worker {index} (pid {victim})" in str(error)
+    assert error.index == index and error.pid == victim
     assert vec.closed and our_children(vec) == []
     assert wait_gone(vec.pids) == []
 
