@@ -15,7 +15,7 @@ same game, driven by random actions from a seeded generator, every episode reset
 (a) raw ALE, the limit: ``ale_py.ALEInterface`` with the minimal action set, four ``act()``
     calls per agent step, ``reset_game()`` on game over; no screen is read, nothing is
     preprocessed or stacked. Also, for context (no target), the same loop in two processes at
-    once (this script re-run with a hidden ``--raw-worker`` flag), summed: what the machine
+    once (this script re-run with a hidden ``--child raw INDEX``), summed: what the machine
     gives two parallel emulators right now, the ceiling for (d) and (e) with two envs. On a
     shared machine it can be far below 2x one.
 (b) our single environment, ``agent.env.AtariEnv``: the same four frames, the max of the last
@@ -150,14 +150,17 @@ def make_raw(row: Row, game: str, seed: int = SEED) -> None:
     row.actions, row.step = len(actions), step
 
 
-def raw_worker(game: str, index: int) -> int:
-    """`--raw-worker INDEX`: loop (a) with seed SEED + INDEX for the seconds read from stdin.
+def child_loop(game: str, kind: str, index: int) -> int:
+    """`--child KIND INDEX`: loop (a) ("raw") or (b) ("single") with seed SEED + INDEX, for the
+    seconds read from stdin.
 
-    Prints "ready" once the ROM is loaded, then answers each line of stdin (seconds to run)
-    with "<calls> <elapsed seconds>"; exits at end of input.
+    Prints "ready <actions>" once the ROM is loaded, then answers each line of stdin (seconds
+    to run) with "<calls> <elapsed seconds>"; exits at end of input.
     """
-    row = Row("raw_ale", "")
-    make_raw(row, game, seed=SEED + index)
+    if kind not in CHILD_LOOPS:
+        raise SystemExit(f"--child KIND must be one of {', '.join(CHILD_LOOPS)}, got {kind!r}")
+    row = Row(kind, "")
+    CHILD_LOOPS[kind](row, game, seed=SEED + index)
     print("ready", row.actions, flush=True)
     for line in sys.stdin:
         calls, elapsed = run_for(row.step, float(line))
@@ -165,11 +168,12 @@ def raw_worker(game: str, index: int) -> int:
     return 0
 
 
-def make_raw_processes(row: Row, game: str) -> None:
-    """(a) in `num_envs` processes at once: what this machine gives parallel emulation."""
+def make_processes(row: Row, game: str, kind: str = "raw") -> None:
+    """Loop (a) ("raw") or (b) ("single") in `num_envs` processes at once, each on its own
+    (nothing shared, nothing waited for): what this machine gives parallel emulators."""
     import subprocess
 
-    cmd = [sys.executable, os.path.abspath(__file__), "--game", game, "--raw-worker"]
+    cmd = [sys.executable, os.path.abspath(__file__), "--game", game, "--child", kind]
     procs: list[subprocess.Popen] = []
 
     def close() -> None:
@@ -189,7 +193,7 @@ def make_raw_processes(row: Row, game: str) -> None:
     for p in procs:
         answer = p.stdout.readline().split()
         if len(answer) != 2 or answer[0] != "ready":
-            raise RuntimeError(f"raw ALE worker (pid {p.pid}) did not start (see stderr)")
+            raise RuntimeError(f"{kind} loop process (pid {p.pid}) did not start (see stderr)")
         row.actions = int(answer[1])
 
     def run(seconds: float) -> float:
@@ -200,21 +204,21 @@ def make_raw_processes(row: Row, game: str) -> None:
         for p in procs:
             answer = p.stdout.readline().split()
             if len(answer) != 2:
-                raise RuntimeError(f"raw ALE worker (pid {p.pid}) stopped answering")
+                raise RuntimeError(f"{kind} loop process (pid {p.pid}) stopped answering")
             rate += int(answer[0]) / float(answer[1])
         return rate
 
     row.run = run
 
 
-def make_single(row: Row, game: str) -> None:
+def make_single(row: Row, game: str, seed: int = SEED) -> None:
     from agent.config import EnvConfig
     from agent.env import AtariEnv
 
-    env = AtariEnv(EnvConfig(game=game), seed=SEED)
+    env = AtariEnv(EnvConfig(game=game), seed=seed)
     row.close = env.close
     env.reset()
-    next_action = action_stream(len(env.actions))
+    next_action = action_stream(len(env.actions), seed=seed)
     env_step, env_reset = env.step, env.reset
 
     def step() -> None:
@@ -223,6 +227,9 @@ def make_single(row: Row, game: str) -> None:
             env_reset()
 
     row.actions, row.step = len(env.actions), step
+
+
+CHILD_LOOPS = {"raw": make_raw, "single": make_single}  # what make_processes() can run
 
 
 def make_gymnasium(row: Row, game: str) -> None:
@@ -300,7 +307,7 @@ def build_rows(game: str, skip: set[str], log: Callable[[str], None]) -> list[Ro
     specs = [
         (Row("raw_ale", "(a) raw ALE act loop, no preprocessing"), make_raw),
         (Row("raw_ale_2proc", "(a) raw ALE act loop, 2 processes: the machine's parallel limit",
-             num_envs=2), make_raw_processes),
+             num_envs=2), make_processes),
         (Row("single", "(b) agent.env.AtariEnv"), make_single),
         (Row("gymnasium", "(c) gymnasium AtariPreprocessing + FrameStack"), make_gymnasium),
         (Row("atarivectorenv_1", "(d) ale_py AtariVectorEnv, 1 env"), make_atarivectorenv),
@@ -311,6 +318,11 @@ def build_rows(game: str, skip: set[str], log: Callable[[str], None]) -> list[Ro
              "worker (inline_first=False)", num_envs=2),
          lambda row, game: make_workers(row, game, inline_first=False)),
     ]
+    return open_rows(specs, game, skip, log)
+
+
+def open_rows(specs: list, game: str, skip: set[str], log: Callable[[str], None]) -> list[Row]:
+    """Build each (Row, make) of `specs`; a row that cannot be built is kept as n/a."""
     rows = []
     for row, make in specs:
         if row.key in skip:
@@ -322,7 +334,7 @@ def build_rows(game: str, skip: set[str], log: Callable[[str], None]) -> list[Ro
             except Exception as exc:  # the row is reported as n/a
                 traceback.print_exc(file=sys.stderr)
                 row.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
-                if row.key.startswith("workers_2") and isinstance(exc, ImportError):
+                if row.key.startswith("workers") and isinstance(exc, ImportError):
                     row.detail, row.error = row.error, "agent.workers unavailable"
                 close_quietly(row)
         rows.append(row)
@@ -666,10 +678,10 @@ def main(argv: list[str] | None = None) -> int:
         "--skip", action="append", default=[], choices=ROW_KEYS, metavar="ROW",
         help=f"leave a row out (repeatable): {', '.join(ROW_KEYS)}",
     )
-    parser.add_argument("--raw-worker", type=int, metavar="INDEX", help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, metavar=("KIND", "INDEX"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.raw_worker is not None:  # a child of the raw_ale_2proc row
-        return raw_worker(args.game, args.raw_worker)
+    if args.child is not None:  # a child of a make_processes() row
+        return child_loop(args.game, args.child[0], int(args.child[1]))
 
     t0 = time.perf_counter()
     quick = args.quick

@@ -1,0 +1,214 @@
+"""Why agent.workers.VecEnv steps its envs in lock step, env 0 in the calling process: the ways
+to schedule two envs on this machine, measured in one run.
+
+Run from the repository root (the `agent` package must be built and installed):
+
+    python scripts/bench_schedules.py                  # full run: ~1.5 min (5 x 2.5 s a row)
+    python scripts/bench_schedules.py --quick          # smoke run: ~10 s
+    python scripts/bench_schedules.py --json sched.json
+
+Rows (agent steps/s, as in scripts/bench_env.py: the same game, random actions, frameskip 4):
+
+- (b) one ``AtariEnv`` in this process.
+- (b) in 2 processes: two ``AtariEnv`` loops in two processes at once, nothing shared and
+  nothing waited for. No way of running two envs on two cores gets more: this is the ceiling.
+- lock step, env 0 here: ``VecEnv(num_envs=2)``, the default (bench_env's row (e)). Every
+  step waits for both envs: the slower of the two steps sets the pace, and a reset (a few
+  milliseconds) stalls the other env.
+- lock step, every env in a worker: ``inline_first=False``.
+- free-running, env 0 here: no env waits for the other. This process steps env 0 over and over
+  and, after each of its steps, hands the worker its next action if the worker has answered.
+- free-running, every env in a worker: this process only polls the workers' answers (yielding
+  the CPU between looks) and hands each worker its next action as soon as it answers.
+
+The free-running rows drive the same pool through its shared command and answer words, one
+worker at a time; they are measured here (they are not a mode of VecEnv) to show what dropping
+lock step would gain. Both read the results after each answer, as lock step does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import bench_env as be
+import numpy as np
+from benchio import emit
+
+ROW_KEYS = ("single", "single_2proc", "lockstep_inline", "lockstep_workers", "free_inline",
+            "free_workers")
+
+
+def make_free(row: be.Row, game: str, inline_first: bool) -> None:
+    """A VecEnv whose envs run free (see the module docstring), as `row.run`."""
+    from agent._pool import PoolBlock
+
+    from agent import workers
+    from agent.config import EnvConfig
+
+    config = EnvConfig(game=game)
+    env = workers.VecEnv(config, num_envs=row.num_envs, seed=be.SEED,
+                         inline_first=inline_first)
+    row.close = env.close
+    env.reset()
+    row.actions = len(env.actions)
+    next_action = be.action_stream(len(env.actions))
+    layout = workers._layout(row.num_envs, config.stack, *config.frame_shape)[0]
+    views = workers._views(env._block, layout)
+    first, inline, results = env._first, env._inline, env._pool.results
+    ids = range(first, row.num_envs)
+    # One single-row PoolBlock a worker: VecEnv's own rings every worker at once.
+    bells = {i: PoolBlock(views["cmd_words"][i:i + 1], views["ack_words"][i:i + 1],
+                          np.zeros((2, 1), np.float32), np.zeros((4, 1), np.bool_))
+             for i in ids}
+    fds = {i: env._fds[i - first] for i in ids}
+    step_word, mask, wake = workers._STEP << 24, workers._SEQ_MASK, workers._WAKE_CMD_FRAME
+    seqs = dict.fromkeys(ids, 0)
+
+    def send(i: int) -> None:
+        seq = seqs[i] = (seqs[i] + 1) & mask
+        if bells[i].ring(seq << 32 | step_word, [next_action()]):  # the worker sleeps
+            os.write(fds[i], wake)
+
+    def answered(i: int) -> bool:
+        return bells[i].acked(0, seqs[i])
+
+    def run(seconds: float) -> float:
+        clock, relax = time.perf_counter, os.sched_yield
+        seqs.update(dict.fromkeys(ids, env._seq))  # where VecEnv's lock step left them
+        steps = 0
+        start = clock()
+        for i in ids:
+            send(i)
+        end = start + seconds
+        while clock() < end:
+            got = 0
+            if inline is not None:
+                inline.step(next_action())
+                got = 1
+            for i in ids:
+                if answered(i):
+                    got += 1
+                    send(i)
+            if got:
+                results()
+                steps += got
+            else:
+                relax()
+        # Bring every worker to the same command number, so that lock step can go on after.
+        top = max(seqs.values(), default=env._seq)
+        for i in ids:
+            while True:
+                while not answered(i):
+                    relax()
+                steps += 1
+                if seqs[i] == top:
+                    break
+                send(i)
+        rate = steps / (clock() - start)
+        env._seq = top
+        env.step([0] * row.num_envs)  # lock step goes on from here (a worker out of step hangs)
+        return rate
+
+    row.run = run
+
+
+def build(game: str, skip: set[str], log) -> list[be.Row]:
+    row = be.Row
+    specs = [
+        (row("single", "(b) agent.env.AtariEnv"), be.make_single),
+        (row("single_2proc", "(b) in 2 processes, nothing shared: the ceiling", num_envs=2),
+         lambda r, g: be.make_processes(r, g, "single")),
+        (row("lockstep_inline", "lock step, env 0 here (VecEnv's default, bench_env's (e))",
+             num_envs=2), be.make_workers),
+        (row("lockstep_workers", "lock step, every env in a worker", num_envs=2),
+         lambda r, g: be.make_workers(r, g, inline_first=False)),
+        (row("free_inline", "free-running, env 0 here", num_envs=2),
+         lambda r, g: make_free(r, g, inline_first=True)),
+        (row("free_workers", "free-running, every env in a worker", num_envs=2),
+         lambda r, g: make_free(r, g, inline_first=False)),
+    ]
+    return be.open_rows(specs, game, skip, log)
+
+
+def render(res: dict) -> str:
+    m = res["machine"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs; frame kernel {m['frame_kernel']}; "
+        f"load average {m['loadavg_start']} at start, {m['loadavg_end']} at end.",
+        f"Game `{res['game']}`; median of {res['repeats']} interleaved repeats of "
+        f"{res['seconds_per_repeat']:g} s each.",
+        "",
+        "| Schedule | envs | agent steps/s | min - max | vs (b) | share of the ceiling |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    sps = res["steps_per_s"]
+    for r in res["rows"]:
+        v = r["steps_per_s"]
+        if v is None:
+            lines.append(f"| {r['name']} | {r['num_envs']} | n/a ({r['error']}) | - | - | - |")
+            continue
+        vs_single, share = be.ratio(v, sps["single"]), be.ratio(v, sps["single_2proc"])
+        lines.append(
+            f"| {r['name']} | {r['num_envs']} | {be.fmt_int(v)} | {be.fmt_int(r['min'])} - "
+            f"{be.fmt_int(r['max'])} | " + ("-" if vs_single is None else f"{vs_single:.2f}x")
+            + " | " + ("-" if share is None else f"{share:.0%}") + " |"
+        )
+    two = {k: v for k, v in sps.items() if k != "single" and k != "single_2proc"}
+    live = {k: v for k, v in two.items() if v is not None}
+    if live:
+        best = max(live, key=live.get)
+        name = next(r["name"] for r in res["rows"] if r["key"] == best)
+        lines += ["", f"Fastest schedule in this run: {name}."]
+    lines += ["", f"Total runtime {res['runtime_s']:.0f} s."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short repeats (smoke run)")
+    parser.add_argument("--game", default="phoenix", help="ALE ROM id, snake_case (phoenix)")
+    parser.add_argument("--json", metavar="PATH", help="write the results as one JSON object")
+    parser.add_argument("--seconds", type=float, help="wall time per repeat (2.5; quick 0.3)")
+    parser.add_argument("--repeats", type=int, help="timed repeats per row (5; quick 3)")
+    parser.add_argument("--skip", action="append", default=[], choices=ROW_KEYS, metavar="ROW",
+                        help=f"leave a row out (repeatable): {', '.join(ROW_KEYS)}")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    seconds = args.seconds if args.seconds is not None else (0.3 if args.quick else 2.5)
+    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
+    if seconds <= 0 or repeats < 1:
+        parser.error("--seconds must be > 0 and --repeats >= 1")
+    warmup = min(seconds, 0.2 if args.quick else 1.0)
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    res: dict = {"machine": be.machine_info(), "game": args.game, "quick": args.quick,
+                 "repeats": repeats, "seconds_per_repeat": seconds, "warmup_s": warmup}
+    rows = build(args.game, set(args.skip), log)
+    try:
+        be.measure(rows, seconds, repeats, warmup, log)
+    finally:
+        for row in rows:
+            be.close_quietly(row)
+    res["rows"] = [
+        dict(key=r.key, name=r.name, num_envs=r.num_envs, steps_per_s=be.median(r),
+             min=min(r.steps_per_s) if be.median(r) is not None else None,
+             max=max(r.steps_per_s) if be.median(r) is not None else None,
+             steps_per_s_per_repeat=[round(x, 1) for x in r.steps_per_s], error=r.error)
+        for r in rows
+    ]
+    sps = res["steps_per_s"] = {r["key"]: r["steps_per_s"] for r in res["rows"]}
+    res["vs_single"] = {k: be.ratio(v, sps["single"]) for k, v in sps.items()}
+    res["vs_ceiling"] = {k: be.ratio(v, sps["single_2proc"]) for k, v in sps.items()}
+    res["machine"]["loadavg_end"] = be.loadavg()
+    res["runtime_s"] = time.perf_counter() - t0
+    emit(render(res), res, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
