@@ -667,17 +667,32 @@ ROW_KEYS = (
 )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser_for(doc: str, row_keys: tuple[str, ...]) -> argparse.ArgumentParser:
+    """The options of the env benchmarks (this one and bench_schedules.py)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short repeats (smoke run)")
     parser.add_argument("--game", default="phoenix", help="ALE ROM id, snake_case (phoenix)")
     parser.add_argument("--json", metavar="PATH", help="write the results as one JSON object")
     parser.add_argument("--seconds", type=float, help="wall time per repeat (2.5; quick 0.3)")
     parser.add_argument("--repeats", type=int, help="timed repeats per row (5; quick 3)")
     parser.add_argument(
-        "--skip", action="append", default=[], choices=ROW_KEYS, metavar="ROW",
-        help=f"leave a row out (repeatable): {', '.join(ROW_KEYS)}",
+        "--skip", action="append", default=[], choices=row_keys, metavar="ROW",
+        help=f"leave a row out (repeatable): {', '.join(row_keys)}",
     )
+    return parser
+
+
+def timing(args, parser: argparse.ArgumentParser) -> tuple[float, int, float]:
+    """(seconds per repeat, repeats, warm-up seconds) from the parsed options."""
+    seconds = args.seconds if args.seconds is not None else (0.3 if args.quick else 2.5)
+    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
+    if seconds <= 0 or repeats < 1:
+        parser.error("--seconds must be > 0 and --repeats >= 1")
+    return seconds, repeats, min(seconds, 0.2 if args.quick else 1.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = parser_for(__doc__, ROW_KEYS)
     parser.add_argument("--child", nargs=2, metavar=("KIND", "INDEX"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:  # a child of a make_processes() row
@@ -685,11 +700,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     quick = args.quick
-    seconds = args.seconds if args.seconds is not None else (0.3 if quick else 2.5)
-    repeats = args.repeats if args.repeats is not None else (3 if quick else 5)
-    warmup = min(seconds, 0.2 if quick else 1.0)
-    if seconds <= 0 or repeats < 1:
-        parser.error("--seconds must be > 0 and --repeats >= 1")
+    seconds, repeats, warmup = timing(args, parser)
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)

@@ -28,7 +28,6 @@ lock step would gain. Both read the results after each answer, as lock step does
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -167,21 +166,10 @@ def render(res: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short repeats (smoke run)")
-    parser.add_argument("--game", default="phoenix", help="ALE ROM id, snake_case (phoenix)")
-    parser.add_argument("--json", metavar="PATH", help="write the results as one JSON object")
-    parser.add_argument("--seconds", type=float, help="wall time per repeat (2.5; quick 0.3)")
-    parser.add_argument("--repeats", type=int, help="timed repeats per row (5; quick 3)")
-    parser.add_argument("--skip", action="append", default=[], choices=ROW_KEYS, metavar="ROW",
-                        help=f"leave a row out (repeatable): {', '.join(ROW_KEYS)}")
+    parser = be.parser_for(__doc__, ROW_KEYS)
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    seconds = args.seconds if args.seconds is not None else (0.3 if args.quick else 2.5)
-    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
-    if seconds <= 0 or repeats < 1:
-        parser.error("--seconds must be > 0 and --repeats >= 1")
-    warmup = min(seconds, 0.2 if args.quick else 1.0)
+    seconds, repeats, warmup = be.timing(args, parser)
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
