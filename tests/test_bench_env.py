@@ -1,27 +1,17 @@
 """Smoke test of the env benchmark: it runs, prints its tables and writes its JSON."""
 
 import importlib.util
-import json
-import pathlib
-import subprocess
-import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.benchrun import run_bench
 
 ALWAYS = ("raw_ale", "raw_ale_2proc", "single", "gymnasium", "atarivectorenv_1", "atarivectorenv_2")
 
 
 def test_bench_env_quick_writes_the_documented_json(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, "scripts/bench_env.py", "--quick", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc, result = run_bench("bench_env.py", tmp_path / "bench.json")
     assert "| Environment | envs | actions | agent steps/s |" in proc.stdout
     assert "| (b) agent.env.AtariEnv | 1 |" in proc.stdout
     assert "Targets:" in proc.stdout
-    result = json.loads(out.read_text())
 
     sps = result["steps_per_s"]
     for key in ALWAYS:

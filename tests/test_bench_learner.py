@@ -1,23 +1,12 @@
 """Smoke test of scripts/bench_learner.py: it runs, prints its table and writes its JSON."""
 
-import json
-import pathlib
-import subprocess
-import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.benchrun import run_bench
 
 
 def test_bench_learner_quick_writes_the_documented_json(tmp_path):
-    out = tmp_path / "learner.json"
-    proc = subprocess.run(
-        [sys.executable, "scripts/bench_learner.py", "--quick", "--threads", "1",
-         "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc, result = run_bench("bench_learner.py", tmp_path / "learner.json", "--threads", "1")
     assert "| bf16 autocast + channels_last |" in proc.stdout
-    result = json.loads(out.read_text())
     assert result["threads"] == 1
     ms = result["ms_per_update"]
     assert ms["fp32"] > 0 and ms["bf16"] > 0

@@ -1,25 +1,16 @@
 """Smoke test of the scheduling benchmark: every schedule runs, the table and JSON come out."""
 
-import json
-import pathlib
-import subprocess
-import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.benchrun import run_bench
+
 KEYS = ("single", "single_2proc", "lockstep_inline", "lockstep_workers", "free_inline",
         "free_workers")
 
 
 def test_bench_schedules_quick_measures_every_schedule(tmp_path):
-    out = tmp_path / "sched.json"
-    proc = subprocess.run(
-        [sys.executable, "scripts/bench_schedules.py", "--quick", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc, result = run_bench("bench_schedules.py", tmp_path / "sched.json")
     assert "| Schedule | envs | agent steps/s |" in proc.stdout
     assert "Fastest schedule in this run:" in proc.stdout
-    result = json.loads(out.read_text())
     assert [r["key"] for r in result["rows"]] == list(KEYS)
     for key in KEYS:  # every row ran (an error would make it null)
         assert result["steps_per_s"][key] > 0, result["rows"]

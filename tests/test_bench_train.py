@@ -1,36 +1,23 @@
 """Smoke test of the training benchmark: both sides train, the table prints, the JSON adds up."""
 
-import json
 import math
-import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.benchrun import run_bench, with_root_on_path
 
 POSITIVE = ("learning_sps", "overall_sps", "warmup_sps", "updates_per_s", "pure_updates_per_s",
             "learning_s", "total_s", "setup_s", "updates", "episodes")
 
 
 def test_bench_train_quick_writes_the_documented_json(tmp_path):
-    out = tmp_path / "bench.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     # One torch thread a side: on a shared 2-core machine, torch's default two threads run many
     # times slower whenever other load holds a core; this test checks the plumbing, not speed.
-    proc = subprocess.run(
-        [sys.executable, "scripts/bench_train.py", "--quick", "--threads", "1",
-         "--json", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc, result = run_bench("bench_train.py", tmp_path / "bench.json", "--threads", "1",
+                             timeout=900, env=with_root_on_path())
     assert "| Side | learning-phase SPS | overall SPS | updates/s (in training) |" in proc.stdout
     assert "| ours |" in proc.stdout and "| sb3 |" in proc.stdout
     assert "target: >= 2x SB3's SPS" in proc.stdout
-    result = json.loads(out.read_text())
 
     s = result["settings"]
     assert (s["steps"], s["learning_starts"]) == (3_000, 1_000)
