@@ -192,16 +192,38 @@ cdef class PoolBlock:
         flags cleared), or -1 with the flags left set: the caller then sleeps on the pipes
         (a worker that acks now sees the flag and writes a wake message) and calls again,
         with spin 0, whenever it wakes. Runs without the GIL."""
-        cdef int result
+        cdef int64_t result
         with nogil:
-            result = self._wait_acks(seq, spin)
+            result = self._wait(True, 0, seq, spin)
         return result
 
-    cdef int _wait_acks(self, int64_t seq, double spin) noexcept nogil:
-        cdef int result
+    # ------------------------------------------------------------------ waiting, either side
+    cdef inline int64_t _look(self, bint parent, Py_ssize_t i, int64_t target) noexcept nogil:
+        """The parent: the number of ended episodes once every worker acked command `target`;
+        worker i: its command word once it carries number `target`; else -1 (command words
+        are >= 0: a sequence number below 2**31 in bits 32..62)."""
+        cdef int64_t value
+        if parent:
+            return self._scan(target)
+        value = atari_pool_load(self.cmd + i * ROW)
+        return value if value >> 32 == target else -1
+
+    cdef inline void _flag(self, bint parent, Py_ssize_t i, int64_t value) noexcept nogil:
+        """Set (1) or clear (0) this side's sleep flag(s): the parent's towards every worker,
+        or worker i's."""
+        if parent:
+            self._flag_workers(value)
+        else:
+            atari_pool_store(self.ack + i * ROW + 1, value)
+
+    cdef int64_t _wait(self, bint parent, Py_ssize_t i, int64_t target,
+                       double spin) noexcept nogil:
+        """wait_acks (parent) or wait_command (worker i): spin on `_look`, then flag, fence and
+        look once more; -1 with the flag left set when the side must sleep."""
+        cdef int64_t result
         cdef double end = -1.0
         while True:
-            result = self._scan(seq)
+            result = self._look(parent, i, target)
             if result >= 0:
                 break
             if self._asleep:
@@ -209,13 +231,13 @@ cdef class PoolBlock:
             if end < 0.0:
                 end = atari_pool_now() + spin
             if atari_pool_now() >= end:
-                self._flag_workers(1)
-                atari_pool_fence()  # the flags before the last look (StoreLoad)
+                self._flag(parent, i, 1)
+                atari_pool_fence()  # the flag before the last look (StoreLoad)
                 self._asleep = True
                 continue
             atari_pool_relax()
         if self._asleep:
-            self._flag_workers(0)
+            self._flag(parent, i, 0)
             self._asleep = False
         return result
 
@@ -230,31 +252,8 @@ cdef class PoolBlock:
             raise IndexError(i)
         cdef int64_t result
         with nogil:
-            result = self._wait_command(i, want, spin)
+            result = self._wait(False, i, want, spin)
         return result
-
-    cdef int64_t _wait_command(self, Py_ssize_t i, int64_t want, double spin) noexcept nogil:
-        cdef int64_t *word = self.cmd + i * ROW
-        cdef int64_t value
-        cdef double end = -1.0
-        while True:
-            value = atari_pool_load(word)
-            if value >> 32 == want:
-                break
-            if self._asleep:
-                return -1
-            if end < 0.0:
-                end = atari_pool_now() + spin
-            if atari_pool_now() >= end:
-                atari_pool_store(self.ack + i * ROW + 1, 1)
-                atari_pool_fence()  # the flag before the last look (StoreLoad)
-                self._asleep = True
-                continue
-            atari_pool_relax()
-        if self._asleep:
-            atari_pool_store(self.ack + i * ROW + 1, 0)
-            self._asleep = False
-        return value
 
     def publish(self, Py_ssize_t i, int64_t value) -> bool:
         """Worker i stores its ack word (after its results), fences, and returns the parent's
