@@ -401,6 +401,24 @@ def measure(rows: list[Row], seconds: float, repeats: int, warmup: float, log) -
 
 
 # ---------------------------------------------------------------------------------- report
+def row_result(row: Row) -> dict:
+    """A measured row as it goes into the JSON (and the table)."""
+    mid = median(row)
+    return dict(
+        key=row.key,
+        name=row.name,
+        num_envs=row.num_envs,
+        actions=row.actions,
+        steps_per_s=mid,
+        min=min(row.steps_per_s) if mid is not None else None,
+        max=max(row.steps_per_s) if mid is not None else None,
+        steps_per_s_per_repeat=[round(x, 1) for x in row.steps_per_s],
+        process_cpu_per_wall=statistics.median(row.cpu_per_wall) if mid is not None else None,
+        error=row.error,
+        error_detail=row.detail,
+    )
+
+
 def median(row: Row) -> float | None:
     if row.error is not None or not row.steps_per_s:
         return None
@@ -729,24 +747,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             close_quietly(row)
 
-    res["rows"] = [
-        dict(
-            key=row.key,
-            name=row.name,
-            num_envs=row.num_envs,
-            actions=row.actions,
-            steps_per_s=median(row),
-            min=min(row.steps_per_s) if median(row) is not None else None,
-            max=max(row.steps_per_s) if median(row) is not None else None,
-            steps_per_s_per_repeat=[round(x, 1) for x in row.steps_per_s],
-            process_cpu_per_wall=(
-                statistics.median(row.cpu_per_wall) if median(row) is not None else None
-            ),
-            error=row.error,
-            error_detail=row.detail,
-        )
-        for row in rows
-    ]
+    res["rows"] = [row_result(row) for row in rows]
     sps = {row["key"]: row["steps_per_s"] for row in res["rows"]}
     res["steps_per_s"] = sps
     res["ratios"] = dict(

@@ -155,8 +155,7 @@ def render(res: dict) -> str:
             f"{be.fmt_int(r['max'])} | " + ("-" if vs_single is None else f"{vs_single:.2f}x")
             + " | " + ("-" if share is None else f"{share:.0%}") + " |"
         )
-    two = {k: v for k, v in sps.items() if k != "single" and k != "single_2proc"}
-    live = {k: v for k, v in two.items() if v is not None}
+    live = {k: v for k, v in sps.items() if k not in ("single", "single_2proc") and v is not None}
     if live:
         best = max(live, key=live.get)
         name = next(r["name"] for r in res["rows"] if r["key"] == best)
@@ -182,13 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for row in rows:
             be.close_quietly(row)
-    res["rows"] = [
-        dict(key=r.key, name=r.name, num_envs=r.num_envs, steps_per_s=be.median(r),
-             min=min(r.steps_per_s) if be.median(r) is not None else None,
-             max=max(r.steps_per_s) if be.median(r) is not None else None,
-             steps_per_s_per_repeat=[round(x, 1) for x in r.steps_per_s], error=r.error)
-        for r in rows
-    ]
+    res["rows"] = [be.row_result(r) for r in rows]
     sps = res["steps_per_s"] = {r["key"]: r["steps_per_s"] for r in res["rows"]}
     res["vs_single"] = {k: be.ratio(v, sps["single"]) for k, v in sps.items()}
     res["vs_ceiling"] = {k: be.ratio(v, sps["single_2proc"]) for k, v in sps.items()}
