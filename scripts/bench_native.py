@@ -24,8 +24,13 @@ the native kernels, see --threads):
    ``ReplayBuffer`` at 100k (optimize_memory_usage off and on; its arrays are filled directly
    with numpy) timed on ``sample(32)``, which returns torch tensors; and ``np.copyto`` of as
    many bytes as one Batch holds, from a hot (cached) source and from a cold one.
-3. Memory: bytes per transition of each replay (its arrays' bytes / capacity).
-4. Targets: preprocessing >= 5x OpenCV, sampling >= 5x SB3 (optimize off, 100k), sampling
+3. Streams: ``sample()`` (batch 32, uniform and PER) of the largest ring written by 16 streams
+   (one per env, ``FrameReplay(..., streams=16)``, each with its own episodes, round robin) next
+   to the same ring and fill written by one stream; and the cost of a write, microseconds per
+   ``add()`` with the frame already in its slot (as the collector writes), a ``reset()`` every
+   1,000 steps of each stream, for 1 stream (with and without ``stream=0``) and 16 streams.
+4. Memory: bytes per transition of each replay (its arrays' bytes / capacity).
+5. Targets: preprocessing >= 5x OpenCV, sampling >= 5x SB3 (optimize off, 100k), sampling
    <= 2x memcpy (hot source, 100k), <= 7,100 bytes per transition (uniform, 100k).
 
 Only one large buffer is alive at a time (each is freed before the next is built): the 1M
@@ -59,6 +64,7 @@ FRAME_SHAPE = (84, 84)
 ATARI_SHAPE = (210, 160)
 N_ACTIONS = 4
 SEED = 0
+STREAMS = 16  # the many-stream rows: one stream per env of a vectorised collector
 
 # Targets (see module docstring).
 TARGET_PREPROCESS_SPEEDUP = 5.0
@@ -181,24 +187,46 @@ def bench_preprocess(pairs, number: int, repeats: int) -> dict:
 
 # ---------------------------------------------------------------------------------- replay
 def fill_native(rb: FrameReplay, frames: list[np.ndarray], steps: int) -> float:
-    """Write `steps` transitions through reset()/add(); returns microseconds per add()."""
+    """Write `steps` transitions through reset()/add(); returns microseconds per add().
+
+    With several streams the steps go round robin over them, each stream with its own
+    episodes of the same lengths (1,000 to 3,000 steps) as one stream's."""
     rng = np.random.default_rng(SEED)
     actions = rng.integers(0, N_ACTIONS, steps).tolist()
     rewards = (rng.random(steps) < 0.05).astype(np.float64).tolist()
-    episode_ends = set(np.cumsum(rng.integers(1_000, 3_000, steps // 1_000 + 1)).tolist())
     n = len(frames)
+    S = rb.streams
+    if S == 1:
+        episode_ends = set(np.cumsum(rng.integers(1_000, 3_000, steps // 1_000 + 1)).tolist())
+        start = time.perf_counter()
+        rb.reset(frames[0])
+        for t in range(steps):
+            terminated = t + 1 in episode_ends
+            rb.add(actions[t], rewards[t], terminated, False, frames[t % n])
+            if terminated:
+                rb.reset(frames[(t + 1) % n])
+        return (time.perf_counter() - start) / steps * 1e6
+    per_stream = steps // S + 1
+    ends = [set(np.cumsum(rng.integers(1_000, 3_000, per_stream // 1_000 + 1)).tolist())
+            for _ in range(S)]
+    written = [0] * S
     start = time.perf_counter()
-    rb.reset(frames[0])
+    for s in range(S):
+        rb.reset(frames[s % n], stream=s)
     for t in range(steps):
-        terminated = t + 1 in episode_ends
-        rb.add(actions[t], rewards[t], terminated, False, frames[t % n])
+        s = t % S
+        written[s] += 1
+        terminated = written[s] in ends[s]
+        rb.add(actions[t], rewards[t], terminated, False, frames[t % n], stream=s)
         if terminated:
-            rb.reset(frames[(t + 1) % n])
+            rb.reset(frames[(t + 1) % n], stream=s)
     return (time.perf_counter() - start) / steps * 1e6
 
 
-def bench_native_replay(capacity: int, prioritized: bool, frames, number, repeats) -> dict:
-    rb = FrameReplay(capacity, FRAME_SHAPE, stack=STACK, prioritized=prioritized, seed=SEED)
+def bench_native_replay(capacity: int, prioritized: bool, frames, number, repeats,
+                        streams: int = 1) -> dict:
+    rb = FrameReplay(capacity, FRAME_SHAPE, stack=STACK, prioritized=prioritized, seed=SEED,
+                     streams=streams)
     fill_us = fill_native(rb, frames, capacity + capacity // 20)  # past one wrap of the ring
     batch = Batch(BATCH, STACK, *FRAME_SHAPE)
     if prioritized:  # make priorities non-uniform before timing sample() alone
@@ -224,8 +252,65 @@ def bench_native_replay(capacity: int, prioritized: bool, frames, number, repeat
         bytes_per_transition=rb.bytes_per_transition,
         valid_transitions=len(rb),
         fill_us_per_add=fill_us,
+        streams=streams,
     )
     return result  # the ring is freed with this frame; the caller collects
+
+
+def bench_writes(number: int, repeats: int, capacity: int = 64_000) -> dict:
+    """Microseconds per add() (frame already in its slot, as the collector writes), with a
+    reset() after every 1,000 steps of each stream, on a ring already wrapped once.
+
+    Rows: one stream called as before streams existed, one stream with stream=0, and STREAMS
+    streams round robin; each uniform and prioritized. One call of a timed function writes
+    1,000 steps to every stream, so the loop's own cost is spread over many add() calls."""
+    episode = 1_000
+    fns, adds = {}, {}
+    rings = []
+    for per in (False, True):
+        kind = "per" if per else "uniform"
+        for variant, streams in (("1", 1), ("1_stream_kw", 1), (str(STREAMS), STREAMS)):
+            rb = FrameReplay(capacity, FRAME_SHAPE, stack=STACK, n_step=3, prioritized=per,
+                             seed=SEED, streams=streams)
+            rings.append(rb)
+            for s in range(streams):
+                rb.reset(stream=s)
+            for t in range(capacity + capacity // 20):  # past one wrap: slots leave the ring
+                rb.add(t % N_ACTIONS, 0.0, False, False, stream=t % streams)
+            if variant == "1":
+
+                def write(rb=rb):
+                    add = rb.add
+                    for t in range(episode - 1):
+                        add(t & 3, 0.0, False, False)
+                    add(1, 1.0, True, False)
+                    rb.reset()
+            else:
+
+                def write(rb=rb, streams=streams):
+                    add, reset = rb.add, rb.reset
+                    for t in range((episode - 1) * streams):
+                        add(t & 3, 0.0, False, False, stream=t % streams)
+                    for s in range(streams):
+                        add(1, 1.0, True, False, stream=s)
+                        reset(stream=s)
+
+            key = f"{kind}@{variant}"
+            fns[key] = write
+            adds[key] = episode * streams
+    times = median_times(fns, number, repeats, warmup=2)
+    out = {}
+    for key, r in times.items():
+        per_add = adds[key]
+        out[key] = dict(
+            us_per_add=r["us"] / per_add,
+            us_per_add_min=r["us_min"] / per_add,
+            us_per_add_per_repeat=[round(t / per_add, 4) for t in r["us_per_repeat"]],
+            adds_per_call=per_add,
+            repeats=r["repeats"],
+            calls_per_repeat=r["calls_per_repeat"],
+        )
+    return out
 
 
 def sb3_bytes_per_transition(buf) -> float:
@@ -341,6 +426,22 @@ def render(res: dict) -> str:
             f"{'-' if mem is None else f'{mem / 1e9:.2f} GB'} |"
         )
 
+    lines += [
+        "",
+        "Replay writes (µs per add() with the frame already in its slot, a reset() every 1,000 "
+        "steps of each stream; ring of 64,000 slots, already wrapped):",
+        "",
+        "| Replay | Streams | Call | µs/add |",
+        "|---|---:|---|---:|",
+    ]
+    calls = {"1": "add(a, r, term, trunc)", "1_stream_kw": "add(..., stream=0)",
+             str(STREAMS): "add(..., stream=s), round robin"}
+    for key, r in res["writes"].items():
+        kind, variant = key.split("@")
+        streams = STREAMS if variant == str(STREAMS) else 1
+        name = "native PER" if kind == "per" else "native uniform"
+        lines.append(f"| {name} | {streams} | `{calls[variant]}` | {r['us_per_add']:.3f} |")
+
     lines += ["", "Targets:", "", "| Target | Measured | Status |", "|---|---:|---|"]
     for t in res["targets"]:
         status = {True: "met", False: "NOT met", None: "skipped"}[t["met"]]
@@ -362,6 +463,11 @@ def sample_rows(res: dict, capacities: list[int], skip_sb3: bool) -> list[dict]:
             ("native uniform", f"native_uniform@{cap}"),
             ("native PER", f"native_per@{cap}"),
         ]
+        if f"native_uniform_{STREAMS}streams@{cap}" in s:
+            entries += [
+                (f"native uniform, {STREAMS} streams", f"native_uniform_{STREAMS}streams@{cap}"),
+                (f"native PER, {STREAMS} streams", f"native_per_{STREAMS}streams@{cap}"),
+            ]
         if not skip_sb3:
             entries += [
                 ("SB3 ReplayBuffer, optimize_memory_usage=False", f"sb3@{cap}"),
@@ -504,6 +610,14 @@ def main(argv: list[str] | None = None) -> int:
             log(f"replay: {key}")
             res["sample"][key] = bench_native_replay(cap, per, frames, n_native, repeats)
             gc.collect()  # never two large buffers at once
+    for per in (False, True):  # the largest ring again, written by STREAMS streams
+        cap = capacities[-1]
+        key = f"native_{'per' if per else 'uniform'}_{STREAMS}streams@{cap}"
+        log(f"replay: {key}")
+        res["sample"][key] = bench_native_replay(cap, per, frames, n_native, repeats, STREAMS)
+        gc.collect()
+    log("replay writes")
+    res["writes"] = bench_writes(5 if quick else 20, repeats)
     if not args.skip_sb3:
         for optimize in (False, True):
             key = f"sb3{'_optimized' if optimize else ''}@{capacities[0]}"

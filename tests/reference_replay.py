@@ -100,3 +100,36 @@ class ReferenceReplay:
 
     def valid_indices(self) -> list[int]:
         return [i for i in range(self.live_start, self.total) if self.expected(i) is not None]
+
+
+class ReferenceStreams:
+    """S independent streams, each a ReferenceReplay of capacity // S, named by the global index
+    G = L * S + s (L the logical index within stream s), as the native multi-stream replay
+    names its transitions."""
+
+    def __init__(self, capacity: int, streams: int, stack: int, n_step: int, gamma: float):
+        self.streams = streams
+        self.stream_capacity = capacity // streams
+        self.refs = [ReferenceReplay(self.stream_capacity, stack, n_step, gamma)
+                     for _ in range(streams)]
+
+    def __getitem__(self, s: int) -> ReferenceReplay:
+        return self.refs[s]
+
+    @property
+    def total(self) -> int:
+        return sum(r.total for r in self.refs)
+
+    def split(self, index: int) -> tuple[int, int]:
+        """(stream, logical index) of a global index."""
+        return index % self.streams, index // self.streams
+
+    def expected(self, index: int) -> Expected | None:
+        if index < 0:
+            return None
+        s, logical = self.split(index)
+        return self.refs[s].expected(logical)
+
+    def valid_indices(self) -> list[int]:
+        return sorted(L * self.streams + s for s, r in enumerate(self.refs)
+                      for L in r.valid_indices())

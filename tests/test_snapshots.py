@@ -34,7 +34,7 @@ def feed(rb: FrameReplay, steps: int, rng: np.random.Generator, end: str | None 
     """Random episodes (terminals, truncations, resets mid-episode); `end` fixes the last state:
     "open" leaves an episode waiting for add(), "closed" ends with a terminal step."""
     shape = rb.frame_shape
-    if not rb.state_dict(copy=False)["episode_open"]:
+    if not rb.state_dict(copy=False)["episode_open"][0]:  # stream 0: the one it writes
         rb.reset(rng.integers(0, 256, shape, dtype=np.uint8))
     for _ in range(steps):
         frame = rng.integers(0, 256, shape, dtype=np.uint8)
@@ -109,8 +109,9 @@ def test_replay_round_trip_continues_exactly(prioritized, n_step, steps, end):
     learn(a, rng)
     state = a.state_dict()
     assert bool(state["episode_open"]) == (end == "open")
-    assert (int(state["total"]) > CAPACITY) == (steps > CAPACITY)  # wrapped or not
-    assert state["frames"].shape == (min(int(state["total"]), CAPACITY), H, W)
+    assert state["total"].shape == (1,)  # per-stream counters, one stream
+    assert (int(state["total"][0]) > CAPACITY) == (steps > CAPACITY)  # wrapped or not
+    assert state["frames"].shape == (min(int(state["total"][0]), CAPACITY), H, W)
 
     b = make(prioritized, n_step, seed=999)  # another seed: the RNG comes from the state
     feed(b, 20, np.random.default_rng(5))  # and other contents, all replaced
@@ -175,7 +176,7 @@ def test_rebuilt_sum_tree_keeps_the_running_trees_rounding():
 def test_replay_state_of_an_empty_replay_and_views():
     a = make(True)
     state = a.state_dict()
-    assert state["frames"].shape == (0, H, W) and int(state["total"]) == 0
+    assert state["frames"].shape == (0, H, W) and int(state["total"][0]) == 0
     b = make(True)
     feed(b, 40, np.random.default_rng(0))
     b.load_state_dict(state)
@@ -206,7 +207,7 @@ def _editors(good: dict):
 
 def _mutations(good: dict) -> list:
     """(description, key the error must name, broken state) for one consistent state."""
-    total = int(good["total"])
+    total = int(good["total"].sum())
 
     put, drop = _editors(good)
 
@@ -217,7 +218,8 @@ def _mutations(good: dict) -> list:
     return [
         ("missing key", "flags", drop("flags")),
         ("unknown key", "bogus", put("bogus", np.zeros(1))),
-        ("version", "version", put("version", np.asarray(2, np.int64))),
+        ("version", "version", put("version", np.asarray(3, np.int64))),
+        ("version 1 layout", "version", put("version", np.asarray(1, np.int64))),
         ("reward dtype", "reward", put("reward", good["reward"].astype(np.float64))),
         ("frames dtype", "frames", put("frames", good["frames"].astype(np.int16))),
         ("total as float", "total", put("total", np.asarray(float(total)))),
@@ -225,7 +227,8 @@ def _mutations(good: dict) -> list:
         ("rng shape", "rng_state", put("rng_state", good["rng_state"][:3])),
         ("rng as int64", "rng_state", put("rng_state", good["rng_state"].view(np.int64))),
         ("rng all zero", "rng_state", put("rng_state", np.zeros(4, np.uint64))),
-        ("negative total", "total", put("total", np.asarray(-1, np.int64))),
+        ("total 0-d", "total", put("total", np.asarray(total, np.int64))),
+        ("negative total", "total", put("total", -np.ones_like(good["total"]))),
         ("frames count", "frames", put("frames", good["frames"][:-1])),
         ("live_transitions", "live_transitions",
          put("live_transitions", good["live_transitions"] + 1)),
@@ -235,7 +238,7 @@ def _mutations(good: dict) -> list:
         ("prio for uniform shape", "prio", put("prio", np.zeros(0, np.float32))),
         ("max_priority", "max_priority", put("max_priority", np.asarray(0.5))),
         ("episode_transitions", "episode_transitions",
-         put("episode_transitions", np.asarray(total + 5, np.int64))),
+         put("episode_transitions", good["episode_transitions"] + total + 5)),
         ("not a mapping", "dict", [1, 2, 3]),
     ]
 
@@ -266,7 +269,7 @@ def test_bad_replay_states_raise_and_change_nothing():
 
 @pytest.mark.parametrize("param,value", [
     ("capacity", 65), ("frame_shape", (6, 7)), ("stack", 3), ("n_step", 2), ("gamma", 0.99),
-    ("prioritized", False), ("alpha", 0.5),
+    ("prioritized", False), ("alpha", 0.5), ("streams", 2),
 ])
 def test_replay_built_otherwise_refuses_the_state(param, value):
     source = make(**{"prioritized": True, param: value})
@@ -281,7 +284,7 @@ def test_replay_built_otherwise_refuses_the_state(param, value):
 
 def test_counters_must_agree_with_the_stored_frames():
     state = make(False).state_dict()
-    state["episode_open"] = np.asarray(True)
+    state["episode_open"] = np.ones(1, np.bool_)
     with pytest.raises(ValueError, match="episode_open"):
         make(False).load_state_dict(state)
     rb = make(False)
