@@ -7,6 +7,8 @@
 # that every line has a single writer:
 #   cmd row i (written by the parent):  [0] the command word: seq << 32 | command << 24 | action
 #                                        [1] the parent's sleep flag towards worker i
+#                                        [2], [3] the command's ring rows (a VecEnv with a
+#                                        replay ring): stored before [0], read after it
 #   ack row i (written by worker i):    [0] the ack word: seq << 1 | episode ended
 #                                        [1] worker i's sleep flag
 # Loads are acquire and stores release (__atomic builtins: plain moves on x86-64, where they
@@ -133,19 +135,30 @@ cdef class PoolBlock:
         return r0, r1, f0, f1, f2, f3
 
     # ------------------------------------------------------------------ the parent's side
-    def ring(self, int64_t base, list acts=None) -> int:
+    def ring(self, int64_t base, list acts=None, list slots=None) -> int:
         """Store every worker's command word (base | acts[i], or base alone when `acts` is
         None), then a full fence, then read the workers' sleep flags: returns how many are set
-        (those workers must be woken through their pipes; `sleeping(i)` says which)."""
+        (those workers must be woken through their pipes; `sleeping(i)` says which).
+
+        `slots` (2N ints, or None): worker i's two ring rows, slots[2i] and slots[2i + 1],
+        stored in words 2 and 3 of its command row before its command word (a release store:
+        the worker that sees the word sees them; `slots(i)` reads them)."""
         cdef Py_ssize_t i
         cdef int sleepers = 0
+        cdef int64_t *row
         if acts is not None and len(acts) < self.n:
             raise ValueError(f"acts must have {self.n} items")
+        if slots is not None and len(slots) < 2 * self.n:
+            raise ValueError(f"slots must have {2 * self.n} items")
         for i in range(self.first, self.n):
+            row = self.cmd + i * ROW
+            if slots is not None:
+                atari_pool_store(row + 2, <int64_t>slots[2 * i])
+                atari_pool_store(row + 3, <int64_t>slots[2 * i + 1])
             if acts is None:
-                atari_pool_store(self.cmd + i * ROW, base)
+                atari_pool_store(row, base)
             else:
-                atari_pool_store(self.cmd + i * ROW, base | <int64_t>acts[i])
+                atari_pool_store(row, base | <int64_t>acts[i])
         atari_pool_fence()
         for i in range(self.first, self.n):
             sleepers += atari_pool_load(self.ack + i * ROW + 1) != 0
@@ -254,6 +267,13 @@ cdef class PoolBlock:
         with nogil:
             result = self._wait(False, i, want, spin)
         return result
+
+    def slots(self, Py_ssize_t i):
+        """Worker i's ring rows for the command it has seen: words 2 and 3 of its command row,
+        as a tuple of two ints (read after the command word, which was stored after them)."""
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return atari_pool_load(self.cmd + i * ROW + 2), atari_pool_load(self.cmd + i * ROW + 3)
 
     def publish(self, Py_ssize_t i, int64_t value) -> bool:
         """Worker i stores its ack word (after its results), fences, and returns the parent's

@@ -33,6 +33,11 @@ class FireGame:
     def observation(self) -> np.ndarray:
         return self._stack
 
+    def share_stack(self, buffer: np.ndarray) -> None:
+        """Keep the acting stack in `buffer` (a worker pool's shared row), as AtariEnv does."""
+        buffer[...] = self._stack
+        self._stack = buffer
+
     def _frame(self) -> np.ndarray:
         h, w = self.config.frame_shape
         frame = np.full((h, w), 30, np.uint8)
