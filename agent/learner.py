@@ -10,11 +10,21 @@ On CPU the forward and backward passes run under bf16 autocast with channels_las
 the config asks (fp32 master weights, fp32 loss); see `LearnerConfig.precision`. A learner with
 channels_last weights wants channels_last batches (`Learner.channels_last`): the replay then
 gathers each stack straight into (B, H, W, stack) memory, and no pass permutes the bytes.
+
+On a CUDA device (with `LearnerConfig.cuda_graph`) the whole update -- both forward passes, the
+TD targets, the loss, backward, the gradient clip and the fused Adam step -- is captured once in
+a CUDA graph and replayed: one launch instead of hundreds, which is what bounds a small-batch
+update on a GPU. A replay reads and writes fixed memory, so nothing the graph touches is ever
+reallocated: the batch is copied into static input tensors, the gradients and Adam's state stay
+where the capture found them, the learning rate is a device tensor, the target sync and
+`load_state_dict` copy in place. CPU training runs the same update eagerly, unchanged.
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +36,14 @@ from agent.network import QNetwork
 
 STAT_NAMES = ("loss", "grad_norm", "clip_delta", "td_clip_frac")
 """The order of the per-update statistics in `UpdateResult.stats`."""
+
+INPUTS = ("obs", "next_obs", "action", "reward", "discount", "weight")
+"""The batch fields one update reads, in `Learner.train_step`'s argument order."""
+
+GRAPH_WARMUP = 3
+"""Eager updates run on a side stream before a capture (PyTorch's whole-network recipe): they
+let cuDNN/cuBLAS pick their kernels and allocate workspaces outside the graph. Their effect on
+the weights and Adam's state is undone before the first replay."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,6 +101,61 @@ class UpdateResult:
     """|TD error| per sample (for PER priorities), or None when not asked for."""
 
 
+def graph_capable(device: torch.device) -> bool:
+    """Whether updates on `device` can be captured in a CUDA graph."""
+    return device.type == "cuda"
+
+
+def capture_graph(step: Callable[[], tuple[torch.Tensor, ...]], device: torch.device,
+                  warmup: int = GRAPH_WARMUP):
+    """PyTorch's whole-network capture: `warmup` eager calls of `step` on a side stream, then
+    one call captured in a CUDA graph (captured, not run). Returns (graph, step's outputs): each
+    `graph.replay()` reruns the captured kernels on the same memory and refreshes the outputs.
+    """
+    with torch.cuda.device(device):
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side), warnings.catch_warnings():
+            # Adam warns when a capturable instance steps outside a capture: the warm-up does.
+            warnings.filterwarnings("ignore", message=".*capturable=True.*")
+            for _ in range(warmup):
+                step()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=side):
+            outputs = step()
+    return graph, outputs
+
+
+class _UpdateGraph:
+    """One captured update: its static inputs (filled before each replay), its outputs and what
+    it was captured for (the batch's obs shape and the learner's config)."""
+
+    def __init__(self, inputs: dict[str, torch.Tensor], obs_shape: tuple, config: LearnerConfig):
+        self.inputs, self.obs_shape, self.config = inputs, obs_shape, config
+        self.graph = None
+        self.stats: torch.Tensor | None = None  # (4,), as UpdateResult.stats
+        self.td_abs: torch.Tensor | None = None  # (B,) |q - y|
+        self.tensors: list[tuple[torch.Tensor, int]] = []  # what it reads/writes, and where
+
+    def fits(self, obs_shape: tuple, config: LearnerConfig) -> bool:
+        if obs_shape != self.obs_shape:
+            return False
+        if config is not self.config:
+            if config != self.config:
+                return False
+            self.config = config  # equal: the identity check passes from now on
+        return True
+
+
+def _host_tensor(array: np.ndarray) -> torch.Tensor:
+    """A CPU tensor sharing `array`'s memory and strides (negative strides, which torch cannot
+    view, are copied)."""
+    if any(s < 0 for s in array.strides):
+        array = np.ascontiguousarray(array)
+    return torch.from_numpy(array)
+
+
 class Learner:
     """Online and target Q-networks, Adam, and the update step."""
 
@@ -101,13 +174,24 @@ class Learner:
         if self.bf16:
             self.target = self.target.to(torch.bfloat16)
         # Fused Adam: one kernel for all parameters (about 10x faster than the per-tensor loop
-        # on this CPU, which otherwise costs as much as the backward pass).
+        # on this CPU, which otherwise costs as much as the backward pass). A learner that can
+        # graph its updates makes it capturable, with the learning rate as a device tensor
+        # (float32, what the fused kernel reads), so `set_lr` needs no new capture.
         fused = self.device.type in ("cpu", "cuda")
-        self.optimizer = torch.optim.Adam(self.online.parameters(), lr=config.lr,
-                                          eps=config.adam_eps, fused=fused)
+        self._graph_capable = graph_capable(self.device) and config.cuda_graph
+        lr = (torch.tensor(config.lr, dtype=torch.float32, device=self.device)
+              if self._graph_capable else config.lr)
+        self.optimizer = torch.optim.Adam(self.online.parameters(), lr=lr,
+                                          eps=config.adam_eps, fused=fused,
+                                          capturable=self._graph_capable)
         self.updates = 0
         self.target_synced_at = 0
-
+        self._graph: _UpdateGraph | None = None
+        # Recorded once an update's inputs are on the device: the update returns only after
+        # it, so the caller may refill the batch's (pinned) arrays at once.
+        self._inputs_copied = torch.cuda.Event() if self.device.type == "cuda" else None
+        self._acted = torch.cuda.Event() if self.device.type == "cuda" else None
+        self._act_buffers: dict = {}  # act_batch's pinned staging, by obs shape
     @property
     def n_actions(self) -> int:
         return self.online.n_actions
@@ -125,8 +209,14 @@ class Learner:
         """Updates since the target network was last synced."""
         return self.updates - self.target_synced_at
 
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+    @property
+    def graphed(self) -> bool:
+        """Whether `update` replays a CUDA graph (a CUDA device and `config.cuda_graph`)."""
+        return self._graph_capable and self.config.cuda_graph
+
+    def _autocast(self, cache: bool = True):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16,
+                              cache_enabled=cache)
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
         """A tensor on the learner's device sharing `array`'s memory and strides where it can.
@@ -135,9 +225,23 @@ class Learner:
         view of (B, H, W, stack) bytes) is taken as it is: no copy, and its memory format
         survives the move to a GPU. Only negative strides, which torch cannot view, are copied.
         """
-        if any(s < 0 for s in array.strides):
-            array = np.ascontiguousarray(array)
-        return torch.from_numpy(array).to(self.device, non_blocking=True)
+        return _host_tensor(array).to(self.device, non_blocking=True)
+
+    def batch_buffers(self, batch_size: int) -> dict[str, np.ndarray]:
+        """Arrays for a replay `Batch(..., buffers=...)` of `batch_size` in the layout this
+        learner reads: obs and next_obs (B, H, W, stack) when `channels_last`, else
+        (B, stack, H, W). On CUDA they are pinned host memory, so the copies to the GPU are
+        truly asynchronous (and `update` returns only once they are done, so the replay may
+        refill them at once); on CPU plain numpy arrays."""
+        stack, (h, w) = self.online.stack, self.online.frame_shape
+        frames = (batch_size, h, w, stack) if self.channels_last else (batch_size, stack, h, w)
+        spec = {"obs": (torch.uint8, frames), "next_obs": (torch.uint8, frames),
+                "action": (torch.int64, (batch_size,)), "reward": (torch.float32, (batch_size,)),
+                "discount": (torch.float32, (batch_size,)), "index": (torch.int64, (batch_size,)),
+                "weight": (torch.float32, (batch_size,))}
+        pin = self.device.type == "cuda"
+        return {key: torch.empty(shape, dtype=dtype, pin_memory=pin).numpy()
+                for key, (dtype, shape) in spec.items()}
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -153,15 +257,46 @@ class Learner:
         """Greedy joint action for one stack (stack, H, W)."""
         return int(self.q_values(obs[None]).argmax(dim=1).item())
 
-    def update(self, batch, want_td: bool = False) -> UpdateResult:
-        """One gradient step on a replay `Batch`; syncs the target every `target_update`."""
+    @torch.no_grad()
+    def act_batch(self, obs: np.ndarray) -> np.ndarray:
+        """Greedy joint actions, int64 (N,), for N uint8 stacks (N, stack, H, W) in one forward
+        pass (fp32, as `q_values`). On CUDA the stacks go in through pinned memory and the
+        actions come back the same way, with one wait for the GPU."""
+        if self.device.type != "cuda":
+            return self.q_values(obs).argmax(dim=1).numpy()
+        # Reused pinned buffers (the call waits for its copies, so the next may refill them),
+        # filled by numpy: one plain memcpy, no parallel region (whose idle threads would spin
+        # beside the env workers).
+        staged = self._act_buffers.get(obs.shape)
+        if staged is None:
+            staged = (torch.empty(obs.shape, dtype=torch.uint8, pin_memory=True),
+                      torch.empty(obs.shape[0], dtype=torch.int64, pin_memory=True))
+            self._act_buffers = {obs.shape: staged}
+        src, out = staged
+        np.copyto(src.numpy(), obs)
+        best = self.q_values(src.to(self.device, non_blocking=True)).argmax(dim=1)
+        out.copy_(best, non_blocking=True)
+        self._acted.record(torch.cuda.current_stream(self.device))
+        self._acted.synchronize()
+        return out.numpy().copy()
+
+    def train_step(self, obs: torch.Tensor, next_obs: torch.Tensor, action: torch.Tensor,
+                   reward: torch.Tensor, discount: torch.Tensor, weight: torch.Tensor,
+                   graphed: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The whole update on device tensors: forward passes, TD targets, weighted Huber loss,
+        backward, gradient clip, Adam step. Returns (stats (4,), q (B,), y (B,)).
+
+        graphed: the step is captured in (or warms up for) a CUDA graph. Then autocast keeps
+        no cache (each forward pass casts the weights it reads: no cached tensor outlives the
+        capture), the gradients are zeroed in place rather than dropped (they stay where the
+        capture found them) and the clip scale is applied whatever the norm (no host read).
+        Eager, the gradients are dropped before backward and, on CPU, the norm is read to skip
+        the scale when clipping does not bite.
+        """
         cfg = self.config
-        obs, next_obs = self.to_device(batch.obs), self.to_device(batch.next_obs)
-        action = self.to_device(batch.action)
-        reward, discount = self.to_device(batch.reward), self.to_device(batch.discount)
-        # One autocast region: the bf16 copies of the online weights are made once and reused
-        # by both of its forward passes; the target network is kept in bf16 already.
-        with self._autocast():
+        # One autocast region: eager, the bf16 copies of the online weights are made once and
+        # reused by both of its forward passes; the target network is kept in bf16 already.
+        with self._autocast(cache=not graphed):
             with torch.no_grad():
                 next_q_target = self.target(next_obs).float()
                 next_q_online = self.online(next_obs).float() if cfg.double_dqn else None
@@ -169,9 +304,8 @@ class Learner:
         y, td_clip_frac = td_targets(reward, discount, next_q_target, next_q_online, cfg.td_clip)
         q = q_all.float().gather(1, action.unsqueeze(1)).squeeze(1)  # fp32 loss
         per_sample = F.huber_loss(q, y, reduction="none", delta=cfg.huber_delta)
-        weight = self.to_device(batch.weight)
         loss = (per_sample * weight).mean()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=not graphed)
         loss.backward()
         grads = [p.grad for p in self.online.parameters()]
         grad_norm = torch.nn.utils.get_total_norm(grads)
@@ -180,37 +314,218 @@ class Learner:
             # Scale only when clipping bites. On CPU reading the norm costs nothing and skips a
             # pass over every gradient (about 0.8 ms of a 13 ms update here); on a GPU the scale
             # is always applied (by 1.0 when not clipping) so the update never waits for it.
-            if self.device.type != "cpu" or float(grad_norm) > cfg.max_grad_norm:
+            if graphed or self.device.type != "cpu" or float(grad_norm) > cfg.max_grad_norm:
                 torch._foreach_mul_(grads, clip_delta)
         else:
             clip_delta = torch.ones((), device=self.device)
         self.optimizer.step()
-        self.updates += 1
-        if self.updates - self.target_synced_at >= cfg.target_update:
-            self.sync_target()
         stats = torch.stack([loss.detach(), grad_norm, clip_delta, td_clip_frac]).float()
-        td_abs = (q.detach() - y).abs().cpu().numpy() if want_td else None
+        return stats, q.detach(), y
+
+    def update(self, batch, want_td: bool = False) -> UpdateResult:
+        """One gradient step on a replay `Batch`; syncs the target every `target_update`.
+
+        On a GPU it returns once the batch's arrays have been copied to the device (the step
+        itself may still be running): the caller may sample the next batch into the same
+        (pinned) arrays at once. `want_td` waits for the step, to read |TD| back."""
+        if self.graphed:
+            graph = self._graph_for(batch)
+            for name, static in graph.inputs.items():
+                static.copy_(_host_tensor(getattr(batch, name)), non_blocking=True)
+            self._mark_inputs_copied()
+            graph.graph.replay()
+            stats = graph.stats.clone()  # the graph's own tensor is rewritten by the next replay
+            td_abs = graph.td_abs.to("cpu", copy=True).numpy() if want_td else None
+        else:
+            # The eager step reallocates the gradients a captured graph writes into.
+            self._graph = None
+            inputs = [self.to_device(getattr(batch, name)) for name in INPUTS]
+            self._mark_inputs_copied()
+            stats, q, y = self.train_step(*inputs)
+            td_abs = (q - y).abs().cpu().numpy() if want_td else None
+        if self._inputs_copied is not None:
+            self._inputs_copied.synchronize()
+        self.updates += 1
+        if self.updates - self.target_synced_at >= self.config.target_update:
+            self.sync_target()
         return UpdateResult(stats, td_abs)
 
+    def _mark_inputs_copied(self) -> None:
+        if self._inputs_copied is not None:
+            self._inputs_copied.record(torch.cuda.current_stream(self.device))
+
+    # ------------------------------------------------------------------ CUDA graph
+    def _graph_for(self, batch) -> _UpdateGraph:
+        """The captured update for this batch's shape and the current config (captured now if
+        there is none yet, or if either changed)."""
+        obs_shape = tuple(batch.obs.shape)
+        graph = self._graph
+        if graph is None or not graph.fits(obs_shape, self.config):
+            graph = self._capture(batch)
+        return graph
+
+    def _capture(self, batch) -> _UpdateGraph:
+        self._graph = None  # free the previous capture's memory before making a new one
+        obs_shape = tuple(batch.obs.shape)
+        if obs_shape[1:] != (self.online.stack, *self.online.frame_shape):
+            raise ValueError(f"batch obs of shape {obs_shape} do not fit this learner's "
+                             f"(batch, {self.online.stack}, {self.online.frame_shape[0]}, "
+                             f"{self.online.frame_shape[1]}) stacks")
+        fmt = torch.channels_last if self._channels_last else torch.contiguous_format
+        inputs = {}
+        for name in INPUTS:
+            host = _host_tensor(getattr(batch, name))
+            if name in ("obs", "next_obs"):
+                static = torch.empty(obs_shape, dtype=torch.uint8, device=self.device,
+                                     memory_format=fmt)
+            else:
+                dtype = torch.int64 if name == "action" else torch.float32
+                static = torch.empty((obs_shape[0],), dtype=dtype, device=self.device)
+            inputs[name] = static.copy_(host)  # the warm-up steps on real, finite values
+        graph = _UpdateGraph(inputs, obs_shape, self.config)
+
+        def step():
+            stats, q, y = self.train_step(**inputs, graphed=True)
+            return stats, (q - y).abs()
+
+        self._init_optimizer_state()  # the graph steps existing state, never creates it
+        saved = self._snapshot()
+        try:
+            graph.graph, (graph.stats, graph.td_abs) = capture_graph(step, self.device)
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"capturing the learner update in a CUDA graph failed ({exc}); set "
+                f"learner.cuda_graph = false to train with eager updates") from exc
+        finally:
+            self._restore(saved)  # undo the warm-up steps: the first replay is the first update
+        graph.tensors = [(t, t.data_ptr()) for t in self._graph_tensors()]
+        self._graph = graph
+        return graph
+
+    def _graph_tensors(self) -> list[torch.Tensor | None]:
+        """Every persistent tensor a captured update reads or writes: online and target weights,
+        gradients, Adam's state and learning rate. A replay uses them where the capture found
+        them, so none may be replaced (only written in place)."""
+        params = list(self.online.parameters())
+        tensors: list[torch.Tensor | None] = [*params, *self.target.parameters()]
+        tensors += [p.grad for p in params]
+        for p in params:
+            tensors += [t for _, t in sorted(self.optimizer.state[p].items())]
+        tensors += [g["lr"] for g in self.optimizer.param_groups
+                    if isinstance(g["lr"], torch.Tensor)]
+        return tensors
+
+    def _graph_intact(self) -> bool:
+        """Whether the captured update still reads and writes the learner's own tensors."""
+        graph = self._graph
+        if graph is None:
+            return False
+        now = self._graph_tensors()
+        return len(now) == len(graph.tensors) and all(
+            t is then and t.data_ptr() == ptr for t, (then, ptr) in zip(now, graph.tensors))
+
+    def _init_optimizer_state(self) -> None:
+        """Adam's state for every parameter, made now as its first step would make it (zero
+        moments, step 0), so that neither the warm-up nor the capture allocates it."""
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                state = self.optimizer.state[p]
+                if len(state) == 0:
+                    on_device = group["capturable"] or group["fused"]
+                    state["step"] = torch.zeros((), dtype=torch.float32,
+                                                device=p.device if on_device else "cpu")
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p,
+                                                           memory_format=torch.preserve_format)
+
+    @torch.no_grad()
+    def _snapshot(self) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+        params = list(self.online.parameters())
+        return ([p.detach().clone() for p in params],
+                [{k: v.clone() for k, v in self.optimizer.state[p].items()} for p in params])
+
+    @torch.no_grad()
+    def _restore(self, saved) -> None:
+        weights, states = saved
+        for p, w, state in zip(self.online.parameters(), weights, states, strict=True):
+            p.copy_(w)
+            for k, v in state.items():
+                self.optimizer.state[p][k].copy_(v)
+
+    # ------------------------------------------------------------------ state
     def sync_target(self) -> None:
+        # load_state_dict copies in place (and casts to a bf16 target): the target's tensors
+        # keep their memory, which a captured update reads.
         self.target.load_state_dict(self.online.state_dict())
         self.target_synced_at = self.updates
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)  # in place: a captured step reads this tensor
+            else:
+                group["lr"] = lr
 
     def weights_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.online.parameters())
 
     def state_dict(self) -> dict:
+        """Networks, Adam and counters. The tensors are the live ones (as `Module.state_dict`):
+        save or copy them before training on. The learning rate is saved as a float, whichever
+        form this learner keeps it in, so any learner loads it."""
+        optimizer = self.optimizer.state_dict()
+        optimizer["param_groups"] = [{**g, "lr": float(g["lr"])}
+                                     for g in optimizer["param_groups"]]
         return {"online": self.online.state_dict(), "target": self.target.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "updates": self.updates,
+                "optimizer": optimizer, "updates": self.updates,
                 "target_synced_at": self.target_synced_at}
 
     def load_state_dict(self, state: dict, resync_target: bool = False) -> None:
+        """Restore `state_dict()` output, wherever its tensors live (a checkpoint loaded to the
+        CPU, another GPU): every value is copied into this learner's own tensors on its device,
+        in their dtype and layout, so a captured update stays valid."""
         self.online.load_state_dict(state["online"])
         self.target.load_state_dict(state["online"] if resync_target else state["target"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self._load_optimizer(state["optimizer"])
         self.updates = int(state["updates"])
         self.target_synced_at = self.updates if resync_target else int(state["target_synced_at"])
+        if self._graph is not None and not self._graph_intact():
+            self._graph = None  # never replay onto tensors the learner no longer uses
+
+    @torch.no_grad()
+    def _load_optimizer(self, saved: dict) -> None:
+        """`Optimizer.load_state_dict`, then this learner's own state tensors again, holding the
+        loaded values: the loaded tensors may alias the caller's payload, sit on its device or in
+        its memory layout, and a captured step reads the old ones. The groups keep this
+        learner's flags (fused, capturable) and learning-rate tensor, holding the loaded rate."""
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        own = {p: dict(self.optimizer.state[p]) for p in params if self.optimizer.state.get(p)}
+        flags = [{k: g[k] for k in ("lr", "fused", "capturable", "foreach", "differentiable")}
+                 for g in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(saved)
+        for group, mine in zip(self.optimizer.param_groups, flags, strict=True):
+            lr = float(group["lr"])
+            group.update(mine)
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+        for group in self.optimizer.param_groups:
+            on_device = group["capturable"] or group["fused"]
+            for p in group["params"]:
+                loaded, mine = self.optimizer.state[p], own.get(p, {})
+                state = {}
+                for key, value in loaded.items():
+                    if key == "step":
+                        value = value.to(torch.float32)
+                        target = mine.get(key, torch.zeros((), dtype=torch.float32,
+                                                           device=p.device if on_device else "cpu"))
+                    else:
+                        target = mine.get(key)
+                        if target is None or target.shape != value.shape:
+                            target = torch.empty_like(p, memory_format=torch.preserve_format)
+                    state[key] = target.copy_(value)
+                for key, value in mine.items():  # absent from the payload (it never stepped)
+                    if key not in state:
+                        state[key] = value.zero_()
+                self.optimizer.state[p] = state

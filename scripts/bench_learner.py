@@ -1,15 +1,30 @@
-"""Benchmark the learner update alone: fp32 against bf16 autocast + channels_last, on this CPU.
+"""Benchmark the learner alone: its update and its batched acting, on this CPU or a CUDA GPU.
 
-    python scripts/bench_learner.py            # batch 32, 18 actions, torch's default threads
+    python scripts/bench_learner.py                  # the learner's default device ("auto")
     python scripts/bench_learner.py --threads 1 --updates 100 --json learner.json
+    python scripts/bench_learner.py --device cuda --compile --json learner.json
 
-One `Learner.update` = target forward, online forward (and the double-DQN forward), backward,
-gradient clip, fused Adam, on batches sampled from a replay filled with random frames (the
-sample is timed with it). Each case is timed in turn, `--repeats` times, interleaved; the table
-gives the median ms per update and the ratio fp32 / bf16 (what `learner.precision = "auto"`
-buys on CPU). bf16 runs twice: on (B, stack, H, W) batches, which the network permutes to
-channels_last on every forward pass, and on channels_last batches (the replay gathers them
-that way, `sample(..., channels_last=True)`: what training does when `Learner.channels_last`).
+Update paths (one `Learner.update` = target forward, online forward and the double-DQN forward,
+backward, gradient clip, fused Adam; the batch is sampled once into the learner's
+`batch_buffers`, pinned on CUDA, and copied to the device on every update, as in training):
+"eager" runs it op by op (on CUDA: `learner.cuda_graph = false`), "graph" replays the update
+captured in one CUDA graph (CUDA only; the default there), and with --compile "compile" runs the
+eager update's `train_step` under `torch.compile(mode="reduce-overhead")` (a failure to compile
+is reported in its row and the JSON, and the other rows still run). Each is timed at batch 32
+and 256 with the default precision ("auto": bf16 on CPU and on GPUs that support it), and
+`act_batch` on 1 and 64 stacks (fp32 inference). On CUDA every timed region starts and ends
+with `torch.cuda.synchronize()`. Cases are timed in turn, `--repeats` times, interleaved, after
+warm-up updates; the tables give medians.
+
+On CPU the precision table of earlier runs comes first: fp32 against bf16 autocast +
+channels_last, at --batch, each update timed with its `replay.sample`; bf16 runs twice, on
+(B, stack, H, W) batches (permuted to channels_last on every forward pass) and on channels_last
+batches (what training does when `Learner.channels_last`).
+
+JSON: update_ms_b32, update_ms_b256, act_ms_b1, act_ms_b64 of the default path ("graph" on
+CUDA, "eager" on CPU), `paths` (each path's update_ms_b32, update_ms_b256, or its error),
+act_ms_single (`Learner.act` on one stack), sync_target_ms; on CPU also the precision table's
+ms_per_update, ms_repeats, bf16_speedup and nhwc_batch_speedup.
 """
 
 from __future__ import annotations
@@ -23,8 +38,12 @@ import torch
 from benchio import emit
 
 from agent.config import LearnerConfig
-from agent.learner import Learner
-from agent.native import FrameReplay
+from agent.learner import Learner, resolve_device
+from agent.native import Batch, FrameReplay
+
+STACK, FRAME = 4, (84, 84)
+SIZES = (32, 256)
+ACT_SIZES = (1, 64)
 
 
 def filled_replay(n: int, seed: int = 0) -> FrameReplay:
@@ -39,8 +58,24 @@ def filled_replay(n: int, seed: int = 0) -> FrameReplay:
     return replay
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_ms(fn, n: int, device: torch.device) -> float:
+    """Milliseconds per call of fn, over n calls, the device idle before and after."""
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / n * 1e3
+
+
 def time_updates(learner: Learner, replay: FrameReplay, batch: int, n: int,
                  channels_last: bool = False) -> float:
+    """The precision table's timing: each update with its sample (as in earlier runs)."""
     out = None
     for _ in range(3):  # warm-up: oneDNN primitives, allocator
         out = replay.sample(batch, out=out, channels_last=channels_last)
@@ -52,21 +87,18 @@ def time_updates(learner: Learner, replay: FrameReplay, batch: int, n: int,
     return (time.perf_counter() - start) / n * 1e3
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--actions", type=int, default=18)
-    parser.add_argument("--updates", type=int, default=40, help="updates per timing")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="0: torch's default")
-    parser.add_argument("--quick", action="store_true", help="smoke run (5 updates, 1 repeat)")
-    parser.add_argument("--json", metavar="PATH")
-    args = parser.parse_args()
-    if args.quick:
-        args.updates, args.repeats = 5, 1
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    replay = filled_replay(2_000)
+def compile_updates(learner: Learner) -> None:
+    """Run `learner`'s eager update through torch.compile(mode="reduce-overhead")."""
+    step = torch.compile(learner.train_step, mode="reduce-overhead")
+
+    def train_step(*args, **kwargs):
+        torch.compiler.cudagraph_mark_step_begin()  # a new iteration: earlier outputs are dead
+        return step(*args, **kwargs)
+
+    learner.train_step = train_step
+
+
+def precision_table(args, replay: FrameReplay) -> tuple[list[str], dict]:
     learners = {p: Learner(LearnerConfig(precision=p, device="cpu"), args.actions)
                 for p in ("fp32", "bf16")}
     # case: (learner, channels_last batches)
@@ -79,9 +111,9 @@ def main() -> None:
     ms = {c: statistics.median(v) for c, v in times.items()}
     ratio = ms["fp32"] / ms["bf16"]
     nhwc_ratio = ms["bf16"] / ms["bf16_nhwc"]
-    lines = [f"Learner update, batch {args.batch}, {args.actions} actions, double DQN, "
+    lines = [f"Learner update on CPU, batch {args.batch}, {args.actions} actions, double DQN, "
              f"{torch.get_num_threads()} torch threads, torch {torch.__version__}; median of "
-             f"{args.repeats} x {args.updates} updates", "",
+             f"{args.repeats} x {args.updates} updates, each with its sample", "",
              "| precision | ms/update | updates/s |", "|---|---:|---:|"]
     names = {"fp32": "fp32", "bf16": "bf16 autocast + channels_last",
              "bf16_nhwc": "bf16 autocast + channels_last, channels_last batches"}
@@ -89,11 +121,136 @@ def main() -> None:
         lines.append(f"| {name} | {ms[c]:.2f} | {1e3 / ms[c]:.1f} |")
     lines += ["", f"bf16 / fp32 updates/s: {ratio:.2f}x",
               f"channels_last batches / (B, stack, H, W) batches, bf16 updates/s: "
-              f"{nhwc_ratio:.2f}x"]
-    emit("\n".join(lines), {"batch": args.batch, "actions": args.actions,
-                            "threads": torch.get_num_threads(), "ms_per_update": ms,
-                            "ms_repeats": times, "bf16_speedup": ratio,
-                            "nhwc_batch_speedup": nhwc_ratio}, args.json)
+              f"{nhwc_ratio:.2f}x", ""]
+    return lines, {"batch": args.batch, "ms_per_update": ms, "ms_repeats": times,
+                   "bf16_speedup": ratio, "nhwc_batch_speedup": nhwc_ratio}
+
+
+def path_table(args, device: torch.device, replay: FrameReplay) -> tuple[list[str], dict]:
+    paths = ["eager", "graph"] if device.type == "cuda" else ["eager"]
+    if args.compile:
+        paths.append("compile")
+    default = "graph" if device.type == "cuda" and LearnerConfig().cuda_graph else "eager"
+    n = {32: args.updates, 256: args.updates if device.type == "cuda" else
+         max(1, args.updates // 8)}  # a CPU update at 256 takes about 8x one at 32
+    runs, errors, learners = {}, {}, {}
+    for path in paths:
+        for size in SIZES:
+            # One learner per batch size: a graph is captured for one size.
+            cfg = LearnerConfig(device=str(device), precision=args.precision,
+                                cuda_graph=path == "graph")
+            torch.manual_seed(0)
+            learner = Learner(cfg, args.actions, STACK, FRAME, device=device)
+            if path == "compile":
+                compile_updates(learner)
+            batch = Batch(size, STACK, *FRAME, learner.channels_last,
+                          buffers=learner.batch_buffers(size))
+            replay.sample(size, out=batch)
+            learners[path, size] = (learner, batch)
+            runs[path, size] = []
+    warmup = {"eager": 3, "graph": 3, "compile": 6}  # graph: the capture; compile: compiling
+    for _ in range(args.repeats):
+        for (path, size), (learner, batch) in learners.items():
+            if path in errors:
+                continue
+            try:
+                if not runs[path, size]:
+                    for _ in range(warmup[path]):
+                        learner.update(batch)
+                runs[path, size].append(timed_ms(lambda lb=learner, b=batch: lb.update(b),
+                                                 n[size], device))
+            except Exception as exc:  # only the experimental path: report it, time the rest
+                if path != "compile":
+                    raise
+                errors[path] = f"{type(exc).__name__}: {exc}"[:2000]
+    ms = {path: ({f"update_ms_b{size}": statistics.median(runs[path, size]) for size in SIZES}
+                 if path not in errors else {"error": errors[path]}) for path in paths}
+    # acting and the target sync, on the default path's learner (acting never graphs)
+    learner, _ = learners[default, 32]
+    rng = np.random.default_rng(1)
+    obs = rng.integers(0, 256, (max(ACT_SIZES), STACK, *FRAME), dtype=np.uint8)
+    act_n = max(10, args.updates)
+    act: dict[str, list[float]] = {f"act_ms_b{k}": [] for k in ACT_SIZES}
+    act["act_ms_single"], act["sync_target_ms"] = [], []
+    for k in ACT_SIZES:
+        for _ in range(3):
+            learner.act_batch(obs[:k])
+    for _ in range(args.repeats):
+        for k in ACT_SIZES:
+            act[f"act_ms_b{k}"].append(timed_ms(lambda k=k: learner.act_batch(obs[:k]), act_n,
+                                                device))
+        act["act_ms_single"].append(timed_ms(lambda: learner.act(obs[0]), act_n, device))
+        act["sync_target_ms"].append(timed_ms(learner.sync_target, 10, device))
+    act_ms = {k: statistics.median(v) for k, v in act.items()}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    lines = [f"Learner on {device} ({name}), {args.actions} actions, double DQN, precision "
+             f"{args.precision} ({'bf16' if learner.bf16 else 'fp32'} here), torch "
+             f"{torch.__version__}; median of {args.repeats} x {n[32]} updates at batch 32, "
+             f"{n[256]} at 256 (update only, the batch copied to the device each time)", "",
+             "| path | ms/update, batch 32 | ms/update, batch 256 | updates/s, batch 32 |",
+             "|---|---:|---:|---:|"]
+    for path in paths:
+        label = path + (" (default)" if path == default else "")
+        if path in errors:
+            lines.append(f"| {label} | failed: {errors[path].splitlines()[0][:200]} | | |")
+            continue
+        b32, b256 = ms[path]["update_ms_b32"], ms[path]["update_ms_b256"]
+        lines.append(f"| {label} | {b32:.3f} | {b256:.3f} | {1e3 / b32:.0f} |")
+    if device.type == "cuda" and "graph" not in errors:
+        lines.append("")
+        for other in (p for p in paths if p != "graph" and p not in errors):
+            lines.append(f"graph / {other} updates/s, batch 32: "
+                         f"{ms[other]['update_ms_b32'] / ms['graph']['update_ms_b32']:.2f}x, "
+                         f"batch 256: "
+                         f"{ms[other]['update_ms_b256'] / ms['graph']['update_ms_b256']:.2f}x")
+    lines += ["", "| acting (fp32) | ms/call |", "|---|---:|"]
+    for k in ACT_SIZES:
+        lines.append(f"| act_batch, {k} stack{'s' if k > 1 else ''} | "
+                     f"{act_ms[f'act_ms_b{k}']:.3f} |")
+    lines += [f"| act, 1 stack | {act_ms['act_ms_single']:.3f} |", "",
+              f"target sync: {act_ms['sync_target_ms']:.3f} ms"]
+    result = {"device": str(device), "device_name": name, "precision": args.precision,
+              "bf16": learner.bf16, "default_path": default, "paths": ms,
+              "path_repeats": {f"{p}_b{s}": v for (p, s), v in runs.items()},
+              "update_ms_b32": ms[default]["update_ms_b32"],
+              "update_ms_b256": ms[default]["update_ms_b256"], **act_ms}
+    return lines, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto: CUDA when present, else CPU")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="the update paths' learner.precision")
+    parser.add_argument("--batch", type=int, default=32, help="the CPU precision table's batch")
+    parser.add_argument("--actions", type=int, default=18)
+    parser.add_argument("--updates", type=int, help="updates per timing (40 on CPU, 200 on CUDA)")
+    parser.add_argument("--repeats", type=int, help="timings per case (3 on CPU, 5 on CUDA)")
+    parser.add_argument("--threads", type=int, default=0, help="0: torch's default")
+    parser.add_argument("--compile", action="store_true",
+                        help='also time torch.compile(mode="reduce-overhead") of the eager update')
+    parser.add_argument("--quick", action="store_true", help="smoke run (5 updates, 1 repeat)")
+    parser.add_argument("--json", metavar="PATH")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    args.updates = args.updates or (200 if cuda else 40)
+    args.repeats = args.repeats or (5 if cuda else 3)
+    if args.quick:
+        args.updates, args.repeats = 5, 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    replay = filled_replay(2_000)
+    lines, result = [], {"actions": args.actions, "threads": torch.get_num_threads(),
+                         "torch": torch.__version__}
+    if not cuda:
+        more, values = precision_table(args, replay)
+        lines += more
+        result.update(values)
+    more, values = path_table(args, device, replay)
+    emit("\n".join(lines + more), {**result, **values}, args.json)
+
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from agent.config import Config
 from agent.train import Trainer
@@ -24,3 +25,13 @@ def trained_run(tmp_path_factory):
         result = Trainer(config, run_dir, tensorboard=False, out=out).run()
     assert result.state == "finished"
     return run_dir
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` need a CUDA GPU: skipped here without one (run them on a GPU box)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -1,11 +1,12 @@
-"""Smoke test of scripts/bench_learner.py: it runs, prints its table and writes its JSON."""
+"""Smoke test of scripts/bench_learner.py: it runs, prints its tables and writes its JSON."""
 
 
 from tests.benchrun import run_bench
 
 
 def test_bench_learner_quick_writes_the_documented_json(tmp_path):
-    proc, result = run_bench("bench_learner.py", tmp_path / "learner.json", "--threads", "1")
+    proc, result = run_bench("bench_learner.py", tmp_path / "learner.json", "--threads", "1",
+                             "--device", "cpu")
     assert "| bf16 autocast + channels_last |" in proc.stdout
     assert result["threads"] == 1
     ms = result["ms_per_update"]
@@ -14,3 +15,11 @@ def test_bench_learner_quick_writes_the_documented_json(tmp_path):
     assert "| bf16 autocast + channels_last, channels_last batches |" in proc.stdout
     assert ms["bf16_nhwc"] > 0 and len(result["ms_repeats"]["bf16_nhwc"]) == 1
     assert abs(result["nhwc_batch_speedup"] - ms["bf16"] / ms["bf16_nhwc"]) < 1e-9
+    # the update paths and acting: on CPU the eager path is the default and the only one
+    assert result["device"] == "cpu" and result["default_path"] == "eager"
+    assert set(result["paths"]) == {"eager"}
+    for key in ("update_ms_b32", "update_ms_b256", "act_ms_b1", "act_ms_b64", "act_ms_single",
+                "sync_target_ms"):
+        assert result[key] > 0, key
+    assert result["update_ms_b32"] == result["paths"]["eager"]["update_ms_b32"]
+    assert "| eager (default) |" in proc.stdout and "| act_batch, 64 stacks |" in proc.stdout
