@@ -32,6 +32,20 @@ def _parse_shape(text: str) -> tuple[int, ...]:
             f"expected HEIGHT,WIDTH (e.g. 84,84), got {text!r}") from None
 
 
+def _parse_envs(text: str) -> int:
+    """--envs: a count, or "auto" (0 in the config: one env per core)."""
+    if text == "auto":
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of envs >= 1 or 'auto', "
+                                         f"got {text!r}")
+    return value
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per config field (--lr, --batch-size, --double-dqn/--no-double-dqn, ...)."""
     defaults = Config()
@@ -48,7 +62,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             kwargs = {"dest": f"{section}.{f.name}", "default": argparse.SUPPRESS,
                       "help": f"{docs.get(f.name, '')} (default: {default!r})".replace("%",
                                                                                        "%%")}
-            if isinstance(default, bool):
+            if f"{section}.{f.name}" == "run.envs":
+                kwargs.update(type=_parse_envs, metavar="N|auto")
+            elif isinstance(default, bool):
                 kwargs["action"] = argparse.BooleanOptionalAction
             elif isinstance(default, tuple):
                 kwargs.update(type=_parse_shape, metavar="H,W")
@@ -66,12 +82,25 @@ def config_overrides(args: argparse.Namespace) -> dict:
     return out
 
 
+PRESETS = Path(__file__).parent / "presets"
+
+
+def presets() -> list[str]:
+    """The names of the settings files that come with the package (agent/presets/*.toml)."""
+    return sorted(p.stem for p in PRESETS.glob("*.toml"))
+
+
 def _config(args: argparse.Namespace, base: Path | None = None) -> Config:
     overrides = config_overrides(args)
+    preset = getattr(args, "preset", None)
+    if preset and (base is not None or args.config):
+        raise ValueError("--preset picks a settings file: it cannot be combined with "
+                         + ("--resume (the run keeps its config.toml)" if base is not None
+                            else "--config"))
     if base is not None:
         return load_toml(base, overrides)
-    if args.config:
-        return load_toml(args.config, overrides)
+    if args.config or preset:
+        return load_toml(args.config or PRESETS / f"{preset}.toml", overrides)
     return from_dict(overrides, source="command line")
 
 
@@ -79,15 +108,16 @@ def _config(args: argparse.Namespace, base: Path | None = None) -> Config:
 TRAIN_EXIT_CODES = {"finished": 0, "interrupted": 130, "halted": 3, "failed": 4}
 """`atari-agent train`'s exit status by the run's end state: 0 finished, 130 interrupted (Ctrl-C /
 SIGTERM, saved), 3 halted by the watchdog, 4 failed: a checkpoint could not be written (a full
-disk; run.on_save_error) or the env gave data that cannot be learned from (a NaN reward); the
-last good checkpoint is intact. 2: refused before training (a bad setting, an unusable
-checkpoint)."""
+disk; run.on_save_error), the env gave data that cannot be learned from (a NaN reward), or an env
+worker process died or hung (named by env index and pid); the last good checkpoint is intact.
+2: refused before training (a bad setting, an unusable checkpoint)."""
 
 
 def _train(args: argparse.Namespace) -> int:
     from agent.checkpoint import CheckpointError, CheckpointStore
     from agent.runs import archive, has_checkpoints, latest_run, new_run_dir
     from agent.train import check_resume, train
+    from agent.workers import WorkerError
 
     try:
         resume_from = None
@@ -105,7 +135,7 @@ def _train(args: argparse.Namespace) -> int:
             if resume_from is None:
                 raise ValueError(f"{run_dir} has no checkpoint to resume from")
             config = _config(args, base=run_dir / "config.toml")
-            check_resume(config, resume_from)  # before anything in the run is written
+            config = check_resume(config, resume_from)  # before anything in the run is written
             print(f"resuming {run_dir} from {resume_from.name}")
         else:
             config = _config(args)
@@ -122,6 +152,9 @@ def _train(args: argparse.Namespace) -> int:
     except (ValueError, CheckpointError) as exc:
         print(f"atari-agent train: {exc}", file=sys.stderr)
         return 2
+    except WorkerError as exc:  # an env worker failed while the envs started or were restored
+        print(f"atari-agent train: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return TRAIN_EXIT_CODES["failed"]
     if result.state == "failed":
         print(f"atari-agent train: {result.error}", file=sys.stderr)
     else:
@@ -282,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--config", metavar="FILE.toml", help="settings file with [env], [learner], "
                    "[explore], [replay], [watchdog], [run] tables")
+    t.add_argument("--preset", choices=presets(),
+                   help="a settings file that comes with atari-agent (agent/presets/NAME.toml: "
+                   "fast-gpu, for one GPU machine with many cores); flags override it")
     t.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
                    help="continue a run from its latest checkpoint (default: the most recently "
                    "updated run under --runs-dir); flags given override its saved config")

@@ -15,6 +15,7 @@ from pathlib import Path
 ACTION_SETS = ("documented", "minimal")
 PRECISIONS = ("auto", "fp32", "bf16")
 SAVE_ERROR_ACTIONS = ("stop", "continue")
+OVERLAP_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,13 @@ class LearnerConfig:
     device: str = "auto"
     """"auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N"."""
     threads: int = 0
-    """Torch CPU threads; 0 keeps torch's default (one per core)."""
+    """Torch CPU threads. 0 ("auto"): torch's default (one per core) for a learner on the CPU;
+    1 for a learner on a GPU, whose process does little CPU tensor work while the env workers
+    need every core (idle OpenMP threads spinning beside them slowed a 15-env run)."""
+    cuda_graph: bool = True
+    """On a CUDA device, capture the whole update (both forward passes, TD targets, Huber,
+    backward, gradient clip, fused Adam) in one CUDA graph and replay it: one launch instead of
+    hundreds per update. Ignored on CPU."""
 
     def validate(self) -> LearnerConfig:
         _float_range("learner.lr", self.lr, 0.0, 1.0, low_open=True)
@@ -132,6 +139,7 @@ class LearnerConfig:
                 f"learner.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
             )
         _int_range("learner.threads", self.threads, 0, 1024)
+        _bool("learner.cuda_graph", self.cuda_graph)
         return self
 
 
@@ -238,7 +246,18 @@ class RunConfig:
     """The run: budget, seed, reporting, checkpoints and periodic evaluation."""
 
     total_steps: int = 10_000_000
-    """Agent steps to train (40M emulator frames at frameskip 4; Nature trained 50M frames)."""
+    """Agent steps to train, summed over all envs (40M emulator frames at frameskip 4; Nature
+    trained 50M frames). With N envs a run stops at the first round that reaches it."""
+    envs: int = 0
+    """Environments stepped at once (one process each beyond the first; one batched forward
+    pass acts for all). 0 = "auto": one per CPU core this process may use. 1 runs the single
+    env in this process, with no worker pool."""
+    overlap: str = "auto"
+    """With several envs, whether the learner's updates run while the env workers emulate
+    ("on": every env in a worker, the round's updates between sending the actions and
+    collecting the frames) or after each round ("off": env 0 steps in this process, in lock
+    step with the others). "auto": "on" when the learner is on a GPU, "off" on a CPU, where the
+    update already keeps every core busy (scripts/bench_train.py --overlap measures both)."""
     seed: int = 0
     """One seed, split into the emulator, replay, torch and exploration streams."""
     runs_dir: str = "runs"
@@ -275,6 +294,8 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         _int_range("run.total_steps", self.total_steps, 1, 10**12)
+        _int_range("run.envs", self.envs, 0, 1024)
+        _choice("run.overlap", self.overlap, OVERLAP_MODES)
         _int_range("run.seed", self.seed, 0, 2**31 - 1)
         if not isinstance(self.runs_dir, str) or not self.runs_dir:
             raise ValueError(f"run.runs_dir must be a non-empty path, got {self.runs_dir!r}")
@@ -436,6 +457,8 @@ def _toml_value(value) -> str:
 
 def _coerce(name: str, value, default):
     """Check a TOML/CLI value against the field's default's type; ints are accepted as floats."""
+    if name == "run.envs" and value == "auto":
+        value = 0  # "auto" is spelled 0 in the dataclass (see RunConfig.envs)
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):

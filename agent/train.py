@@ -1,28 +1,28 @@
 """`atari-agent train`: the clipped-gradient DQN training job, top to bottom.
 
-Per agent step: act epsilon-greedily on the env's acting stack; the env writes its new frame
-straight into the replay ring's next slot; the replay records the step. Every `train_freq` steps
-(once the replay holds `learning_starts` transitions) one learner update; every
-`watchdog.check_every` updates a health check (the seed system's diagnostics) that the watchdog
-judges. Every `report_seconds` a row (terminal table, metrics.jsonl, TensorBoard); every
-`checkpoint_every` steps a checkpoint; every `eval_every` steps an evaluation that keeps the best
-checkpoint. Ctrl-C / SIGTERM stop at the next step boundary and save first. A checkpoint that
-cannot be written (a full disk) leaves the previous one intact and, by run.on_save_error, stops
-the run (state "failed") or trains on and tries again at the next interval.
+Per round: every env acts epsilon-greedily (one batched forward pass over the N acting stacks)
+and steps; each new frame goes straight into its env's stream of the replay ring (see
+agent/collector.py). Once the replay holds `learning_starts` transitions, one learner update of
+`batch_size` per `train_freq` agent steps, counted over all envs (so the replay ratio does not
+change with N); every `watchdog.check_every` updates a health check (the seed system's
+diagnostics, agent/health.py) that the watchdog judges, rolling back to the last healthy
+checkpoint on a divergence. Every `report_seconds` a row (terminal table, metrics.jsonl,
+TensorBoard); every `checkpoint_every` steps a checkpoint; every `eval_every` steps an
+evaluation that keeps the best checkpoint. Ctrl-C / SIGTERM stop at the next round and save
+first. A checkpoint that cannot be written (a full disk) leaves the previous one intact and, by
+run.on_save_error, stops the run (state "failed") or trains on and tries again at the next
+interval. An env worker that dies or hangs stops the run "failed", naming it; the checkpoints
+written so far are intact.
 
-State is split so that a checkpoint captures all of it: learner (weights, optimizer, counters),
-env (emulator + RNG), replay (optional snapshot), the exploration and diagnostics RNGs, the
-watchdog's history and the probe batch. With the replay snapshot, `--resume` continues exactly
-as if the run had not stopped.
+A checkpoint captures the whole run (agent/runstate.py): learner, every env (emulator + RNG),
+the exploration and diagnostics RNGs, the watchdog's history and the probe batch, and with
+--save-replay the replay, so that `--resume` continues exactly as if the run had not stopped.
 """
 
 from __future__ import annotations
 
-import json
 import signal
 import time
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,21 +30,22 @@ import numpy as np
 import torch
 
 from agent import checkpoint as ckpt_io
-from agent.checkpoint import CheckpointError, CheckpointStore, to_numpy, to_torch
-from agent.config import Config, EnvConfig, dump_toml, to_dict
-from agent.diagnostics import Watchdog, agreement, button_distribution
+from agent import runstate
+from agent.checkpoint import CheckpointError, CheckpointStore
+from agent.collector import Collector, EnvFactory, check_streams, resolve_envs
+from agent.config import Config, EnvConfig, dump_toml
 from agent.env import AtariEnv
 from agent.evaluate import protocol_config, run_episodes, summarize
 from agent.games import action_set
-from agent.learner import STAT_NAMES, Learner
-from agent.native import FrameReplay
+from agent.health import HealthMonitor
+from agent.learner import Learner, resolve_device
+from agent.native import Batch
 from agent.network import QNetwork
 from agent.report import Reporter
 from agent.runs import write_status
+from agent.workers import WorkerError
 
-EnvFactory = Callable[[int, EnvConfig], object]
-"""make_env(seed, env_config) -> an env with AtariEnv's interface (actions, observation,
-reset(out), step(action, out) -> Step, episode_score, episode_steps, get_state, set_state)."""
+__all__ = ["EnvFactory", "TrainResult", "Trainer", "check_resume", "default_env", "train"]
 
 
 def default_env(seed: int, config: EnvConfig) -> AtariEnv:
@@ -56,15 +57,15 @@ class TrainResult:
     run_dir: Path
     state: str
     """"finished", "interrupted" (Ctrl-C / SIGTERM / stop_after), "halted" (watchdog) or
-    "failed" (a checkpoint could not be written, see run.on_save_error; or bad data, e.g. a NaN
-    reward, stopped the loop: `error` says which)."""
+    "failed" (a checkpoint could not be written, see run.on_save_error; bad data, e.g. a NaN
+    reward; or an env worker died or hung: `error` says which)."""
     steps: int
     episodes: int
     checkpoint: Path | None
     """The last checkpoint written (with "failed": the last good one, intact and loadable)."""
     error: str | None = None
-    """With "failed": one line naming the file that could not be written, the OS error, the
-    last good checkpoint and how to continue."""
+    """With "failed": one line saying what failed, the last good checkpoint and how to
+    continue."""
 
 
 def _seed(seq: np.random.SeedSequence, bits: int = 31) -> int:
@@ -97,77 +98,91 @@ def check_replay_memory(config: Config) -> None:
             f"{have / 2**30:.1f} GiB is available; use --capacity {fits:,} or less")
 
 
+def _crossed(before: int, after: int, every: int) -> bool:
+    """Whether a multiple of `every` lies in (before, after]: a round of N steps crossed it."""
+    return every > 0 and after // every > before // every
+
+
 class Trainer:
-    """One training run in `run_dir`; `run()` trains until total_steps, a stop or a halt."""
+    """One training run in `run_dir`; `run()` trains until total_steps, a stop or a halt;
+    `close()` stops the env workers."""
 
     def __init__(self, config: Config, run_dir: Path, make_env: EnvFactory | None = None,
                  out=None, tensorboard: bool = True):
-        self.config = c = config.validate()
+        c = config.validate()
+        envs = resolve_envs(c.run.envs)
+        if envs != c.run.envs:  # "auto" resolved: config.toml records the count used
+            c = c.replace(run={"envs": envs})
+        check_streams(c, envs)
+        check_replay_memory(c)
+        self.config = c
         self.run_dir = Path(run_dir)
         self.make_env = make_env or default_env
-        if c.learner.threads:
-            torch.set_num_threads(c.learner.threads)
+        device = resolve_device(c.learner.device)
+        threads = c.learner.threads or (1 if device.type == "cuda" else 0)
+        if threads:
+            torch.set_num_threads(threads)
         env_s, replay_s, torch_s, explore_s, diag_s = np.random.SeedSequence(c.run.seed).spawn(5)
-        self.env = self.make_env(_seed(env_s), c.env)
-        self.actions = self.env.actions
-        self.buttons = np.asarray(self.actions.buttons, np.int64)
         torch.manual_seed(_seed(torch_s, 63))
+        overlap = c.run.overlap == "on" or (c.run.overlap == "auto" and device.type == "cuda")
+        self.collector = Collector(c, envs, self.make_env, _seed(env_s), _seed(replay_s, 63),
+                                   explore_s, overlap=overlap)
+        self.replay = self.collector.replay
+        self.actions = self.collector.actions
+        self.buttons = np.asarray(self.actions.buttons, np.int64)
         self.learner = Learner(c.learner, len(self.actions), c.env.stack, c.env.frame_shape)
-        check_replay_memory(c)
-        self.replay = FrameReplay(c.replay.capacity, c.env.frame_shape, c.env.stack,
-                                  c.learner.n_step, c.learner.gamma, c.replay.prioritized,
-                                  c.replay.alpha, seed=_seed(replay_s, 63))
-        self.explore_rng = np.random.default_rng(explore_s)
-        self.diag_rng = np.random.default_rng(diag_s)
-        self.watchdog = Watchdog(c.watchdog)
         self.store = CheckpointStore(self.run_dir, c.run.keep_last)
         ckpt_io.atomic_write(self.run_dir / "config.toml", lambda f: f.write(dump_toml(c).encode()))
         self.reporter = Reporter(self.run_dir, c.run.total_steps, out, tensorboard)
-        # counters and running state (all of it in the checkpoint)
-        self.steps = 0
-        self.episodes = 0
-        self.collected = 0  # transitions added to this replay: learning waits for learning_starts
-        self.scores: deque[float] = deque(maxlen=100)
-        self.pending: list[torch.Tensor] = []  # per-update stats since the last health check
-        self.last_check: dict = {}
-        self.checks: deque[dict] = deque(maxlen=1000)  # recent health checks (incident records)
-        self.healthy = True
-        self.rollbacks_in_row = 0
-        self.incidents = 0
-        self.probe: np.ndarray | None = None
-        self.batch = None
+        self.health = HealthMonitor(c, self.learner, self.replay, self.buttons, self.store,
+                                    self.reporter, self.run_dir, np.random.default_rng(diag_s))
+        self.batch: Batch | None = None
         self.state = "running"
         self.last_checkpoint: Path | None = None
+        self._saved_at_step: int | None = None  # the step of the last checkpoint written
         self._stop_reason: str | None = None
         self._row_requested = False
-        self._episode_open = False
         self.save_failures = 0  # checkpoint writes failed in a row (run.max_save_failures)
         self.save_error: str | None = None  # why the run failed (state "failed")
         self._status_failed = False  # status.json could not be written (said once)
+
+    # The run's counters live with the part that keeps them.
+    steps = property(lambda self: self.collector.steps)
+    episodes = property(lambda self: self.collector.episodes)
+    scores = property(lambda self: self.collector.scores)
+    env = property(lambda self: self.collector.env)
+    """The env, with one env (None with several: they run in `collector`'s VecEnv)."""
+    explore_rng = property(lambda self: self.collector.explore[0])
+    checks = property(lambda self: self.health.checks)
+    incidents = property(lambda self: self.health.incidents)
+    healthy = property(lambda self: self.health.healthy)
+    probe = property(lambda self: self.health.probe)
 
     # ------------------------------------------------------------------ the loop
     def run(self, stop_after: int | None = None) -> TrainResult:
         """Train to total_steps; `stop_after` steps simulates an interruption (tests)."""
         c = self.config
         total = c.run.total_steps
-        if not self._episode_open:
-            self.env.reset(out=self.replay.frame_slot())
-            self.replay.reset()
-            self._episode_open = True
+        if not self.collector.open:
+            self.collector.start()
         previous = self._install_signals()
         self._write_status()
         t_row, s_row = time.monotonic(), self.steps
         try:
             while self.steps < total and self._stop_reason is None:
-                self._step()
-                if (self.collected >= c.learner.learning_starts
-                        and self.steps % c.learner.train_freq == 0):
-                    self._update()
-                if self.steps % c.run.checkpoint_every == 0:
+                before = self.steps
+                if self.collector.overlap:  # the updates while the envs emulate
+                    self.collector.begin(self.learner.act_batch, self._epsilon())
+                    self._learn(before, before + self.collector.num_envs)
+                    self.collector.finish()
+                else:
+                    self._step()
+                    self._learn(before, self.steps)
+                if _crossed(before, self.steps, c.run.checkpoint_every):
                     self._checkpoint()
                     if self.state == "failed":
                         break  # no evaluation (best.pt) and no save on the way out
-                if c.run.eval_every and self.steps % c.run.eval_every == 0:
+                if _crossed(before, self.steps, c.run.eval_every):
                     self.evaluate_and_keep_best()
                 now = time.monotonic()
                 if now - t_row >= c.run.report_seconds or self._row_requested:
@@ -185,16 +200,18 @@ class Trainer:
                 if self.state == "interrupted":
                     self.reporter.event("interrupted", f"stopped at step {self.steps:,} "
                                         f"({self._stop_reason}); saving", steps=self.steps)
-                self._checkpoint(final=True)
+                if self._saved_at_step != self.steps:  # (the loop may have just saved)
+                    self._checkpoint(final=True)
+        except WorkerError as exc:
+            # An env worker died or hung: its emulator is gone, so nothing can be saved; the
+            # checkpoints written so far are intact.
+            self._failed(str(exc).splitlines()[0] + "; " + self._resume_hint())
         except Exception as exc:
             # An error out of the loop ends the run unsaved: the state it reached is suspect,
             # and the checkpoints written so far are intact. A ValueError is bad data (e.g. a
             # NaN reward, which the message names): the run ends "failed" with that message.
             # Anything else is a bug and keeps its traceback.
-            self.state = "failed"
-            self.save_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            self.reporter.event("error", f"step {self.steps:,}: {self.save_error}",
-                                steps=self.steps)
+            self._failed(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             if not isinstance(exc, ValueError):
                 raise
         finally:
@@ -205,128 +222,64 @@ class Trainer:
                            self.last_checkpoint,
                            self.save_error if self.state == "failed" else None)
 
+    def _failed(self, message: str) -> None:
+        self.state = "failed"
+        self.save_error = message
+        self.reporter.event("error", f"step {self.steps:,}: {message}", steps=self.steps)
+
+    def _resume_hint(self) -> str:
+        if self.last_checkpoint is None:
+            return "no checkpoint was written yet: start the run again"
+        return (f"the last checkpoint {self.last_checkpoint.name} is intact: continue with "
+                f"`atari-agent train --resume {self.run_dir}`")
+
     def _epsilon(self) -> float:
         return self.config.explore.epsilon(self.steps, self.config.learner.learning_starts)
 
-    def _step(self) -> None:
-        eps = self._epsilon()
-        if self.explore_rng.random() < eps:
-            action = int(self.explore_rng.integers(len(self.actions)))
-        else:
-            action = self.learner.act(self.env.observation)
-        s = self.env.step(action, out=self.replay.frame_slot())
-        try:
-            self.replay.add(action, s.reward, s.learn_terminal,
-                            s.truncated and not s.learn_terminal)
-        except ValueError as exc:  # e.g. a NaN reward: never let it into the replay
-            raise ValueError(f"step {self.steps + 1:,}: the environment returned a transition "
-                             f"that cannot be learned from ({exc}); training stopped, the "
-                             f"checkpoints saved so far are intact") from None
-        self.steps += 1
-        self.collected += 1
-        if s.terminated or s.truncated:
-            self.scores.append(float(self.env.episode_score))
-            self.episodes += 1
-            self.env.reset(out=self.replay.frame_slot())
-            self.replay.reset()
-        elif s.learn_terminal:  # a lost life ends a learning episode; the game goes on
-            self.replay.reset(self.env.observation[-1])
+    def _step(self) -> int:
+        """One round: every env acts and steps (agent/collector.py); the agent steps taken."""
+        act = self.learner.act if self.collector.num_envs == 1 else self.learner.act_batch
+        return self.collector.step(act, self._epsilon())
+
+    def _learn(self, before: int, after: int) -> None:
+        """The updates due for the round from agent step `before` to `after`: one per
+        `train_freq` steps over all envs, once the round has brought the replay to
+        `learning_starts` transitions (and it holds a batch of valid ones)."""
+        c = self.config.learner
+        collected = self.collector.collected + (after - self.steps)  # (a round in flight)
+        if collected < c.learning_starts or len(self.replay) < c.batch_size:
+            return
+        for _ in range(after // c.train_freq - before // c.train_freq):
+            self._update()
+            if self._stop_reason == "watchdog":
+                return
 
     def _update(self) -> None:
+        """One learner update on a sampled batch; a health check when one is due."""
         c = self.config
-        if self.probe is None:
-            # A C-order copy whatever the batch's layout: the checkpoint keeps a plain tensor.
-            self.probe = self._diag_sample(c.run.probe_size).obs.copy(order="C")
+        if self.batch is None:
+            # The gather writes straight into the learner's buffers (pinned on a GPU), in the
+            # layout its networks read without a permute (see Learner.channels_last).
+            h, w = c.env.frame_shape
+            self.batch = Batch(c.learner.batch_size, c.env.stack, h, w,
+                               self.learner.channels_last,
+                               buffers=self.learner.batch_buffers(c.learner.batch_size))
         frac = min(self.steps / c.run.total_steps, 1.0)
         beta = c.replay.beta_start + (c.replay.beta_end - c.replay.beta_start) * frac
-        # In the layout the learner's networks read without a permute (see Learner.channels_last).
-        self.batch = self.replay.sample(c.learner.batch_size, beta, out=self.batch,
-                                        channels_last=self.learner.channels_last)
+        self.replay.sample(c.learner.batch_size, beta, out=self.batch)
         result = self.learner.update(self.batch, want_td=c.replay.prioritized)
         if c.replay.prioritized:
             self.replay.update_priorities(self.batch.index, result.td_abs + c.replay.priority_eps)
-        self.pending.append(result.stats)
-        if self.learner.updates % c.watchdog.check_every == 0:
-            self.health_check()
-
-    # ------------------------------------------------------------------ diagnostics
-    def _diag_sample(self, n: int):
-        """n replay transitions picked with the diagnostics RNG (training's draws untouched)."""
-        valid = self.replay.valid_indices()
-        pick = self.diag_rng.choice(valid, size=min(n, len(valid)), replace=False)
-        return self.replay.gather(np.sort(pick), channels_last=self.learner.channels_last)
-
-    def measure(self) -> dict:
-        """The seed system's diagnostics now (consumes the pending per-update stats)."""
-        m: dict = dict.fromkeys(STAT_NAMES)
-        if self.pending:
-            stats = torch.stack(self.pending).double().mean(dim=0).tolist()
-            m.update(zip(STAT_NAMES, stats, strict=True))
-            self.pending = []
-        batch = self._diag_sample(self.config.run.diag_batch)
-        greedy = self.learner.q_values(batch.obs).argmax(dim=1).cpu().numpy()
-        m["agree"] = agreement(greedy, batch.action)
-        m["greedy_dist"] = button_distribution(greedy, self.buttons)
-        m["replay_dist"] = button_distribution(batch.action, self.buttons)
-        q = self.learner.q_values(self.probe)
-        m["q_min"], m["q_mean"], m["q_max"] = (float(q.min()), float(q.mean()), float(q.max()))
-        m["target_age"] = self.learner.target_age
-        return m
-
-    def health_check(self) -> list[str]:
-        m = self.measure()
-        reasons = self.watchdog.check(m, self.learner.weights_finite())
-        self.last_check = m
-        self.checks.append({"steps": self.steps, "updates": self.learner.updates, **m,
-                            "alarm": reasons})
-        self.healthy = not reasons
-        if reasons:
-            self._divergence(reasons, m)
-        return reasons
-
-    def _divergence(self, reasons: list[str], m: dict) -> None:
-        c = self.config.watchdog
-        self.incidents += 1
-        halt = c.on_divergence == "halt" or self.rollbacks_in_row >= c.max_rollbacks
-        target = None if halt else self.store.latest_healthy()
-        action = "halt" if halt or target is None else "rollback"
-        record = {"event": "divergence", "steps": self.steps, "updates": self.learner.updates,
-                  "reasons": reasons, "metrics": m, "action": action,
-                  "rollback_to": None if target is None else target.name,
-                  "rollbacks_in_row": self.rollbacks_in_row,
-                  "recent_checks": list(self.checks)[-20:]}
-        incidents = self.run_dir / "incidents"
-        incidents.mkdir(exist_ok=True)
-        path = incidents / f"incident-{self.incidents:03d}-step{self.steps}.json"
-        text = json.dumps(record, indent=1, default=str).encode()
-        ckpt_io.atomic_write(path, lambda f: f.write(text))  # never a half record after a kill
-        self.reporter.event("divergence", f"step {self.steps:,}: " + "; ".join(reasons) +
-                            f" -> {action} (incident record {path.name})", **{
-                                k: v for k, v in record.items()
-                                if k not in ("event", "recent_checks")})
-        if action == "halt":
-            why = ("on_divergence is 'halt'" if c.on_divergence == "halt" else
-                   f"{self.rollbacks_in_row} roll-backs in a row" if target is None and
-                   self.rollbacks_in_row >= c.max_rollbacks else "no healthy checkpoint yet")
-            self.reporter.event("halt", f"training halted ({why}); the last healthy checkpoint "
-                                f"is {self.store.latest_healthy()}", steps=self.steps)
+        if self.health.record(result.stats) and self.health.check(self.steps) == "halt":
             self.state = "halted"
             self._stop_reason = "watchdog"
-            return
-        saved = ckpt_io.load(target)
-        updates = self.learner.updates  # the count of updates done stays monotonic
-        self.learner.load_state_dict(saved["learner"], resync_target=True)
-        self.learner.updates = self.learner.target_synced_at = updates
-        self.watchdog.reset_agreement()
-        self.pending = []
-        self.rollbacks_in_row += 1
-        self.reporter.event("rollback", f"restored {target.name} (step "
-                            f"{saved['counters']['steps']:,}) and re-synced the target network",
-                            steps=self.steps, checkpoint=target.name,
-                            checkpoint_steps=saved["counters"]["steps"])
 
+    def health_check(self) -> str:
+        return self.health.check(self.steps)
+
+    # ------------------------------------------------------------------ reporting
     def _report(self, sps: float) -> None:
-        m = self.last_check
+        m = self.health.last_check
         row = {"time": time.time(), "steps": self.steps, "updates": self.learner.updates,
                "sps": sps, "epsilon": self._epsilon(),
                "episodes": self.episodes,
@@ -345,7 +298,8 @@ class Trainer:
         try:
             write_status(self.run_dir, state=self.state, game=self.config.env.game,
                          steps=self.steps, total_steps=self.config.run.total_steps,
-                         episodes=self.episodes,
+                         episodes=self.episodes, envs=self.collector.num_envs,
+                         workers=self.collector.worker_pids,
                          score_mean100=float(np.mean(self.scores)) if self.scores else None,
                          checkpoint=None if self.last_checkpoint is None
                          else self.last_checkpoint.name, error=self.save_error)
@@ -365,8 +319,8 @@ class Trainer:
     def evaluate_and_keep_best(self) -> None:
         summary = self.evaluate(self.config.run.eval_episodes, seed=10_000 + self.steps)
         try:
-            kept = self.healthy and self.store.save_best(self.payload(), self.steps,
-                                                         summary["mean"])
+            kept = self.health.healthy and self.store.save_best(self.payload(), self.steps,
+                                                                summary["mean"])
         except CheckpointError as exc:  # best.pt could not be written: as any checkpoint
             kept = False
             self._save_failed(exc)
@@ -377,35 +331,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def payload(self) -> dict:
-        return {
-            "game": self.config.env.game,
-            "layout": self.actions.layout(),
-            "network": self.learner.online.spec(),
-            "config": to_dict(self.config),
-            "learner": self.learner.state_dict(),
-            "counters": {"steps": self.steps, "episodes": self.episodes,
-                         "collected": self.collected, "updates": self.learner.updates,
-                         "incidents": self.incidents, "rollbacks_in_row": self.rollbacks_in_row},
-            "epsilon": self._epsilon(),
-            "scores": list(self.scores),
-            "rng": {"explore": self.explore_rng.bit_generator.state,
-                    "diag": self.diag_rng.bit_generator.state,
-                    "torch": torch.get_rng_state()},
-            "env": to_torch(self.env.get_state()),
-            "watchdog": self.watchdog.state_dict(),
-            "last_check": self.last_check,
-            "probe": None if self.probe is None else torch.from_numpy(self.probe),
-            "pending": torch.stack(self.pending).cpu() if self.pending else None,
-            "saved_at": time.time(),
-        }
+        return runstate.payload(self.config, self.actions, self.learner, self.collector,
+                                self.health, self._epsilon())
 
     def save(self) -> Path:
-        healthy = self.healthy and self.learner.weights_finite()
+        healthy = self.health.healthy and self.learner.weights_finite()
         replay = self.replay.state_dict() if self.config.run.save_replay else None
         self.last_checkpoint = self.store.save(self.payload(), self.steps, healthy, replay)
+        self._saved_at_step = self.steps
         self.save_failures = 0
-        if healthy:
-            self.rollbacks_in_row = 0
+        self.health.saved(healthy)
         self._write_status()
         return self.last_checkpoint
 
@@ -469,36 +404,27 @@ class Trainer:
         saved = ckpt_io.load(path)
         ckpt_io.verify(saved, path, network=self.learner.online.spec(),
                        layout=self.actions.layout())
-        self.learner.load_state_dict(saved["learner"])
-        n = saved["counters"]
-        self.steps, self.episodes = int(n["steps"]), int(n["episodes"])
-        self.incidents, self.rollbacks_in_row = int(n["incidents"]), int(n["rollbacks_in_row"])
-        self.scores = deque((float(s) for s in saved["scores"]), maxlen=100)
-        self.explore_rng.bit_generator.state = saved["rng"]["explore"]
-        self.diag_rng.bit_generator.state = saved["rng"]["diag"]
-        torch.set_rng_state(saved["rng"]["torch"])
-        self.env.set_state(to_numpy(saved["env"]))
-        self.watchdog.load_state_dict(saved["watchdog"])
-        self.last_check = saved["last_check"]
-        self.healthy = bool(saved.get("healthy", True))
-        self.probe = None if saved["probe"] is None else saved["probe"].numpy().copy()
-        self.pending = [] if saved["pending"] is None else list(saved["pending"])
-        self.last_checkpoint = path
+        envs = runstate.saved_envs(saved)
+        if envs != self.collector.num_envs:
+            raise CheckpointError(_envs_mismatch(path, envs, self.collector.num_envs))
         replay_file = saved.get("replay_file")
+        replay = None
         if replay_file and (path.parent / replay_file).is_file():
-            self.replay.load_state_dict(ckpt_io.load_arrays(path.parent / replay_file))
-            self.collected = int(n["collected"])
+            replay = ckpt_io.load_arrays(path.parent / replay_file)
+        runstate.restore(saved, self.learner, self.collector, self.health, replay)
+        self.last_checkpoint = path
+        self._saved_at_step = self.steps
+        if replay is not None:
             note = "with its replay snapshot: continuing exactly"
         else:
-            # No snapshot: a fresh replay; the env is mid-episode, so the replay starts a new
-            # segment at the current frame, and learning waits until it holds learning_starts.
-            self.replay.reset(self.env.observation[-1])
-            self.collected = 0
             note = (f"without a replay snapshot: refilling {self.config.learner.learning_starts:,}"
                     f" transitions before learning resumes")
-        self._episode_open = True
         self.reporter.event("resume", f"resumed from {path.name} at step {self.steps:,} "
                             f"({note})", steps=self.steps, checkpoint=path.name)
+
+    def close(self) -> None:
+        """Stop the env workers; idempotent (the trainer cannot run after it)."""
+        self.collector.close()
 
     # ------------------------------------------------------------------ signals
     def request_stop(self, reason: str) -> None:
@@ -531,25 +457,42 @@ class Trainer:
             signal.signal(sig, handler)
 
 
-def check_resume(config: Config, path: Path) -> None:
-    """Refuse a checkpoint that `config` cannot continue (unreadable, another network, game or
-    action layout) before anything in its run directory is written."""
+def _envs_mismatch(path: Path, saved: int, asked: int) -> str:
+    return (f"checkpoint {path} is of a run with {saved} env(s) (its emulators and replay "
+            f"streams), but {asked} were asked for: a run keeps its number of envs; resume "
+            f"without --envs, or start a new run")
+
+
+def check_resume(config: Config, path: Path) -> Config:
+    """Refuse a checkpoint that `config` cannot continue (unreadable, another network, game,
+    action layout or number of envs) before anything in its run directory is written. Returns
+    the config to resume with: run.envs "auto" takes the checkpoint's number of envs."""
     saved = ckpt_io.load(path)
     actions = action_set(config.env.game, config.env.action_set)
     network = QNetwork(len(actions), config.env.stack, config.env.frame_shape,
                        config.learner.dueling).spec()
     ckpt_io.verify(saved, path, network=network, layout=actions.layout())
+    envs = runstate.saved_envs(saved)
+    if config.run.envs == 0:
+        return config.replace(run={"envs": envs})
+    if config.run.envs != envs:
+        raise CheckpointError(_envs_mismatch(path, envs, config.run.envs))
+    return config
 
 
 def train(config: Config, run_dir: Path, resume_from: Path | None = None,
           make_env: EnvFactory | None = None, out=None, stop_after: int | None = None,
           tensorboard: bool = True) -> TrainResult:
-    """Train in `run_dir` (created by the caller), resuming from a checkpoint if given."""
+    """Train in `run_dir` (created by the caller), resuming from a checkpoint if given; the
+    env workers are stopped whatever way it ends."""
     trainer = Trainer(config, run_dir, make_env, out, tensorboard)
-    if resume_from is not None:
-        try:
-            trainer.restore(resume_from)
-        except CheckpointError:
-            trainer.reporter.close()
-            raise
-    return trainer.run(stop_after=stop_after)
+    try:
+        if resume_from is not None:
+            try:
+                trainer.restore(resume_from)
+            except CheckpointError:
+                trainer.reporter.close()
+                raise
+        return trainer.run(stop_after=stop_after)
+    finally:
+        trainer.close()

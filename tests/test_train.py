@@ -30,7 +30,7 @@ def toy_config(**sections) -> Config:
         replay={"capacity": 800},
         watchdog={"check_every": 50},
         run={"total_steps": 2_000, "report_seconds": 1e6, "checkpoint_every": 500,
-             "eval_every": 0, "diag_batch": 256, "probe_size": 64, "seed": 3},
+             "eval_every": 0, "diag_batch": 256, "probe_size": 64, "seed": 3, "envs": 1},
     )
     return base.replace(**sections) if sections else base
 
