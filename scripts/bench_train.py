@@ -7,6 +7,8 @@ Run from the repository root (the `agent` package built and installed; stable-ba
     python scripts/bench_train.py --json bench.json    # also write the numbers as JSON
     python scripts/bench_train.py --steps 50000 --learning-starts 10000 --seed 1
     python scripts/bench_train.py --threads 1          # one torch thread a side (see below)
+    python scripts/bench_train.py --envs 1,2,4         # ours and SB3 with 1, 2 and 4 envs
+    python scripts/bench_train.py --device cuda --envs 15 --sb3-envs none   # a GPU machine
 
 Both sides train vanilla DQN on Breakout (ALE's minimal action set, 4 actions) for the same
 budget of agent steps with the same hyper-parameters: replay buffer 100,000; batch 32; one
@@ -30,6 +32,15 @@ clipped to their sign, a lost life a terminal for learning (the game goes on).
   `make_atari_env("ALE/Breakout-v5", n_envs=1, env_kwargs={"frameskip": 1,
   "repeat_action_probability": 0.25})` (gymnasium env in SB3's AtariWrapper, Monitor inside)
   + `VecFrameStack(4)`.
+
+Envs. `--envs` lists the numbers of environments our trainer runs with (one run each; default
+1,2), `--sb3-envs` SB3's (default: the same; `none` skips SB3). The replay ratio stays the same
+whatever N: ours counts `train_freq` over all envs' steps (one update per 4 agent steps);
+SB3's counts vector steps, so it is given train_freq 4/N vector steps (N = 1, 2, 4) or, for N a
+multiple of 4, one vector step with N/4 gradient steps. SB3's envs run in `SubprocVecEnv`
+processes when N > 1 (what SB3 offers for parallel envs; `DummyVecEnv` steps them one after the
+other in one process). The headline (`envs`, `sps`, `sps_ratio_vs_sb3`) is the largest N of
+`--envs`; `sps_envs2_vs_envs1` is ours with 2 envs over ours with 1, from the same run.
 
 Each side keeps its own defaults for what this script does not set: ours runs its learner
 updates in bf16 autocast on CPU (learner.precision "auto"), SB3 in fp32; both use torch's default
@@ -56,7 +67,8 @@ do not disturb the other. Per side:
   games), and the number of games. After 25,000 steps both are near random play; the score
   shows that both learn the same task, not which learns better.
 
-The target: ours >= 2x SB3's learning-phase SPS. CPU seconds per wall second of the learning
+The targets: ours >= 2x SB3's learning-phase SPS with one env each; ours >= 2.5x SB3's with two
+envs each; ours with 2 envs >= 1.3x ours with one. CPU seconds per wall second of the learning
 phase, the other load (CPU seconds per wall second that other processes used, from /proc/stat)
 and the load average show how many cores each side used and whether other load shared them.
 Other load matters far more than its share: torch's OpenMP threads wait for each other at every
@@ -100,9 +112,26 @@ SCORE_WINDOW = 20
 PURE_REPEATS = 3
 PURE_WARMUP = 3
 
-TARGET_SPS_RATIO = 2.0
+TARGET_SPS_RATIO = 2.0  # ours / SB3, one env each
+TARGET_SPS_RATIO_ENVS2 = 2.5  # ours / SB3, two envs each
+TARGET_ENVS2_VS_ENVS1 = 1.3  # ours with two envs / ours with one
 OTHER_LOAD_WARN = 0.25  # cores of other load during a learning phase that the table warns about
-SIDES = ("ours", "sb3")
+LIBRARIES = ("ours", "sb3")
+
+
+def side_key(library: str, envs: int) -> str:
+    return f"{library}_envs{envs}"
+
+
+def sb3_train_freq(envs: int) -> tuple[int, int]:
+    """SB3's (train_freq in vector steps, gradient_steps) for one update per TRAIN_FREQ agent
+    steps with `envs` envs (SB3 counts train_freq in steps of the whole vector env)."""
+    if TRAIN_FREQ % envs == 0:
+        return TRAIN_FREQ // envs, 1
+    if envs % TRAIN_FREQ == 0:
+        return 1, envs // TRAIN_FREQ
+    raise ValueError(f"SB3 cannot keep one update per {TRAIN_FREQ} agent steps with {envs} envs: "
+                     f"use 1, 2, 4 or a multiple of 4")
 
 
 def settings(steps: int, learning_starts: int, seed: int) -> dict:
@@ -217,7 +246,21 @@ def other_load(a: tuple, b: tuple) -> float | None:
 
 
 # ------------------------------------------------------------------------------ the sides
-def run_ours(steps: int, learning_starts: int, seed: int, pure_n: int, threads: int) -> dict:
+class _SampleTimer:
+    """The trainer's replay with its `sample` timed (everything else passed through)."""
+
+    def __init__(self, replay, sample):
+        self._replay, self.sample = replay, sample
+
+    def __getattr__(self, name):
+        return getattr(self._replay, name)
+
+    def __len__(self) -> int:
+        return len(self._replay)
+
+
+def run_ours(steps: int, learning_starts: int, seed: int, pure_n: int, threads: int,
+             envs: int, device: str, overlap: str = "auto") -> dict:
     import torch
 
     from agent.config import Config
@@ -231,11 +274,11 @@ def run_ours(steps: int, learning_starts: int, seed: int, pure_n: int, threads: 
                      huber_delta=1.0, max_grad_norm=MAX_GRAD_NORM, td_clip=0.0,
                      double_dqn=False, dueling=False,
                      target_update=TARGET_UPDATE_STEPS // TRAIN_FREQ, train_freq=TRAIN_FREQ,
-                     learning_starts=learning_starts, threads=threads),
+                     learning_starts=learning_starts, threads=threads, device=device),
         explore=ours_explore(steps, learning_starts),
         replay=dict(capacity=REPLAY_CAPACITY, prioritized=False),
         run=dict(total_steps=steps, seed=seed, eval_every=0, checkpoint_every=steps,
-                 report_seconds=1e9, save_replay=False),
+                 report_seconds=1e9, save_replay=False, envs=envs, overlap=overlap),
     )
     clock = time.perf_counter
     with tempfile.TemporaryDirectory(prefix="bench_train_") as run_dir, \
@@ -248,8 +291,9 @@ def run_ours(steps: int, learning_starts: int, seed: int, pure_n: int, threads: 
 
         def first_update() -> None:  # the first call marks the start of the learning phase
             marks["learn"] = clock_marks()
-            trainer._update = update
-            update()
+            phase_s.clear()  # from here on: the learning phase
+            trainer._update = timed("update", update)
+            trainer._update()
 
         def timed_save():
             if "end" not in marks:  # the first save: the last step is done
@@ -260,25 +304,54 @@ def run_ours(steps: int, learning_starts: int, seed: int, pure_n: int, threads: 
             finally:
                 marks["save_s"] = marks.get("save_s", 0.0) + clock() - t
 
+        # Where the learning phase's wall time goes: each of these calls timed (a call inside
+        # another counts in both: the updates of an overlapped round run between its begin and
+        # finish, not inside them).
+        phase_s: dict[str, float] = {}
+
+        def timed(name: str, fn):
+            def call(*a, **kw):
+                t = clock()
+                try:
+                    return fn(*a, **kw)
+                finally:
+                    phase_s[name] = phase_s.get(name, 0.0) + clock() - t
+            return call
+
+        collector, learner = trainer.collector, trainer.learner
+        if collector.num_envs > 1:
+            collector.begin = timed("act_and_send", collector.begin)
+            collector.finish = timed("env_wait_and_record", collector.finish)
+            collector.step = timed("round", collector.step)
+        learner.act_batch = timed("act", learner.act_batch)
+        learner.act = timed("act", learner.act)
+        replay_sample = trainer.replay.sample
+        trainer.replay = _SampleTimer(trainer.replay, timed("sample", replay_sample))
         trainer._update, trainer.save = first_update, timed_save
         start = clock_marks()
-        result = trainer.run()
+        try:
+            result = trainer.run()
+        finally:
+            trainer.close()
         done = clock_marks()
         res = dict(
-            side="ours", steps=trainer.steps, learning_starts=learning_starts,
+            side=side_key("ours", envs), library_key="ours", envs=envs,
+            overlap=trainer.collector.overlap, phase_s=dict(phase_s),
+            steps=trainer.steps, learning_starts=learning_starts,
             updates=trainer.learner.updates, setup_s=setup_s, final_checkpoint_s=marks["save_s"],
             state=result.state, incidents=trainer.incidents,
         )
         phases(res, start, marks.get("learn"), marks["end"], done)
 
-        replay, learner = trainer.replay, trainer.learner
+        replay, learner = trainer.collector.replay, trainer.learner
         batch = trainer.batch
 
         def updates(k: int) -> None:
-            nonlocal batch
             for _ in range(k):
-                batch = replay.sample(BATCH, 1.0, out=batch)
+                replay.sample(BATCH, 1.0, out=batch)
                 learner.update(batch)
+            if learner.device.type == "cuda":
+                torch.cuda.synchronize()
 
         rates = time_pure(updates, pure_n)
         scores = list(trainer.scores)
@@ -295,7 +368,8 @@ def run_ours(steps: int, learning_starts: int, seed: int, pure_n: int, threads: 
     return res
 
 
-def run_sb3(steps: int, learning_starts: int, seed: int, pure_n: int, threads: int) -> dict:
+def run_sb3(steps: int, learning_starts: int, seed: int, pure_n: int, threads: int,
+            envs: int, device: str) -> dict:
     import ale_py
     import gymnasium
     import stable_baselines3
@@ -303,7 +377,7 @@ def run_sb3(steps: int, learning_starts: int, seed: int, pure_n: int, threads: i
     from stable_baselines3 import DQN
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_atari_env
-    from stable_baselines3.common.vec_env import VecFrameStack
+    from stable_baselines3.common.vec_env import SubprocVecEnv, VecFrameStack
 
     gymnasium.register_envs(ale_py)
     if threads:
@@ -335,13 +409,18 @@ def run_sb3(steps: int, learning_starts: int, seed: int, pure_n: int, threads: i
             self.end = clock_marks()
 
     t0 = clock()
-    env = make_atari_env(SB3_ENV_ID, n_envs=1, seed=seed,
-                         env_kwargs={"frameskip": 1, "repeat_action_probability": STICKY})
+    train_freq, gradient_steps = sb3_train_freq(envs)
+    env = make_atari_env(SB3_ENV_ID, n_envs=envs, seed=seed,
+                         env_kwargs={"frameskip": 1, "repeat_action_probability": STICKY},
+                         vec_env_cls=SubprocVecEnv if envs > 1 else None,
+                         # fork: the workers inherit ale_py's registration of the ALE/ ids
+                         vec_env_kwargs={"start_method": "fork"} if envs > 1 else None)
     env = VecFrameStack(env, STACK)
     model = DQN(
         "CnnPolicy", env, learning_rate=LR, buffer_size=REPLAY_CAPACITY,
         learning_starts=learning_starts, batch_size=BATCH, tau=1.0, gamma=GAMMA,
-        train_freq=TRAIN_FREQ, gradient_steps=1, target_update_interval=TARGET_UPDATE_STEPS,
+        train_freq=train_freq, gradient_steps=gradient_steps,
+        target_update_interval=TARGET_UPDATE_STEPS, device=device,
         exploration_fraction=EXPLORATION_FRACTION, exploration_initial_eps=EPS_START,
         exploration_final_eps=EPS_END, max_grad_norm=MAX_GRAD_NORM,
         optimize_memory_usage=False, seed=seed, verbose=0,
@@ -351,12 +430,17 @@ def run_sb3(steps: int, learning_starts: int, seed: int, pure_n: int, threads: i
     start = clock_marks()
     model.learn(total_timesteps=steps, callback=timer, progress_bar=False)
     done = clock_marks()
-    res = dict(side="sb3", steps=model.num_timesteps, learning_starts=learning_starts,
-               updates=model._n_updates, setup_s=setup_s)
+    res = dict(side=side_key("sb3", envs), library_key="sb3", envs=envs,
+               steps=model.num_timesteps, learning_starts=learning_starts,
+               updates=model._n_updates, setup_s=setup_s, sb3_train_freq=train_freq,
+               sb3_gradient_steps=gradient_steps,
+               vec_env="SubprocVecEnv" if envs > 1 else "DummyVecEnv")
     phases(res, start, timer.learn, timer.end, done)
 
     def updates(k: int) -> None:
         model.train(gradient_steps=k, batch_size=BATCH)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
 
     rates = time_pure(updates, pure_n)
     scores = [float(info["r"]) for info in model.ep_info_buffer]
@@ -377,31 +461,39 @@ def run_sb3(steps: int, learning_starts: int, seed: int, pure_n: int, threads: i
     return res
 
 
-def side_main(side: str, steps: int, learning_starts: int, seed: int, pure_n: int,
-              threads: int) -> int:
+def side_main(side: str, envs: int, device: str, steps: int, learning_starts: int, seed: int,
+              pure_n: int, threads: int, overlap: str) -> int:
     """`--side`: train one side, print its result as one JSON line on stdout."""
     stdout, sys.stdout = sys.stdout, sys.stderr  # whatever the libraries print goes to stderr
-    res = (run_ours if side == "ours" else run_sb3)(steps, learning_starts, seed, pure_n, threads)
+    if side == "ours":
+        res = run_ours(steps, learning_starts, seed, pure_n, threads, envs, device, overlap)
+    else:
+        res = run_sb3(steps, learning_starts, seed, pure_n, threads, envs, device)
     print(json.dumps(res), file=stdout, flush=True)
     return 0
 
 
-def run_side(side: str, args, log) -> dict:
+def run_side(library: str, envs: int, args, log) -> dict:
     """This script in a fresh process for one side; its result, or {"error": ...}."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--side", side, "--steps", str(args.steps),
+    key = side_key(library, envs)
+    cmd = [sys.executable, os.path.abspath(__file__), "--side", library, "--side-envs",
+           str(envs), "--device", args.device, "--steps", str(args.steps),
            "--learning-starts", str(args.learning_starts), "--seed", str(args.seed),
-           "--pure-updates", str(args.pure_updates), "--threads", str(args.threads)]
-    log(f"training {side}: {args.steps:,} steps (learning from {args.learning_starts:,})")
+           "--pure-updates", str(args.pure_updates), "--threads", str(args.threads),
+           "--overlap", args.overlap, "--batch", str(args.batch), "--train-freq",
+           str(args.train_freq)]
+    log(f"training {key}: {args.steps:,} steps (learning from {args.learning_starts:,})")
     t = time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # stderr: passed through
     wall = time.perf_counter() - t
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
-        log(f"{side} failed (exit status {proc.returncode}; see stderr above)")
-        return {"side": side, "error": f"exit status {proc.returncode}", "process_s": wall}
+        log(f"{key} failed (exit status {proc.returncode}; see stderr above)")
+        return {"side": key, "library_key": library, "envs": envs,
+                "error": f"exit status {proc.returncode}", "process_s": wall}
     res = json.loads(lines[-1])
     res["process_s"] = wall
-    log(f"{side} done in {wall:.0f} s: learning-phase {res['learning_sps']:.0f} SPS")
+    log(f"{key} done in {wall:.0f} s: learning-phase {res['learning_sps']:.0f} SPS")
     return res
 
 
@@ -423,24 +515,28 @@ def render(res: dict) -> str:
         f"Breakout (minimal action set), {s['steps']:,} agent steps a side, learning from step "
         f"{s['learning_starts']:,}, seed {s['seed']}; vanilla DQN, replay "
         f"{s['replay_capacity']:,}, batch {s['batch_size']}, an update every {s['train_freq']} "
-        f"steps, target sync every {s['target_update_steps']:,} steps, epsilon "
-        f"{s['eps_start']:g} -> {s['eps_end']:g} over "
-        f"{s['eps_decay_steps']:,} steps; torch threads: {s['torch_threads']}.",
+        f"agent steps (over all envs), target sync every {s['target_update_steps']:,} steps, "
+        f"epsilon {s['eps_start']:g} -> {s['eps_end']:g} over {s['eps_decay_steps']:,} steps; "
+        f"torch threads: {s['torch_threads']}; device {s['device']}.",
         "",
     ]
-    for key in SIDES:
-        d = sides[key]
+    for key, d in sides.items():
         if "error" in d:
             lines.append(f"- {key}: failed ({d['error']})")
             continue
+        extra = (f", {d['vec_env']}, train_freq {d['sb3_train_freq']} vector steps x "
+                 f"{d['sb3_gradient_steps']} gradient steps" if d["library_key"] == "sb3" else
+                 f", updates {'while the envs emulate' if d['overlap'] else 'after each round'}")
         lines.append(
             f"- {key}: {d['library']}, torch {d['torch_version']}, {d['precision']}, "
-            f"{d['torch_threads']} torch threads, device {d['device']}, {d['n_actions']} actions; "
-            f"setup {d['setup_s']:.1f} s, warm-up {fmt(d['warmup_s'], '.1f')} s, learning "
-            f"{fmt(d['learning_s'], '.1f')} s ({fmt(d['learning_cpu_per_wall'], '.2f')} CPU s per "
-            f"wall s; other load {fmt(d['other_load_cpu_per_wall'], '.2f')} cores, "
+            f"{d['torch_threads']} torch threads, device {d['device']}, {d['n_actions']} actions"
+            f"{extra}; setup {d['setup_s']:.1f} s, warm-up {fmt(d['warmup_s'], '.1f')} s, "
+            f"learning {fmt(d['learning_s'], '.1f')} s ({fmt(d['learning_cpu_per_wall'], '.2f')} "
+            f"CPU s per wall s; other load {fmt(d['other_load_cpu_per_wall'], '.2f')} cores, "
             f"{fmt(d['other_load_cpu_per_wall_run'], '.2f')} over the whole run), "
             f"{d['updates']:,} updates; peak RSS {fmt(d['max_rss_mb'], ',.0f')} MB."
+            + ("" if not d.get("phase_s") else " Learning phase, seconds in: " + ", ".join(
+                f"{k} {v:.1f}" for k, v in sorted(d["phase_s"].items())) + ".")
         )
     busy = [d[k] for d in sides.values()
             for k in ("other_load_cpu_per_wall", "other_load_cpu_per_wall_run")
@@ -453,34 +549,33 @@ def render(res: dict) -> str:
         )
     lines += [
         "",
-        "| Side | learning-phase SPS | overall SPS | updates/s (in training) | pure updates/s "
-        f"| episodes | score (last {SCORE_WINDOW}) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| Side | envs | learning-phase SPS | overall SPS | updates/s (in training) | "
+        f"pure updates/s | episodes | score (last {SCORE_WINDOW}) | vs ours, 1 env | vs SB3, "
+        "same envs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for key in SIDES:
-        d = sides[key]
+    for d in sides.values():
         if "error" in d:
-            lines.append(f"| {key} | n/a | n/a | n/a | n/a | n/a | n/a |")
+            lines.append(f"| {d['library_key']} | {d['envs']} | n/a | n/a | n/a | n/a | n/a | "
+                         f"n/a | | |")
             continue
+        vs1 = vs_sb3 = ""
+        if d["library_key"] == "ours":
+            r1 = res["sps_vs_envs1"].get(str(d["envs"]))
+            rs = res["sps_vs_sb3"].get(str(d["envs"]))
+            vs1 = "" if r1 is None else f"{r1:.2f}x"
+            vs_sb3 = "" if rs is None else f"**{rs:.2f}x**"
         lines.append(
-            f"| {key} | {fmt(d['learning_sps'])} | {fmt(d['overall_sps'])} | "
-            f"{fmt(d['updates_per_s'], ',.1f')} | {fmt(d['pure_updates_per_s'], ',.1f')} | "
-            f"{d['episodes']} | {fmt(d['score'], '.1f')} |"
+            f"| {d['library_key']} | {d['envs']} | {fmt(d['learning_sps'])} | "
+            f"{fmt(d['overall_sps'])} | {fmt(d['updates_per_s'], ',.1f')} | "
+            f"{fmt(d['pure_updates_per_s'], ',.1f')} | {d['episodes']} | "
+            f"{fmt(d['score'], '.1f')} | {vs1} | {vs_sb3} |"
         )
-    r = res["ratios"]
-    lines.append(
-        f"| ours / sb3 | {fmt(r['learning_sps'], '.2f')}x | {fmt(r['overall_sps'], '.2f')}x | "
-        f"{fmt(r['updates_per_s'], '.2f')}x | {fmt(r['pure_updates_per_s'], '.2f')}x | - | - |"
-    )
-    t = res["target"]
-    status = {True: "met", False: "not met", None: "n/a"}[t["met"]]
-    lines += [
-        "",
-        f"target: >= {TARGET_SPS_RATIO:g}x SB3's SPS (learning phase) -> {status} "
-        f"({fmt(t['value'], '.2f')}x)",
-        "",
-        f"Total runtime {res['runtime_s']:.0f} s.",
-    ]
+    lines.append("")
+    for t in res["targets"]:
+        status = {True: "met", False: "not met", None: "n/a"}[t["met"]]
+        lines.append(f"target: {t['target']} -> {status} ({fmt(t['value'], '.2f')}x)")
+    lines += ["", f"Total runtime {res['runtime_s']:.0f} s."]
     return "\n".join(lines)
 
 
@@ -499,7 +594,22 @@ def loadavg() -> str:
 
 
 # ------------------------------------------------------------------------------------ main
+def parse_envs(text: str) -> list[int]:
+    """--envs / --sb3-envs: comma-separated counts >= 1 ("none": no run)."""
+    if text == "none":
+        return []
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated env counts >= 1 (e.g. 1,2) "
+                                         f"or 'none', got {text!r}")
+    return sorted(set(values))
+
+
 def main(argv: list[str] | None = None) -> int:
+    global BATCH, TRAIN_FREQ  # --batch, --train-freq
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 3,000 steps a side, learning from step 1,000")
@@ -513,9 +623,27 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=0, metavar="N",
         help="torch threads of both sides; 0 (default) keeps torch's default, what users get",
     )
+    parser.add_argument("--envs", type=parse_envs, default=[1, 2], metavar="LIST",
+                        help="env counts our trainer runs with, one run each (1,2)")
+    parser.add_argument("--sb3-envs", type=parse_envs, default=None, metavar="LIST",
+                        help="env counts SB3 runs with (default: as --envs; 'none': no SB3)")
+    parser.add_argument("--device", default="cpu",
+                        help="learner device of both sides: cpu (default), cuda, auto")
+    parser.add_argument("--batch", type=int, default=BATCH,
+                        help=f"batch size of both sides ({BATCH}); with --train-freq, the same "
+                             "gradient samples per agent step in larger, fewer updates")
+    parser.add_argument("--train-freq", type=int, default=TRAIN_FREQ,
+                        help=f"agent steps per update, over all envs ({TRAIN_FREQ})")
+    parser.add_argument("--overlap", choices=("auto", "on", "off"), default="auto",
+                        help="ours: run.overlap, updates while the env workers emulate (auto: "
+                             "on with a GPU learner)")
     parser.add_argument("--json", metavar="PATH", help="write the results as one JSON object")
-    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--side", choices=LIBRARIES, help=argparse.SUPPRESS)
+    parser.add_argument("--side-envs", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.batch < 1 or args.train_freq < 1:
+        parser.error("--batch and --train-freq must be >= 1")
+    BATCH, TRAIN_FREQ = args.batch, args.train_freq
     if args.steps is None:
         args.steps = 3_000 if args.quick else 25_000
     if args.learning_starts is None:
@@ -524,9 +652,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"need {BATCH} <= --learning-starts < --steps")
     if args.pure_updates < 1 or args.seed < 0 or args.threads < 0:
         parser.error("--pure-updates must be >= 1, --seed and --threads >= 0")
+    if args.sb3_envs is None:
+        args.sb3_envs = args.envs
+    for n in args.sb3_envs:
+        try:
+            sb3_train_freq(n)
+        except ValueError as exc:
+            parser.error(f"--sb3-envs: {exc}")
+    if not args.envs:
+        parser.error("--envs needs at least one count")
     if args.side is not None:  # a child: one side
-        return side_main(args.side, args.steps, args.learning_starts, args.seed,
-                         args.pure_updates, args.threads)
+        return side_main(args.side, args.side_envs, args.device, args.steps,
+                         args.learning_starts, args.seed, args.pure_updates, args.threads,
+                         args.overlap)
 
     t0 = time.perf_counter()
 
@@ -537,35 +675,60 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "quick": args.quick,
         "settings": {**settings(args.steps, args.learning_starts, args.seed),
-                     "torch_threads": args.threads or "torch's default"},
+                     "torch_threads": args.threads or "torch's default",
+                     "device": args.device, "envs": args.envs, "sb3_envs": args.sb3_envs,
+                     "overlap": args.overlap},
         "sides": {},
     }
-    for side in SIDES:
-        res["sides"][side] = run_side(side, args, log)
+    for n in args.envs:
+        res["sides"][side_key("ours", n)] = run_side("ours", n, args, log)
+    for n in args.sb3_envs:
+        res["sides"][side_key("sb3", n)] = run_side("sb3", n, args, log)
     res["machine"]["loadavg_end"] = loadavg()
 
-    ours, sb3 = res["sides"]["ours"], res["sides"]["sb3"]
+    sides = res["sides"]
+
+    def get(library: str, n: int, key: str):
+        return sides.get(side_key(library, n), {}).get(key)
+
+    res["sps_vs_envs1"] = {str(n): ratio(get("ours", n, "learning_sps"),
+                                         get("ours", 1, "learning_sps")) for n in args.envs}
+    res["sps_vs_sb3"] = {str(n): ratio(get("ours", n, "learning_sps"),
+                                       get("sb3", n, "learning_sps")) for n in args.envs}
+    head = max(args.envs)
     keys = ("learning_sps", "overall_sps", "updates_per_s", "pure_updates_per_s")
-    res["ratios"] = {k: ratio(ours.get(k), sb3.get(k)) for k in keys}
-    value = res["ratios"]["learning_sps"]
-    res["target"] = dict(target=f"ours >= {TARGET_SPS_RATIO:g}x SB3's learning-phase SPS",
-                         threshold=TARGET_SPS_RATIO, value=value,
-                         met=None if value is None else value >= TARGET_SPS_RATIO)
+    res["ratios"] = {k: ratio(get("ours", head, k), get("sb3", head, k)) for k in keys}
     res.update(
-        sps_ratio_vs_sb3=value,
+        envs=head,
+        sps=get("ours", head, "learning_sps"), sps_sb3=get("sb3", head, "learning_sps"),
+        sps_ratio_vs_sb3=res["ratios"]["learning_sps"],
         overall_sps_ratio_vs_sb3=res["ratios"]["overall_sps"],
         updates_ratio_vs_sb3=res["ratios"]["updates_per_s"],
         pure_updates_ratio_vs_sb3=res["ratios"]["pure_updates_per_s"],
-        sps=ours.get("learning_sps"), sps_sb3=sb3.get("learning_sps"),
-        updates_per_s=ours.get("updates_per_s"), updates_per_s_sb3=sb3.get("updates_per_s"),
-        pure_updates_per_s=ours.get("pure_updates_per_s"),
-        pure_updates_per_s_sb3=sb3.get("pure_updates_per_s"),
-        score=ours.get("score"), score_sb3=sb3.get("score"),
-        episodes=ours.get("episodes"), episodes_sb3=sb3.get("episodes"),
+        updates_per_s=get("ours", head, "updates_per_s"),
+        updates_per_s_sb3=get("sb3", head, "updates_per_s"),
+        pure_updates_per_s=get("ours", head, "pure_updates_per_s"),
+        pure_updates_per_s_sb3=get("sb3", head, "pure_updates_per_s"),
+        score=get("ours", head, "score"), score_sb3=get("sb3", head, "score"),
+        episodes=get("ours", head, "episodes"), episodes_sb3=get("sb3", head, "episodes"),
+        sps_envs2_vs_envs1=ratio(get("ours", 2, "learning_sps"), get("ours", 1, "learning_sps")),
     )
+
+    def target(text: str, threshold: float, value: float | None) -> dict:
+        return dict(target=text, threshold=threshold, value=value,
+                    met=None if value is None else value >= threshold)
+
+    res["targets"] = [
+        target(f"ours >= {TARGET_SPS_RATIO:g}x SB3's SPS, 1 env each (learning phase)",
+               TARGET_SPS_RATIO, res["sps_vs_sb3"].get("1")),
+        target(f"ours >= {TARGET_SPS_RATIO_ENVS2:g}x SB3's SPS, 2 envs each (learning phase)",
+               TARGET_SPS_RATIO_ENVS2, res["sps_vs_sb3"].get("2")),
+        target(f"ours with 2 envs >= {TARGET_ENVS2_VS_ENVS1:g}x ours with 1 (learning phase)",
+               TARGET_ENVS2_VS_ENVS1, res["sps_envs2_vs_envs1"]),
+    ]
     res["runtime_s"] = time.perf_counter() - t0
     emit(render(res), res, args.json)
-    return 0 if all("error" not in res["sides"][s] for s in SIDES) else 1
+    return 0 if all("error" not in d for d in sides.values()) else 1
 
 
 if __name__ == "__main__":

@@ -14,38 +14,53 @@ def test_bench_train_quick_writes_the_documented_json(tmp_path):
     # One torch thread a side: on a shared 2-core machine, torch's default two threads run many
     # times slower whenever other load holds a core; this test checks the plumbing, not speed.
     proc, result = run_bench("bench_train.py", tmp_path / "bench.json", "--threads", "1",
-                             timeout=900, env=with_root_on_path())
-    assert "| Side | learning-phase SPS | overall SPS | updates/s (in training) |" in proc.stdout
-    assert "| ours |" in proc.stdout and "| sb3 |" in proc.stdout
-    assert "target: >= 2x SB3's SPS" in proc.stdout
+                             timeout=1500, env=with_root_on_path())
+    assert "| Side | envs | learning-phase SPS | overall SPS | updates/s (in training) |" \
+        in proc.stdout
+    assert "| ours | 2 |" in proc.stdout and "| sb3 | 2 |" in proc.stdout
+    assert "target: ours >= 2x SB3's SPS, 1 env each" in proc.stdout
+    assert "target: ours with 2 envs >= 1.3x ours with 1" in proc.stdout
 
     s = result["settings"]
     assert (s["steps"], s["learning_starts"]) == (3_000, 1_000)
     assert (s["replay_capacity"], s["batch_size"], s["train_freq"]) == (100_000, 32, 4)
     assert s["target_update_steps"] == 10_000 and s["target_update_updates_ours"] == 2_500
     assert s["eps_decay_steps"] == 300 and s["torch_threads"] == 1
+    assert s["envs"] == s["sb3_envs"] == [1, 2]
     # SB3's epsilon reaches 0.05 at step 300, before learning starts: so does ours (ours decays
     # from learning_starts on, over what is left of SB3's line: nothing).
     assert s["ours_explore"] == {"eps_start": 0.05, "eps_end": 0.05, "eps_decay_steps": 0}
 
-    ours, sb3 = result["sides"]["ours"], result["sides"]["sb3"]
-    for side in (ours, sb3):
+    sides = result["sides"]
+    assert set(sides) == {"ours_envs1", "ours_envs2", "sb3_envs1", "sb3_envs2"}
+    for key, side in sides.items():
         assert "error" not in side, side
-        for key in POSITIVE:
-            assert isinstance(side[key], (int, float)) and side[key] > 0, (side["side"], key)
+        for k in POSITIVE:
+            assert isinstance(side[k], (int, float)) and side[k] > 0, (key, k)
         assert side["steps"] == 3_000 and side["learning_steps"] == 2_000
-        assert 490 <= side["updates"] <= 510  # one update per 4 of the 2,000 learning steps
+        # One update per 4 agent steps, counted over all envs, whatever their number.
+        assert 490 <= side["updates"] <= 510, (key, side["updates"])
         assert side["n_actions"] == 4  # Breakout's minimal action set
         assert side["torch_threads"] == 1
         assert side["score"] >= 0 and len(side["scores_last"]) == min(side["episodes"], 20)
         assert math.isclose(side["score"], sum(side["scores_last"]) / len(side["scores_last"]))
         assert side["learning_sps"] == pytest.approx(2_000 / side["learning_s"])
-    assert ours["precision"] == "bf16 autocast" and sb3["precision"].startswith("fp32")
-    assert ours["state"] == "finished"
-    # SB3's Monitor records whole games: each one is several lost lives (learning terminals).
-    assert sb3["learn_terminals"] >= 4 * sb3["episodes"]
-    assert sb3["adam_eps"] == s["adam_eps"]
+    for n in (1, 2):
+        ours, sb3 = sides[f"ours_envs{n}"], sides[f"sb3_envs{n}"]
+        assert ours["envs"] == sb3["envs"] == n
+        assert ours["precision"] == "bf16 autocast" and sb3["precision"].startswith("fp32")
+        assert ours["state"] == "finished"
+        # SB3's Monitor records whole games: each one is several lost lives (learning terminals).
+        assert sb3["learn_terminals"] >= 4 * sb3["episodes"]
+        assert sb3["adam_eps"] == s["adam_eps"]
+        assert result["sps_vs_sb3"][str(n)] == pytest.approx(
+            ours["learning_sps"] / sb3["learning_sps"])
+    assert (sides["sb3_envs2"]["sb3_train_freq"], sides["sb3_envs2"]["sb3_gradient_steps"]) \
+        == (2, 1)
+    assert sides["sb3_envs2"]["vec_env"] == "SubprocVecEnv"
 
+    ours, sb3 = sides["ours_envs2"], sides["sb3_envs2"]  # the headline: the largest N
+    assert result["envs"] == 2 and result["sps"] == ours["learning_sps"]
     assert result["sps_ratio_vs_sb3"] == pytest.approx(ours["learning_sps"] / sb3["learning_sps"])
     assert result["overall_sps_ratio_vs_sb3"] == pytest.approx(
         ours["overall_sps"] / sb3["overall_sps"])
@@ -54,5 +69,8 @@ def test_bench_train_quick_writes_the_documented_json(tmp_path):
     assert result["updates_per_s"] == ours["updates_per_s"] > 0
     assert result["updates_per_s_sb3"] == sb3["updates_per_s"] > 0
     assert (result["score"], result["score_sb3"]) == (ours["score"], sb3["score"])
-    assert (result["episodes"], result["episodes_sb3"]) == (ours["episodes"], sb3["episodes"])
-    assert result["target"]["met"] == (result["sps_ratio_vs_sb3"] >= 2.0)
+    assert result["sps_envs2_vs_envs1"] == pytest.approx(
+        ours["learning_sps"] / sides["ours_envs1"]["learning_sps"])
+    met = {t["target"]: t["met"] for t in result["targets"]}
+    assert met["ours with 2 envs >= 1.3x ours with 1 (learning phase)"] == (
+        result["sps_envs2_vs_envs1"] >= 1.3)
