@@ -99,7 +99,9 @@ class LearnerConfig:
     """Learner updates between hard target-network syncs (8,000 agent steps at train_freq 4,
     as in Dopamine; Nature synced every 10,000)."""
     train_freq: int = 4
-    """Agent steps per learner update."""
+    """Agent steps per learner update, counted over all envs: one update of batch_size per
+    train_freq steps whatever run.envs is, so the replay ratio (batch_size / train_freq = 8
+    gradient samples per agent step) does not change with the number of envs."""
     learning_starts: int = 20_000
     """Agent steps of experience before the first update (Dopamine's 20k; Nature waited 50k)."""
     precision: str = "auto"

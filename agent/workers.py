@@ -1215,24 +1215,13 @@ class VecEnv:
         # Asleep: the parent's sleep flags are set, so a worker that acks from now on writes a
         # wake message. Sleep on the pipes and the sentinels, and look again after every
         # message; a wake message from an earlier wait (stray) only costs one more look.
-        pool, seq, read = self._pool, self._seq, self._read_reply
-        conn_fds, sentinels, wait = self._conn_fds, self._sentinels, self._poller.wait
+        pool, seq, read, first = self._pool, self._seq, self._read_reply, self._first
         deadline = time.monotonic() + max(0.0, self.timeout - self.spin)  # (spun `spin` s)
         while True:
-            ready = wait(deadline - time.monotonic())
-            if not ready:
-                if time.monotonic() < deadline:
-                    continue
-                first = self._first
-                k = next(k for k in range(len(self._fds)) if not pool.acked(first + k, seq))
-                raise self._hung(k, what, self.timeout)
-            died = []
-            for fd, _ in ready:
-                k = conn_fds.get(fd)
-                if k is None:
-                    died.append(sentinels[fd])
-                else:
-                    read(k, what)  # a wake; an error raises
+            messages, died = self._await(deadline, what, self.timeout,
+                                         lambda k: not pool.acked(first + k, seq))
+            for k in messages:
+                read(k, what)  # a wake; an error raises
             if died:  # (after the messages: an error sent before exiting names the cause)
                 raise self._fail(died[0], f"died during {what}", died=True)
             ended = pool.wait_acks(seq, 0.0)
@@ -1327,22 +1316,12 @@ class VecEnv:
         replies: list[bytes | None] = [None] * n
         buffers = [bytearray() for _ in range(n)]
         pending = n
-        conn_fds, sentinels, wait = self._conn_fds, self._sentinels, self._poller.wait
         while pending:
-            ready = wait(deadline - time.monotonic())
-            if not ready:
-                if time.monotonic() < deadline:
-                    continue
-                k = next(j for j in range(n) if replies[j] is None)
-                raise self._hung(k, what, self.timeout)
-            died = []
-            for fd, _ in ready:
-                k = conn_fds.get(fd)
-                if k is None:
-                    died.append(sentinels[fd])
-                    continue
+            messages, died = self._await(deadline, what, self.timeout,
+                                         lambda j: replies[j] is None)
+            for k in messages:
                 try:
-                    chunk = os.read(fd, 1 << 20)
+                    chunk = os.read(self._fds[k], 1 << 20)
                 except OSError:
                     chunk = b""
                 if not chunk:
@@ -1381,8 +1360,7 @@ class VecEnv:
         pending = n
         deadline = time.monotonic() + timeout
         spin = self.spin if what != "start" else 0.0
-        conn_fds, sentinels, read = self._conn_fds, self._sentinels, self._read_reply
-        now, wait = self._poller.now, self._poller.wait
+        read, now = self._read_reply, self._poller.now
         eager = self._inline is not None
         while pending:
             ready = now() if spin > 0.0 and (eager or pending < n) else None
@@ -1392,25 +1370,43 @@ class VecEnv:
                 while not ready and clock() < end:
                     _sched_yield()
                     ready = now()
-            if not ready:
-                ready = wait(deadline - time.monotonic())
-            if not ready:
-                if time.monotonic() < deadline:
-                    continue
-                k = next(j for j in range(n) if replies[j] is None)
-                raise self._hung(k, what, timeout)
-            died = []
-            for fd, _ in ready:
-                k = conn_fds.get(fd)
-                if k is None:
-                    died.append(sentinels[fd])
-                    continue
+            if ready:
+                messages, died = self._sort_ready(ready)
+            else:
+                messages, died = self._await(deadline, what, timeout,
+                                             lambda j: replies[j] is None)
+            for k in messages:
                 replies[k] = read(k, what)  # (one answer per command: no wake messages here)
                 pending -= 1
             for k in died:
                 if replies[k] is None:
                     raise self._fail(k, f"died during {what}", died=True)
         return replies  # type: ignore[return-value]
+
+    def _await(self, deadline: float, what: str, timeout: float,
+               waiting) -> tuple[list[int], list[int]]:
+        """Sleep on the pipes and the process sentinels until one is ready (`_sort_ready`);
+        past `deadline`, the hung error of the first worker k that `waiting(k)` says is still
+        awaited (`timeout`: the seconds it was given)."""
+        while True:
+            ready = self._poller.wait(deadline - time.monotonic())
+            if ready:
+                return self._sort_ready(ready)
+            if time.monotonic() >= deadline:
+                k = next(j for j in range(len(self._fds)) if waiting(j))
+                raise self._hung(k, what, timeout)
+
+    def _sort_ready(self, ready: list) -> tuple[list[int], list[int]]:
+        """A poll's ready fds as (workers with a message in their pipe, workers whose process
+        ended)."""
+        messages, died = [], []
+        for fd, _ in ready:
+            k = self._conn_fds.get(fd)
+            if k is None:
+                died.append(self._sentinels[fd])
+            else:
+                messages.append(k)
+        return messages, died
 
     def _fail(self, k: int, what: str, died: bool, cls=WorkerError) -> WorkerError:
         """Close the pool (worker k first) and build the error that names it by its env index."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -50,3 +53,27 @@ def descendants(pid: int) -> set[int]:
             found.add(child)
             todo.append(child)
     return found
+
+
+@contextmanager
+def closing_pools(build):
+    """Yields `make(*args, **kwargs)`, which builds a VecEnv with `build` and keeps it; on the
+    way out every one is closed (a worker a test left stopped is continued first) and none of
+    their workers may still run."""
+    made: list = []
+
+    def make(*args, **kwargs):
+        vec = build(*args, **kwargs)
+        made.append(vec)
+        return vec
+
+    try:
+        yield make
+    finally:
+        pids = [pid for vec in made for pid in getattr(vec, "pids", [])]
+        for vec in made:
+            for pid in getattr(vec, "pids", []):  # a test may leave a worker stopped
+                if proc_running(pid):
+                    os.kill(pid, signal.SIGCONT)
+            vec.close()
+        assert wait_gone(pids) == []

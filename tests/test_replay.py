@@ -52,7 +52,8 @@ def drive(rb: FrameReplay, ref: ReferenceReplay, steps: int, rng: np.random.Gene
             ref.reset(f)
 
 
-def assert_matches(rb: FrameReplay, ref: ReferenceReplay, batch: Batch) -> None:
+def assert_matches(ref, batch: Batch) -> None:
+    """Every transition of `batch` is what the reference (`expected(index)`) says it holds."""
     for i, index in enumerate(batch.index):
         exp = ref.expected(int(index))
         assert exp is not None, f"sampled invalid index {index}"
@@ -101,12 +102,12 @@ def test_matches_reference_on_long_streams(capacity, stack, n_step, gamma, prior
             continue
         # every valid index, gathered explicitly, in both layouts
         gathered = rb.gather(expected_valid)
-        assert_matches(rb, ref, gathered)
+        assert_matches(ref, gathered)
         assert_same_batch(rb.gather(expected_valid, channels_last=True), gathered)
         # and what the sampler draws (the same draw again, channels_last)
         state = rb.rng_state
         batch = rb.sample(min(16, len(expected_valid)), beta=0.5)
-        assert_matches(rb, ref, batch)
+        assert_matches(ref, batch)
         after = rb.rng_state
         rb.rng_state = state
         assert_same_batch(rb.sample(batch.batch_size, beta=0.5, channels_last=True), batch)
@@ -127,7 +128,7 @@ def test_window_never_reads_the_slot_being_written():
     batch = rb.gather(rb.valid_indices())
     assert not np.any(np.all(batch.obs == 0xAB, axis=(2, 3)))
     assert not np.any(np.all(batch.next_obs == 0xAB, axis=(2, 3)))
-    assert_matches(rb, ref, batch)
+    assert_matches(ref, batch)
 
 
 def test_terminated_and_truncated_semantics():
@@ -178,20 +179,24 @@ def filled(prioritized: bool, seed: int = 0, capacity: int = 300, steps: int = 1
     return rb
 
 
-def test_uniform_draws_cover_valid_indices_evenly():
-    rb = filled(prioritized=False)
-    valid = rb.valid_indices()
+def uniform_draw_counts(rb: FrameReplay, valid: np.ndarray, draws: int = 200_000) -> np.ndarray:
+    """How often each of `valid` was drawn in `draws` uniform draws; asserts that they are
+    spread evenly (chi-square within 5 standard deviations of its mean) and never invalid."""
     counts = dict.fromkeys(valid.tolist(), 0)
-    draws = 0
-    while draws < 200_000:
+    for _ in range(draws // 200):
         for i in rb.sample(200).index:
             counts[int(i)] += 1  # KeyError would mean an invalid index was drawn
-        draws += 200
     observed = np.array(list(counts.values()), dtype=float)
     expected = draws / len(valid)
     chi2 = float(((observed - expected) ** 2 / expected).sum())
     df = len(valid) - 1
     assert chi2 < df + 5 * math.sqrt(2 * df), f"chi2 {chi2:.1f} for {df} dof"
+    return observed
+
+
+def test_uniform_draws_cover_valid_indices_evenly():
+    rb = filled(prioritized=False)
+    uniform_draw_counts(rb, rb.valid_indices())
 
 
 def test_prioritized_draws_follow_priorities_and_weights_are_normalised():

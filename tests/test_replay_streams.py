@@ -16,6 +16,7 @@ import pytest
 
 from agent.native import Batch, FrameReplay
 from tests.reference_replay import ReferenceReplay, ReferenceStreams
+from tests.test_replay import assert_matches, uniform_draw_counts
 from tests.test_replay import drive as drive_one_stream
 
 H = W = 6
@@ -107,17 +108,6 @@ class Driver:
             self.step()
 
 
-def assert_matches(ref: ReferenceStreams, batch: Batch) -> None:
-    for i, index in enumerate(batch.index):
-        exp = ref.expected(int(index))
-        assert exp is not None, f"sampled invalid index {index}"
-        np.testing.assert_array_equal(batch.obs[i], exp.obs, err_msg=f"obs of {index}")
-        np.testing.assert_array_equal(batch.next_obs[i], exp.next_obs, err_msg=f"next of {index}")
-        assert batch.action[i] == exp.action
-        assert batch.reward[i] == pytest.approx(exp.reward, rel=1e-6, abs=1e-6)
-        assert batch.discount[i] == pytest.approx(exp.discount, rel=1e-6, abs=1e-7)
-
-
 def assert_counters(rb: FrameReplay, ref: ReferenceStreams) -> None:
     totals = tuple(r.total for r in ref.refs)
     assert rb.stream_totals == totals
@@ -207,19 +197,10 @@ def test_uniform_draws_cover_every_valid_index_of_every_stream_evenly():
     assert totals[0] > rb.stream_capacity > totals[1]  # one stream wrapped, the others not
     valid = rb.valid_indices()
     assert {int(i) % 3 for i in valid} == {0, 1, 2}
-    counts = dict.fromkeys(valid.tolist(), 0)
-    draws = 0
-    while draws < 200_000:
-        for i in rb.sample(200).index:
-            counts[int(i)] += 1  # KeyError would mean an invalid index was drawn
-        draws += 200
-    observed = np.array(list(counts.values()), dtype=float)
-    expected = draws / len(valid)
-    chi2 = float(((observed - expected) ** 2 / expected).sum())
-    df = len(valid) - 1
-    assert chi2 < df + 5 * math.sqrt(2 * df), f"chi2 {chi2:.1f} for {df} dof"
+    draws = 200_000
+    observed = uniform_draw_counts(rb, valid, draws)
     # and per stream: each gets its share of the valid transitions
-    per_stream = np.bincount(np.array(list(counts)) % 3, weights=observed, minlength=3)
+    per_stream = np.bincount(valid % 3, weights=observed, minlength=3)
     share = np.bincount(valid % 3, minlength=3) / len(valid)
     np.testing.assert_allclose(per_stream / draws, share, atol=0.01)
 

@@ -21,7 +21,7 @@ import pytest
 from agent.config import EnvConfig
 from agent.env import AtariEnv
 from agent.workers import VecEnv, WorkerError, WorkerValueError
-from tests.procs import proc_running, wait_gone
+from tests.procs import closing_pools, proc_running, wait_gone
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT = 400  # emulator frames: an episode is truncated after about 100 agent steps
@@ -37,23 +37,11 @@ def our_children(vec: VecEnv) -> list:
 @pytest.fixture
 def make_vec():
     """Builds VecEnvs and always closes them; afterwards none of their workers runs."""
-    made: list[VecEnv] = []
+    def build(config=None, num_envs=2, **kwargs) -> VecEnv:
+        return VecEnv(config or EnvConfig(max_frames=SHORT), num_envs, **kwargs)
 
-    def make(config=None, num_envs=2, **kwargs) -> VecEnv:
-        vec = VecEnv(config or EnvConfig(max_frames=SHORT), num_envs, **kwargs)
-        made.append(vec)
-        return vec
-
-    try:
+    with closing_pools(build) as make:
         yield make
-    finally:
-        pids = [pid for vec in made for pid in getattr(vec, "pids", [])]
-        for vec in made:
-            for pid in getattr(vec, "pids", []):  # a test may leave a worker stopped
-                if proc_running(pid):
-                    os.kill(pid, signal.SIGCONT)
-            vec.close()
-        assert wait_gone(pids) == []
 
 
 def serial_trajectory(config: EnvConfig, seed: int, actions: np.ndarray):

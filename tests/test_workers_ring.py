@@ -24,7 +24,7 @@ from agent.env import AtariEnv
 from agent.native import PoolBlock
 from agent.shm import SharedArray
 from agent.workers import VecEnv, WorkerError, WorkerValueError
-from tests.procs import proc_running, wait_gone
+from tests.procs import closing_pools, wait_gone
 from tests.toygame import LENGTH, FireGame, make_fire_game
 
 SHORT = 400  # emulator frames: an episode is truncated after about 100 agent steps
@@ -39,25 +39,14 @@ DOORBELL = pytest.mark.parametrize("doorbell", [True, False], ids=["doorbell", "
 def make_vec(monkeypatch):
     """Builds VecEnvs (doorbell=False: pipe-only) and always closes them; afterwards none of
     their workers runs."""
-    made: list[VecEnv] = []
-
-    def make(config=None, num_envs=2, doorbell=True, **kwargs) -> VecEnv:
+    def build(config=None, num_envs=2, doorbell=True, **kwargs) -> VecEnv:
         monkeypatch.setattr(agent.workers, "_DOORBELL", doorbell)
         vec = VecEnv(config or EnvConfig(max_frames=SHORT), num_envs, **kwargs)
         assert vec._doorbell is (doorbell and vec.spin > 0)
-        made.append(vec)
         return vec
 
-    try:
+    with closing_pools(build) as make:
         yield make
-    finally:
-        pids = [pid for vec in made for pid in getattr(vec, "pids", [])]
-        for vec in made:
-            for pid in getattr(vec, "pids", []):  # a test may leave a worker stopped
-                if proc_running(pid):
-                    os.kill(pid, signal.SIGCONT)
-            vec.close()
-        assert wait_gone(pids) == []
 
 
 @pytest.fixture
