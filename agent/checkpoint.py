@@ -19,9 +19,7 @@ Layout of a run's checkpoints/ directory:
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import re
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -29,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from agent import files
+from agent.files import remove_stale_temps
 
 FORMAT = "atari-agent-checkpoint"
 VERSION = 1
@@ -38,79 +39,9 @@ class CheckpointError(ValueError):
     """A checkpoint could not be read, written or used; the message names the file and why."""
 
 
-# ------------------------------------------------------------------------------ atomic files
 def atomic_write(path: Path, write: Callable) -> None:
-    """Write `path` through `write(file)` so that it appears complete or not at all."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, (OSError, RuntimeError)):  # disk full, permissions, torch's writer
-            raise CheckpointError(f"could not write {path}: {exc}; the previous files in "
-                                  f"{path.parent} are untouched") from exc
-        raise
-    _fsync_dir(path.parent)
-
-
-_TEMP_NAME = re.compile(r"^\..+\.tmp-(\d+)$")
-"""The name `atomic_write` gives its temporary file: `.<target name>.tmp-<writer pid>`."""
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (one we may not signal still exists)."""
-    if pid <= 0:  # 0 and negative pids name process groups for os.kill
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: another user's live process
-        return True
-    return True
-
-
-def remove_stale_temps(directory: Path) -> list[Path]:
-    """Delete the temporary files of `atomic_write` calls whose writer is dead.
-
-    A process killed mid-write (kill -9, OOM killer, power loss) leaves its `.<name>.tmp-<pid>`
-    behind: never visible under the final name, but a checkpoint's worth of disk each time. A
-    file whose writer pid is alive is left alone: it may be a write in flight (of this process
-    or another), or the pid was reused, and then the file waits for a later clean-up.
-    """
-    removed = []
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return removed
-    for name in names:
-        m = _TEMP_NAME.match(name)
-        if m is None or pid_alive(int(m[1])):
-            continue
-        try:
-            (Path(directory) / name).unlink()
-        except OSError:  # gone already, or not ours to delete: harmless either way
-            continue
-        removed.append(Path(directory) / name)
-    return removed
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot fsync a directory; the rename is still atomic
-    finally:
-        os.close(fd)
+    """`files.atomic_write` raising CheckpointError (what every checkpoint caller handles)."""
+    files.atomic_write(path, write, error=CheckpointError)
 
 
 def save(path: Path, payload: dict) -> None:

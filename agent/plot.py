@@ -21,11 +21,9 @@ a new line segment too, so a resume never draws a line back in time.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import secrets
 import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from agent import files
 from agent.diagnostics import BUTTON_KEYS
 from agent.outputs import check_output
 
@@ -664,16 +663,6 @@ def _render(runs: list[_Run], width: int, title: str | None) -> np.ndarray:
 
 
 def _write_atomic(out: Path, data: bytes) -> None:
-    """Write to a unique temporary name beside `out`, then rename: a reader (an image viewer
-    refreshing curves.png) never sees half a file, and a failure leaves the old one in place."""
-    tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        # os.open honours the umask (mkstemp would leave the PNG readable by its owner only)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, out)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise PlotError(f"cannot write {out}: {exc.strerror or exc}") from None
+    """A reader (an image viewer refreshing curves.png) never sees half a file, and a failure
+    leaves the old one in place."""
+    files.atomic_write(out, lambda f: f.write(data), error=PlotError)

@@ -11,7 +11,8 @@ import os
 import time
 from pathlib import Path
 
-from agent.checkpoint import CheckpointStore, atomic_write, pid_alive
+from agent.checkpoint import CheckpointStore, atomic_write
+from agent.files import pid_alive
 
 
 def new_run_dir(runs_dir: str | Path, game: str, name: str = "") -> Path:

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from agent import checkpoint, report
+from agent import checkpoint, files, report
 from agent.checkpoint import CheckpointStore
 from agent.cli import TRAIN_EXIT_CODES, build_parser, main
 from agent.cli import _config as cli_config
@@ -146,7 +146,7 @@ def test_stop_ends_the_run_cleanly_with_the_previous_checkpoint_intact(tmp_path,
     trainer = trainer_of(tmp_path, total_steps=800)
     assert trainer.config.run.on_save_error == "stop"  # the default
     saved = keep_copies(trainer)
-    disk = full_disk(monkeypatch, checkpoint, lambda kind, n: kind == "ckpt" and n >= 2)
+    disk = full_disk(monkeypatch, files, lambda kind, n: kind == "ckpt" and n >= 2)
     result = trainer.run()
 
     assert (result.state, result.steps) == ("failed", 400)
@@ -174,7 +174,7 @@ def test_stop_ends_the_run_cleanly_with_the_previous_checkpoint_intact(tmp_path,
 
 def test_a_failed_first_checkpoint_says_there_is_none_to_resume(tmp_path, monkeypatch):
     trainer = trainer_of(tmp_path, total_steps=400)
-    full_disk(monkeypatch, checkpoint, lambda kind, n: kind == "ckpt")
+    full_disk(monkeypatch, files, lambda kind, n: kind == "ckpt")
     result = trainer.run()
     assert (result.state, result.steps, result.checkpoint) == ("failed", 200, None)
     assert NO_SPACE in result.error and "no checkpoint was written yet" in result.error
@@ -183,7 +183,7 @@ def test_a_failed_first_checkpoint_says_there_is_none_to_resume(tmp_path, monkey
 
 def test_the_replay_snapshot_of_a_failed_checkpoint_is_deleted(tmp_path, monkeypatch):
     trainer = trainer_of(tmp_path, total_steps=800, save_replay=True)
-    full_disk(monkeypatch, checkpoint, lambda kind, n: kind == "ckpt" and n == 2)
+    full_disk(monkeypatch, files, lambda kind, n: kind == "ckpt" and n == 2)
     result = trainer.run()
     assert result.state == "failed"
     # replay-400 was written whole, then ckpt-400 failed: the orphan is gone, replay-200 stays
@@ -198,7 +198,7 @@ def test_a_failed_snapshot_or_index_write_keeps_every_earlier_file(tmp_path, mon
     # keep_last 1: a save that pruned before its index was on disk would lose ckpt-200
     trainer = trainer_of(tmp_path, total_steps=800, save_replay=True, keep_last=1)
     saved = keep_copies(trainer)
-    full_disk(monkeypatch, checkpoint, lambda k, n: k == kind and n == 2)
+    full_disk(monkeypatch, files, lambda k, n: k == kind and n == 2)
     result = trainer.run()
     assert result.state == "failed" and result.checkpoint.name == ckpt(200)
     [row] = events(result.run_dir, "save_failed")
@@ -213,7 +213,7 @@ def test_continue_retries_and_a_good_save_clears_the_count(tmp_path, monkeypatch
     # two failures, but never two in a row: max_save_failures 2 is not reached
     trainer = trainer_of(tmp_path, total_steps=1000, on_save_error="continue",
                          max_save_failures=2, keep_last=10)
-    disk = full_disk(monkeypatch, checkpoint, lambda kind, n: kind == "ckpt" and n in (2, 4))
+    disk = full_disk(monkeypatch, files, lambda kind, n: kind == "ckpt" and n in (2, 4))
     result = trainer.run()
     assert (result.state, result.steps, result.error) == ("finished", 1000, None)
     rows = events(result.run_dir, "save_failed")
@@ -228,7 +228,7 @@ def test_continue_retries_and_a_good_save_clears_the_count(tmp_path, monkeypatch
 
 def test_continue_stops_anyway_when_the_disk_stays_full(tmp_path, monkeypatch):
     trainer = trainer_of(tmp_path, total_steps=1400, on_save_error="continue", max_save_failures=3)
-    disk = full_disk(monkeypatch, checkpoint, lambda kind, n: kind == "ckpt" and n >= 2)
+    disk = full_disk(monkeypatch, files, lambda kind, n: kind == "ckpt" and n >= 2)
     result = trainer.run()
     assert (result.state, result.steps) == ("failed", 800)
     rows = events(result.run_dir, "save_failed")
@@ -244,7 +244,7 @@ def test_continue_stops_anyway_when_the_disk_stays_full(tmp_path, monkeypatch):
 def test_a_failed_last_save_fails_the_run_even_with_continue(tmp_path, monkeypatch, stop_after):
     # the end of the run (finished, or interrupted: the Ctrl-C path) has no later interval
     trainer = trainer_of(tmp_path, total_steps=500, on_save_error="continue")
-    full_disk(monkeypatch, checkpoint, lambda kind, n: kind == "ckpt" and n == 3)
+    full_disk(monkeypatch, files, lambda kind, n: kind == "ckpt" and n == 3)
     result = trainer.run(stop_after=stop_after)
     assert (result.state, result.steps) == ("failed", stop_after or 500)
     [row] = events(result.run_dir, "save_failed")
@@ -268,7 +268,7 @@ def test_status_and_metrics_write_failures_are_said_once_and_skipped(tmp_path, m
                         run={"total_steps": 400, "checkpoint_every": 200, "report_seconds": 1e-9})
     # every status.json write fails; metrics.jsonl runs out of room mid-line once (its first
     # opening), then the file is reopened and has room again
-    full_disk(monkeypatch, checkpoint, lambda kind, n: kind == "status")
+    full_disk(monkeypatch, files, lambda kind, n: kind == "status")
     full_disk(monkeypatch, report, lambda kind, n: kind == "metrics" and n == 1, room=5_000)
     from agent.train import Trainer
     from tests.toygame import make_fire_game
@@ -378,7 +378,7 @@ def test_a_real_full_disk_through_the_command(tmp_path):
 def test_torch_save_keeps_the_os_error(tmp_path, monkeypatch):
     """torch's zip writer turns a failed write into "unexpected pos ..."; the OS's reason is
     what the message must say."""
-    full_disk(monkeypatch, checkpoint, lambda kind, n: True, room=1_000)
+    full_disk(monkeypatch, files, lambda kind, n: True, room=1_000)
     with pytest.raises(checkpoint.CheckpointError, match=re.escape(NO_SPACE)):
         checkpoint.save(tmp_path / "c.pt", {"w": torch.zeros(100_000)})
     assert not list(tmp_path.iterdir())

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent import checkpoint
+from agent import checkpoint, files
 from agent.checkpoint import CheckpointError, CheckpointStore
 from agent.report import Reporter
 from agent.runs import list_runs
@@ -373,7 +373,7 @@ def test_a_failed_config_write_leaves_the_previous_config_whole(tmp_path, monkey
     def full_disk(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.os, "fsync", full_disk)  # the first fsync: config.toml's
+    monkeypatch.setattr(files.os, "fsync", full_disk)  # the first fsync: config.toml's
     with pytest.raises(CheckpointError, match="config.toml"):
         Trainer(config, run, out=io.StringIO(), tensorboard=False)
     monkeypatch.undo()
