@@ -88,6 +88,7 @@ def load(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist" if not path.exists()
                               else f"checkpoint {path} is not a file")
+    _check_zip_start(path)
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
             warnings.simplefilter("ignore")
@@ -111,6 +112,41 @@ def load(path: Path) -> dict:
     return data
 
 
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _check_zip_start(path: Path) -> None:
+    """Refuse a file that does not start like the zip archive torch.save writes, saying what
+    it is, before torch reads it: torch would try it as a legacy pickle and fail with an
+    internal error ("IndexError: pop from empty list") that tells the user nothing. Cutting a
+    file short keeps its start, so a truncated checkpoint passes here (and torch names it)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror})") from None
+    if head.startswith(_ZIP_MAGIC):
+        return
+    if not head:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt (an empty file)")
+    if _is_text(head):
+        raise CheckpointError(f"{path} is not an atari-agent checkpoint (expected a torch.save "
+                              f"zip file; this one holds text)")
+    raise CheckpointError(f"checkpoint {path} is truncated or corrupt (not a torch.save zip "
+                          f"file)")
+
+
+def _is_text(head: bytes) -> bool:
+    """Whether a file's first bytes read as UTF-8 text (a character cut at the end allowed)."""
+    if b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3 and exc.reason == "unexpected end of data"
+    return True
+
+
 def _unpickler_detail(exc: BaseException) -> str:
     """The informative line of torch's long weights_only error (not its boilerplate)."""
     boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
@@ -122,8 +158,11 @@ def _unpickler_detail(exc: BaseException) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The error's first sentence: torch's zip reader goes on with boilerplate ("This is an
+    internal miniz error. If you are seeing this error, ...")."""
     lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+    return (f"{type(exc).__name__}: {lines[0].split('. ')[0][:200]}" if lines
+            else type(exc).__name__)
 
 
 def verify(ckpt: dict, path: Path, network: dict | None = None,
@@ -171,6 +210,22 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise CheckpointError(f"replay snapshot {path} is missing or corrupt "
+                              f"({type(exc).__name__}: {exc})") from None
+
+
+def snapshot_params(path: Path, keys: list[str]) -> dict:
+    """The scalar (or small tuple) entries `keys` of a replay snapshot, read without its frames
+    (an .npz member is read only when asked for)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            out = {}
+            for key in keys:
+                if key in data.files:
+                    value = data[key]
+                    out[key] = value.item() if value.ndim == 0 else tuple(value.tolist())
+            return out
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise CheckpointError(f"replay snapshot {path} is missing or corrupt "
                               f"({type(exc).__name__}: {exc})") from None

@@ -89,7 +89,9 @@ class LearnerConfig:
     """Clip the global gradient norm to this before each step; 0 turns clipping off. Not in
     Nature; the system we learn from diverged without it."""
     td_clip: float = 50.0
-    """Clip each bootstrapped TD target to [-td_clip, td_clip]; 0 turns it off."""
+    """Clip each bootstrapped TD target to [-td_clip, td_clip]; 0 turns it off. Sized for
+    clipped rewards: with env.clip_rewards false a run must set it (and watchdog.q_limit) for
+    its game's scores, and q_limit must lie above it."""
     double_dqn: bool = True
     """Pick the next action with the online network, value it with the target network (van
     Hasselt et al. 2016); Nature used the target network's max."""
@@ -216,7 +218,8 @@ class WatchdogConfig:
     loss_history: int = 50
     """Checks in that running median."""
     min_history: int = 5
-    """Checks needed before the loss and agreement rules may fire."""
+    """Checks needed before the loss and agreement rules may fire; at most loss_history and
+    agree_window (the histories those rules keep), or a rule could never fire."""
     q_limit: float = 100.0
     """Alarm when any |Q| on the probe batch exceeds this: twice the TD-clip bound (and the
     1/(1-gamma) = 100 ceiling of clipped rewards at gamma 0.99)."""
@@ -240,6 +243,14 @@ class WatchdogConfig:
         _int_range("watchdog.agree_window", self.agree_window, 1, 10**6)
         _choice("watchdog.on_divergence", self.on_divergence, ("rollback", "halt"))
         _int_range("watchdog.max_rollbacks", self.max_rollbacks, 0, 10**6)
+        # A rule that needs more checks than its history keeps could never fire: refuse it.
+        for rule, keeps in (("loss", "loss_history"), ("agreement", "agree_window")):
+            if self.min_history > getattr(self, keeps):
+                raise ValueError(
+                    f"watchdog.min_history ({self.min_history}) exceeds watchdog.{keeps} "
+                    f"({getattr(self, keeps)}): the {rule} rule needs min_history checks in a "
+                    f"history that keeps only {keeps}, so it could never fire; lower "
+                    f"min_history or raise {keeps}")
         return self
 
 
@@ -344,12 +355,37 @@ class Config:
                 f"learner.batch_size ({self.learner.batch_size}) must not exceed "
                 f"replay.capacity ({self.replay.capacity})"
             )
+        self._check_value_bounds()
         if self.learner.learning_starts < self.learner.batch_size:
             raise ValueError(
                 f"learner.learning_starts ({self.learner.learning_starts}) must be at least "
                 f"learner.batch_size ({self.learner.batch_size}): the first update samples a batch"
             )
         return self
+
+    def _check_value_bounds(self) -> None:
+        """learner.td_clip and watchdog.q_limit bound values, so they must fit the reward scale.
+
+        Their defaults are sized for clipped rewards (|r| <= 1, so |Q| <= 1/(1-gamma) = 100 at
+        gamma 0.99). With raw game points (env.clip_rewards false) they would silently cap every
+        target at 50 and raise Q alarms, and roll-backs, on values that are right: such a run
+        must set both for its game. And Q may reach the TD clip, so the alarm must lie above it.
+        """
+        td, q = self.learner.td_clip, self.watchdog.q_limit
+        if not self.env.clip_rewards:
+            sized = [f"{name} = {value:g}" for name, value, default in (
+                ("learner.td_clip", td, LearnerConfig.td_clip),
+                ("watchdog.q_limit", q, WatchdogConfig.q_limit)) if value == default]
+            if sized:
+                raise ValueError(
+                    f"env.clip_rewards is false (rewards are raw game points) but "
+                    f"{' and '.join(sized)} {'is' if len(sized) == 1 else 'are'} sized for "
+                    f"clipped rewards (|Q| <= 100); set them for this game's scores (e.g. "
+                    f"--td-clip 0 to turn the TD clip off, --q-limit 1e6), or keep clip_rewards")
+        if td > 0 and q <= td:
+            raise ValueError(
+                f"watchdog.q_limit ({q:g}) must exceed learner.td_clip ({td:g}): Q-values may "
+                f"reach the TD clip, and an alarm below it would roll back a healthy run")
 
     def replace(self, **sections) -> Config:
         """`cfg.replace(learner={"lr": 3e-4}, run={"seed": 1})`: a validated copy."""

@@ -289,13 +289,18 @@ class AtariEnv:
         reward = raw
         if self.config.clip_rewards and raw == raw:  # its sign; a NaN stays NaN, for the replay
             reward = float((raw > 0) - (raw < 0))  # to refuse with the step named
+        learn_terminal = game_over or (life_lost and self.config.terminal_on_life_loss)
+        if learn_terminal and not game_over:
+            # The replay starts a new segment at this frame, padded with it (as at reset): the
+            # acting stack must be that same stack, or the agent acts on one and learns another.
+            self._stack[:-1] = self._stack[-1]
         return Step(
             reward=reward,
             raw_reward=raw,
             terminated=game_over,
             truncated=truncated,
             life_lost=life_lost,
-            learn_terminal=game_over or (life_lost and self.config.terminal_on_life_loss),
+            learn_terminal=learn_terminal,
         )
 
     def _read_screen(self, slot: int) -> None:

@@ -35,12 +35,12 @@ from agent.checkpoint import CheckpointError, CheckpointStore
 from agent.collector import Collector, EnvFactory, check_streams, resolve_envs
 from agent.config import Config, EnvConfig, dump_toml
 from agent.env import AtariEnv
-from agent.evaluate import protocol_config, run_episodes, summarize
 from agent.games import action_set
 from agent.health import HealthMonitor
 from agent.learner import Learner, resolve_device
 from agent.native import Batch
 from agent.network import QNetwork
+from agent.protocol import protocol_config, run_episodes, summarize
 from agent.report import Reporter
 from agent.runs import write_status
 from agent.workers import WorkerError
@@ -402,15 +402,8 @@ class Trainer:
         """Continue from a checkpoint of this run (with its replay snapshot when there is one)."""
         path = Path(path)
         saved = ckpt_io.load(path)
-        ckpt_io.verify(saved, path, network=self.learner.online.spec(),
-                       layout=self.actions.layout())
-        envs = runstate.saved_envs(saved)
-        if envs != self.collector.num_envs:
-            raise CheckpointError(_envs_mismatch(path, envs, self.collector.num_envs))
-        replay_file = saved.get("replay_file")
-        replay = None
-        if replay_file and (path.parent / replay_file).is_file():
-            replay = ckpt_io.load_arrays(path.parent / replay_file)
+        snapshot = _check_resumable(saved, path, self.config, self.actions)
+        replay = ckpt_io.load_arrays(snapshot) if snapshot is not None else None
         runstate.restore(saved, self.learner, self.collector, self.health, replay)
         self.last_checkpoint = path
         self._saved_at_step = self.steps
@@ -468,16 +461,42 @@ def check_resume(config: Config, path: Path) -> Config:
     action layout or number of envs) before anything in its run directory is written. Returns
     the config to resume with: run.envs "auto" takes the checkpoint's number of envs."""
     saved = ckpt_io.load(path)
-    actions = action_set(config.env.game, config.env.action_set)
+    if config.run.envs == 0:
+        config = config.replace(run={"envs": runstate.saved_envs(saved)})
+    _check_resumable(saved, path, config, action_set(config.env.game, config.env.action_set))
+    return config
+
+
+def _check_resumable(saved: dict, path: Path, config: Config, actions) -> Path | None:
+    """Refuse checkpoint `saved` if a run of `config` cannot continue it: another network,
+    action layout or number of envs, or a replay snapshot of another shape (capacity, n-step,
+    ...). Reads only the snapshot's parameters. Returns the snapshot's path, if it has one.
+    `actions`: the run's action set (its env's, which a test game may set)."""
     network = QNetwork(len(actions), config.env.stack, config.env.frame_shape,
                        config.learner.dueling).spec()
     ckpt_io.verify(saved, path, network=network, layout=actions.layout())
     envs = runstate.saved_envs(saved)
-    if config.run.envs == 0:
-        return config.replace(run={"envs": envs})
     if config.run.envs != envs:
         raise CheckpointError(_envs_mismatch(path, envs, config.run.envs))
-    return config
+    name = saved.get("replay_file")
+    snapshot = path.parent / name if name else None
+    if snapshot is None or not snapshot.is_file():
+        return None
+    c = config
+    expected = {"capacity": ("--capacity", c.replay.capacity // envs * envs),
+                "frame_shape": ("--frame-shape", tuple(c.env.frame_shape)),
+                "stack": ("--stack", c.env.stack), "n_step": ("--n-step", c.learner.n_step),
+                "gamma": ("--gamma", c.learner.gamma),
+                "prioritized": ("--prioritized", c.replay.prioritized),
+                "alpha": ("--alpha", c.replay.alpha)}
+    for key, value in ckpt_io.snapshot_params(snapshot, list(expected)).items():
+        flag, now = expected[key]
+        if value != now:
+            raise CheckpointError(
+                f"replay snapshot {snapshot} was saved with {key} {value}, this run asks for "
+                f"{now} ({flag}): resume with the run's {key}, or move the snapshot away to "
+                f"resume without it (learning then waits to refill the replay)")
+    return snapshot
 
 
 def train(config: Config, run_dir: Path, resume_from: Path | None = None,

@@ -125,3 +125,28 @@ def test_a_best_written_after_the_index_keeps_its_own_score(tmp_path):
     assert again.index["best"] == {"file": "best.pt", "steps": 200, "eval_score": 9.0}
     assert not again.save_best(payload(300), 300, eval_score=7.0)
     assert checkpoint.load(again.dir / "best.pt")["counters"]["steps"] == 200
+
+
+@pytest.mark.parametrize("text", ["hello world\n", "notes about my run\n" * 50, '{"a": 1}'],
+                         ids=["line", "notes", "json"])
+def test_a_text_file_is_not_a_checkpoint(tmp_path, text):
+    path = tmp_path / "notes.pt"
+    path.write_text(text)
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.load(path)
+    message = str(info.value)
+    assert message == (f"{path} is not an atari-agent checkpoint (expected a torch.save zip "
+                       f"file; this one holds text)")
+
+
+@pytest.mark.parametrize("damage, detail", [
+    (lambda p: p.write_bytes(b""), "(an empty file)"),
+    (lambda p: p.write_bytes(os.urandom(4096)), "(not a torch.save zip file)"),
+])
+def test_a_damaged_file_says_what_was_expected_not_the_unpicklers_internals(tmp_path, damage,
+                                                                           detail):
+    path = tmp_path / "c.pt"
+    damage(path)
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.load(path)
+    assert str(info.value) == f"checkpoint {path} is truncated or corrupt {detail}"

@@ -67,3 +67,32 @@ def test_epsilon_is_random_until_learning_starts_then_decays_linearly():
     assert explore.epsilon(999, learning_starts=1_000) == 1.0
     assert explore.epsilon(1_000 + explore.eps_decay_steps // 2, learning_starts=1_000) == \
         pytest.approx(0.505)
+
+
+def test_raw_rewards_with_bounds_sized_for_clipped_ones_are_refused():
+    """With --no-clip-rewards the default TD clip would silently cap every target at 50 and the
+    Q alarm would roll back a healthy run: both bounds must be set for the game's scale."""
+    with pytest.raises(ValueError, match=r"learner.td_clip = 50 and watchdog.q_limit = 100 are"):
+        Config().replace(env={"clip_rewards": False})
+    with pytest.raises(ValueError, match=r"watchdog.q_limit = 100 is sized for clipped"):
+        Config().replace(env={"clip_rewards": False}, learner={"td_clip": 0.0})
+    config = Config().replace(env={"clip_rewards": False}, learner={"td_clip": 0.0},
+                              watchdog={"q_limit": 1e6})
+    assert (config.learner.td_clip, config.watchdog.q_limit) == (0.0, 1e6)
+    args = build_parser().parse_args(["train", "--no-clip-rewards", "--td-clip", "2000",
+                                      "--q-limit", "1e5"])
+    assert Config().replace(**config_overrides(args)).learner.td_clip == 2000
+
+
+def test_a_q_alarm_at_or_below_the_td_clip_is_refused():
+    with pytest.raises(ValueError, match=r"q_limit \(50\) must exceed learner.td_clip \(50\)"):
+        Config().replace(watchdog={"q_limit": 50.0})
+    assert Config().replace(watchdog={"q_limit": 50.0}, learner={"td_clip": 0.0})
+
+
+@pytest.mark.parametrize("keeps", ["loss_history", "agree_window"])
+def test_a_watchdog_rule_that_could_never_fire_is_refused(keeps):
+    with pytest.raises(ValueError, match=rf"min_history \(6\) exceeds watchdog.{keeps} \(5\)"):
+        Config().replace(watchdog={"min_history": 6, keeps: 5,
+                                   **({"agree_window": 6} if keeps == "loss_history" else {})})
+    assert Config().replace(watchdog={"min_history": 5, keeps: 5})
