@@ -1,15 +1,11 @@
-"""Scoring policies under one documented protocol: the training loop's periodic evaluation, the
-demo's trained-vs-random comparison and `atari-agent evaluate` all use it.
-
-Protocol (Machado et al. 2018): sticky actions 0.25; an episode ends at game over (a lost life is
-not an end); the raw game score; episodes truncated at 108,000 emulator frames (30 minutes);
-up to 30 no-op frames at the start; actions epsilon-greedy with `explore.eval_epsilon` (0.001,
-not training's 0.01) so a policy that stalls cannot stall forever. Episode i of a run seeded s
-plays on an env seeded from (s, i) with its own epsilon stream, so an episode's result depends
-only on (policy, s, i): the same in one process or spread over workers, in any order.
+"""`atari-agent evaluate`: checkpoints (or a random policy) scored under the evaluation protocol
+of agent/protocol.py, spread over worker processes, reported as a ranked table and as JSON. The
+demo's trained-vs-random comparison uses it too; the training loop does not (it plays its
+periodic evaluation in-process through agent/protocol.py).
 
 `evaluate` spreads (checkpoint, episode) tasks over worker processes: ale-py holds the GIL, so
-only processes run emulators in parallel. Each worker acts with one torch thread.
+only processes run emulators in parallel. Each worker acts with one torch thread. Episode i of
+a run seeded s is the same game wherever it runs, so results do not depend on the worker count.
 """
 
 from __future__ import annotations
@@ -25,80 +21,17 @@ from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-import numpy as np
-
-from agent.checkpoint import CheckpointError, CheckpointStore, atomic_write
+from agent import files
+from agent.checkpoint import CheckpointStore
 from agent.config import EnvConfig, from_dict
 from agent.outputs import check_output
+from agent.protocol import Episode, episode_streams, play_episode, protocol_config, summarize
 from agent.references import human_normalized
 from agent.runs import checkpoints_dir
-
-PROTOCOL = {"repeat_action_probability": 0.25, "terminal_on_life_loss": False,
-            "max_frames": 108_000, "noop_max": 30}
-"""The EnvConfig fields every evaluation sets, whatever the training run used."""
 
 
 class EvaluateError(ValueError):
     """Bad input to an evaluation (no checkpoints, a dead worker, ...); the message says which."""
-
-
-def protocol_config(env: EnvConfig, **overrides) -> EnvConfig:
-    """The training env's config with the evaluation protocol's settings (and `overrides`)."""
-    return env.replace(**{**PROTOCOL, **overrides})
-
-
-@dataclass
-class Episode:
-    score: float
-    """Raw game score."""
-    length: int
-    """Agent steps."""
-    truncated: bool = False
-    """Ended by the frame cap rather than by game over."""
-
-
-def episode_streams(seed: int, index: int) -> tuple[int, np.random.Generator]:
-    """Episode `index` of a run seeded `seed`: its env seed and its epsilon-draw generator."""
-    env_seed, rng_seed = np.random.SeedSequence([seed, index]).generate_state(2)
-    return int(env_seed & 0x7FFFFFFF), np.random.default_rng(int(rng_seed))
-
-
-def play_episode(env, act: Callable[[np.ndarray], int] | None, rng: np.random.Generator,
-                 epsilon: float) -> Episode:
-    """One whole episode on a fresh `env`; `act(stack) -> action`, None for a random policy."""
-    n = len(env.actions)
-    obs = env.reset()
-    while True:
-        if act is None or rng.random() < epsilon:
-            action = int(rng.integers(n))
-        else:
-            action = act(obs)
-        s = env.step(action)
-        if s.terminated or s.truncated:
-            return Episode(float(env.episode_score), int(env.episode_steps), bool(s.truncated))
-
-
-def run_episodes(make_env: Callable, act: Callable[[np.ndarray], int] | None, episodes: int,
-                 seed: int, epsilon: float) -> list[Episode]:
-    """Play `episodes` episodes in this process; `make_env(env_seed)` builds an env with the
-    protocol's config (see `protocol_config`)."""
-    results = []
-    for i in range(episodes):
-        env_seed, rng = episode_streams(seed, i)
-        env = make_env(env_seed)
-        try:
-            results.append(play_episode(env, act, rng, epsilon))
-        finally:
-            env.close()
-    return results
-
-
-def summarize(episodes: list[Episode]) -> dict:
-    scores = np.array([e.score for e in episodes], np.float64)
-    return {"episodes": len(episodes), "mean": float(scores.mean()), "std": float(scores.std()),
-            "median": float(np.median(scores)), "min": float(scores.min()),
-            "max": float(scores.max()),
-            "mean_length": float(np.mean([e.length for e in episodes]))}
 
 
 # ------------------------------------------------------------------------------ what to score
@@ -215,18 +148,37 @@ def _env_dict(env: EnvConfig) -> dict:
 
 @dataclass
 class Progress:
-    """Counts finished episodes and reports them through `out` (None: silent)."""
+    """Counts finished episodes and reports them through `out` (None: silent).
+
+    On a terminal, a counter redrawn in place. Elsewhere (a log file, a pipe, CI) a plain line
+    every `every` seconds and one at the end, so a long evaluation shows it is alive without
+    filling the log with a line per episode.
+    """
 
     total: int
     out: object = None
     done: int = 0
+    every: float = 10.0
+    """Seconds between the plain lines written when `out` is not a terminal."""
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        self._tty = self.out is not None and self.out.isatty()
+        self._start = self._last = self.clock()
 
     def tick(self) -> None:
         self.done += 1
-        # A counter redrawn in place on a terminal; in a log, nothing (the table follows).
-        if self.out is not None and self.out.isatty():
+        if self.out is None:
+            return
+        if self._tty:
             end = "\n" if self.done == self.total else ""
             print(f"\r  {self.done}/{self.total} episodes", end=end, file=self.out, flush=True)
+            return
+        now = self.clock()
+        if self.done == self.total or now - self._last >= self.every:
+            self._last = now
+            print(f"  {self.done}/{self.total} episodes ({100 * self.done // self.total}%), "
+                  f"{now - self._start:.0f} s", file=self.out, flush=True)
 
 
 WORKER_TIMEOUT = 600.0
@@ -350,7 +302,8 @@ def ranked(results: list[dict]) -> list[dict]:
 
 
 def table(results: list[dict]) -> str:
-    rows = [("#", "policy", "game", "steps", "eps", "mean ± std", "median", "min", "max",
+    # "episodes" in full: "eps" reads as epsilon, which the protocol line reports
+    rows = [("#", "policy", "game", "steps", "episodes", "mean ± std", "median", "min", "max",
              "length", "HNS %")]
     for i, r in enumerate(ranked(results), 1):
         rows.append((str(i), r["label"], r["game"],
@@ -367,12 +320,19 @@ def table(results: list[dict]) -> str:
 
 
 def protocol_line(results: list[dict]) -> str:
+    """The protocol under the table; the random policy's epsilon (1.0) only when one ran."""
     p = results[0]["protocol"]
-    eps = sorted({r["protocol"]["epsilon"] for r in results if r["policy"] == "greedy"})
+    greedy = sorted({r["protocol"]["epsilon"] for r in results if r["policy"] == "greedy"})
+    has_random = any(r["policy"] == "random" for r in results)
+    if greedy:
+        epsilon = f"epsilon {', '.join(map(str, greedy))}"
+        epsilon += " (random policy: 1.0)" if has_random else ""
+    else:
+        epsilon = "epsilon 1.0 (random policy)"
     return (f"protocol: sticky actions {p['repeat_action_probability']}, game over ends an "
             f"episode, raw score, {p['max_frames']:,}-frame cap, up to {p['noop_max']} no-op "
-            f"frames, epsilon {', '.join(map(str, eps)) or '-'} (random policy: 1.0), "
-            f"seed {p['seed']}; HNS = (score - random) / (human - random) x 100")
+            f"frames, {epsilon}, seed {p['seed']}; "
+            f"HNS = (score - random) / (human - random) x 100")
 
 
 def check_json_path(path: Path) -> Path:
@@ -382,7 +342,4 @@ def check_json_path(path: Path) -> Path:
 
 def write_json(path: Path, results: list[dict]) -> None:
     data = json.dumps(ranked(results), indent=2).encode()
-    try:
-        atomic_write(path, lambda f: f.write(data + b"\n"))
-    except CheckpointError as exc:
-        raise EvaluateError(str(exc)) from None
+    files.atomic_write(path, lambda f: f.write(data + b"\n"), error=EvaluateError)

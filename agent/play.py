@@ -35,8 +35,8 @@ import numpy as np
 from agent import outputs
 from agent.config import EnvConfig
 from agent.env import AtariEnv, Step
-from agent.evaluate import PROTOCOL, Episode, run_episodes
 from agent.policy import LoadedAgent
+from agent.protocol import PROTOCOL, Episode, run_episodes
 
 EMULATOR_HZ = 60
 """Emulator frames per second of real play (the Atari 2600's NTSC rate)."""

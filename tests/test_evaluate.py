@@ -3,6 +3,7 @@ workers, to a table and JSON, next to the random baseline; bad input is one clea
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -24,8 +25,12 @@ from tests.procs import descendants, proc_running
 
 CKPT_200 = "checkpoints/ckpt-000000000200.pt"
 CKPT_400 = "checkpoints/ckpt-000000000400.pt"
-JSON_KEYS = {"checkpoint", "game", "episodes", "mean", "std", "median", "min", "max",
-             "mean_length", "hns", "protocol"}
+JSON_KEYS = {"checkpoint", "label", "policy", "game", "training_steps", "episodes", "mean", "std",
+             "median", "min", "max", "mean_length", "hns", "truncated", "scores", "lengths",
+             "protocol"}
+"""The keys of each `--json` result: scripts read them, so they change only on purpose."""
+PROTOCOL_KEYS = {"repeat_action_probability", "terminal_on_life_loss", "max_frames",
+                 "noop_max", "frameskip", "action_set", "epsilon", "score", "seed"}
 
 
 def test_a_run_directory_to_json_beside_the_random_baseline(trained_run, tmp_path, capsys):
@@ -36,7 +41,7 @@ def test_a_run_directory_to_json_beside_the_random_baseline(trained_run, tmp_pat
     results = json.loads(out.read_text())
     assert len(results) == 3  # both checkpoints of the run and the random policy
     for r in results:
-        assert JSON_KEYS <= set(r), r
+        assert set(r) == JSON_KEYS and set(r["protocol"]) == PROTOCOL_KEYS, r
         assert r["game"] == "phoenix" and r["episodes"] == 2 and len(r["scores"]) == 2
         assert r["min"] <= r["median"] <= r["max"] and r["mean_length"] > 0
         assert r["hns"] == pytest.approx(human_normalized("phoenix", r["mean"]))
@@ -55,6 +60,7 @@ def test_a_run_directory_to_json_beside_the_random_baseline(trained_run, tmp_pat
     rows = [line for line in printed.splitlines() if line[:1].isdigit()]
     assert len(rows) == 3 and "random (documented actions)" in printed
     assert "ckpt-000000000400.pt" in printed and "sticky actions 0.25" in printed
+    assert "epsilon 0.001 (random policy: 1.0)" in printed
 
 
 def test_results_depend_on_the_seed_not_on_the_workers(trained_run):
@@ -78,6 +84,10 @@ def test_the_protocol_overrides_reach_the_episodes(trained_run):
 def test_random_policy_on_a_named_game(tmp_path, capsys):
     assert main(["evaluate", "--policy", "random", "--game", "pong", "--episodes", "1",
                  "--max-frames", "400", "--json", str(tmp_path / "r.json")]) == 0
+    captured = capsys.readouterr()
+    assert "epsilon 1.0 (random policy)" in captured.out
+    # not a terminal: the progress is a plain line (the last one at the end), no carriage return
+    assert "  1/1 episodes (100%)" in captured.err and "\r" not in captured.err
     (r,) = json.loads((tmp_path / "r.json").read_text())
     assert (r["game"], r["policy"], r["protocol"]["action_set"]) == ("pong", "random",
                                                                      "documented")
@@ -108,6 +118,63 @@ def test_table_ranks_best_first_within_each_game():
     assert [r["label"] for r in ev.ranked(results)] == ["c", "a", "d", "b"]
     lines = ev.table(results).splitlines()
     assert lines[2].split()[:3] == ["1", "c", "pong"] and lines[4].endswith("100.0")
+    # "eps" read as epsilon: the episode count's column says what it is
+    header = lines[0].split()
+    assert "episodes" in header and "eps" not in header
+
+
+def _result(policy: str, epsilon: float) -> dict:
+    return {"policy": policy, "protocol": {"repeat_action_probability": 0.25,
+                                           "max_frames": 108_000, "noop_max": 30,
+                                           "epsilon": epsilon, "seed": 3}}
+
+
+def test_the_protocol_line_names_the_random_policy_only_when_one_ran():
+    greedy = ev.protocol_line([_result("greedy", 0.001), _result("greedy", 0.001)])
+    assert "epsilon 0.001, seed 3" in greedy and "random" not in greedy.split(";")[0]
+    both = ev.protocol_line([_result("greedy", 0.001), _result("random", 1.0)])
+    assert "epsilon 0.001 (random policy: 1.0), seed 3" in both
+    alone = ev.protocol_line([_result("random", 1.0)])
+    assert "epsilon 1.0 (random policy), seed 3" in alone
+
+
+class _Clock:
+    def __init__(self, times: list[float]):
+        self.times = iter(times)
+
+    def __call__(self) -> float:
+        return next(self.times)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_in_a_log_is_a_plain_line_every_few_seconds():
+    out = io.StringIO()  # not a terminal: a log file, a pipe, CI
+    meter = ev.Progress(5, out, every=10.0, clock=_Clock([0.0, 3.0, 11.0, 12.0, 25.0, 26.0]))
+    for _ in range(5):
+        meter.tick()
+    assert out.getvalue().splitlines() == ["  2/5 episodes (40%), 11 s",
+                                           "  4/5 episodes (80%), 25 s",
+                                           "  5/5 episodes (100%), 26 s"]
+
+
+def test_progress_on_a_terminal_is_one_counter_redrawn():
+    out = _Terminal()
+    meter = ev.Progress(3, out)
+    for _ in range(3):
+        meter.tick()
+    assert out.getvalue() == "\r  1/3 episodes\r  2/3 episodes\r  3/3 episodes\n"
+    ev.Progress(3, None).tick()  # silent
+
+
+def test_training_does_not_import_the_evaluate_command():
+    """The protocol lives in agent/protocol.py; the pool, table and JSON are the command's."""
+    code = ("import sys, agent.train; "
+            "sys.exit('agent.evaluate' in sys.modules or 'agent.protocol' not in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def _write_truncated(path: Path, source: Path) -> None:

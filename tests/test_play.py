@@ -18,7 +18,6 @@ import pytest
 
 import agent.play as play_mod
 from agent.env import AtariEnv
-from agent.evaluate import episode_streams, play_episode, protocol_config
 from agent.games import documented_actions
 from agent.play import (
     BG,
@@ -41,6 +40,7 @@ from agent.play import (
     play,
 )
 from agent.policy import load_agent
+from agent.protocol import episode_streams, play_episode, protocol_config
 
 STEPS = 40
 

@@ -1,4 +1,4 @@
-"""agent/plot.py: reading metrics.jsonl and drawing learning curves with OpenCV."""
+"""agent/plot.py: reading metrics.jsonl and drawing learning curves (agent/chart.py draws)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agent import plot
+from agent import chart, plot
 from agent.plot import PlotError, default_output, load_metrics, plot_runs
 
 BUTTONS = ("noop", "ZAP", "FIRE", "FIRE+ZAP")
@@ -68,8 +68,7 @@ def _event(kind: str, steps: int) -> dict:
 
 
 def _bgr(i: int) -> np.ndarray:
-    r, g, b = plot.PALETTE_RGB[i]
-    return np.array([b, g, r])
+    return np.array(chart.palette(i))
 
 
 def _near(img: np.ndarray, bgr: np.ndarray, tol: int = 12) -> np.ndarray:
@@ -176,11 +175,37 @@ def test_many_runs_cycle_colours_and_move_the_legend_under_the_grid(tmp_path):
 
 def test_hershey_fallback_font_for_opencv_4(tmp_path, monkeypatch):
     """OpenCV 4 has no FontFace: text falls back to the Hershey font, ASCII only."""
-    monkeypatch.setattr(plot._Font, "__init__", lambda self: setattr(self, "face", None))
+    monkeypatch.setattr(chart.Font, "__init__", lambda self: setattr(self, "face", None))
     run = _write_run(tmp_path / "run", _curve_rows(n=20))
     img = cv2.imread(str(plot_runs([run], tmp_path / "c.png", title="ClipΔ — test")))
     assert img.shape[1] == 1600 and _colours(img) > 100
-    assert plot._Font()._ascii("ClipΔ — ok") == "Clip delta - ok"
+
+
+def test_every_character_in_the_figure_is_one_the_font_can_draw(tmp_path, monkeypatch):
+    """The TrueType font draws '?' for a glyph it lacks: the ClipΔ panel was titled 'Clip?'."""
+    sent: list[str] = []
+    put_text = cv2.putText
+
+    def spy(img, text, *args):
+        sent.append(text)
+        return put_text(img, text, *args)
+
+    monkeypatch.setattr(cv2, "putText", spy)
+    run = _write_run(tmp_path / "run", _curve_rows(n=20))
+    plot_runs([run], tmp_path / "c.png")
+    monkeypatch.undo()
+    text = "".join(sent)
+    assert "Clip" in text and "clipped / unclipped gradient norm" in text
+    assert "?" not in text
+    face = chart.Font().face
+    if face is None:
+        return  # OpenCV 4: the Hershey font draws only ASCII, and is only sent ASCII
+    missing = np.full((40, 40, 3), 255, np.uint8)
+    cv2.putText(missing, "?", (8, 30), (0, 0, 0), face, 24)
+    for char in sorted(set(text) - {" "}):
+        img = np.full((40, 40, 3), 255, np.uint8)
+        cv2.putText(img, char, (8, 30), (0, 0, 0), face, 24)
+        assert not np.array_equal(img, missing), f"{char!r} is drawn as '?'"
 
 
 def test_real_training_run(trained_run, tmp_path):
@@ -212,15 +237,6 @@ def test_nulls_nan_and_a_truncated_last_line(tmp_path):
     assert math.isnan(series["greedy:FIRE"][1]) and series["greedy:FIRE"][0] == pytest.approx(30)
     out = plot_runs([run], tmp_path / "c.png")
     assert cv2.imread(str(out)).shape[1] == 1600
-
-
-def test_segments_break_at_gaps_and_when_steps_go_back():
-    x = np.array([0.0, 1, 2, 3, 4, 5, 2, 3, 4])
-    y = np.array([1.0, np.nan, 2, 3, 4, np.nan, 5, 6, 7])
-    assert [s.tolist() for s in plot._segments(x, y)] == [[0], [2, 3, 4], [6, 7, 8]]
-    x = np.array([0.0, 1, 2, 1, 2])  # a resume from an earlier checkpoint
-    assert [s.tolist() for s in plot._segments(x, np.ones(5))] == [[0, 1, 2], [3, 4]]
-    assert plot._segments(x, np.full(5, np.nan)) == []
 
 
 @pytest.mark.parametrize("bad, line", [
@@ -277,9 +293,14 @@ def test_missing_and_non_run_directories(tmp_path):
 
 # ------------------------------------------------------------------------------ output
 def test_bad_outputs_fail_before_reading_and_write_nothing(tmp_path, monkeypatch):
-    missing_run = tmp_path / "no-such-run"  # reading it would fail with another message
+    run = _write_run(tmp_path / "run", _curve_rows(n=10))
     (tmp_path / "file").write_text("x")
     (tmp_path / "dir.png").mkdir()
+
+    def no_reading(run_dir):
+        raise AssertionError("metrics read before the output path was checked")
+
+    monkeypatch.setattr(plot, "load_metrics", no_reading)
     cases = {tmp_path / "curves.jpg": "must end in .png",
              tmp_path / "curves": "must end in .png",
              tmp_path / "missing" / "c.png": "does not exist",
@@ -288,12 +309,22 @@ def test_bad_outputs_fail_before_reading_and_write_nothing(tmp_path, monkeypatch
     before = _files(tmp_path)
     for out, message in cases.items():
         with pytest.raises(PlotError, match=message) as err:
-            plot_runs([missing_run], out)
+            plot_runs([run], out)
         assert str(out) in str(err.value)
     monkeypatch.setattr(os, "access", lambda path, mode: False)
     with pytest.raises(PlotError, match="is not writable"):
-        plot_runs([missing_run], tmp_path / "c.png")
+        plot_runs([run], tmp_path / "c.png")
     assert _files(tmp_path) == before
+
+
+def test_a_missing_run_is_named_not_its_default_output(tmp_path):
+    """`plot runs/nope` once said the directory of runs/nope/curves.png did not exist."""
+    good = _write_run(tmp_path / "good", _curve_rows(n=10))
+    for runs in ([tmp_path / "nope"], [good, tmp_path / "nope"]):
+        with pytest.raises(PlotError) as err:
+            plot_runs(runs, default_output(runs))
+        assert str(err.value) == (f"{tmp_path / 'nope'} does not exist (expected a directory "
+                                  "made by `atari-agent train`)")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
@@ -362,73 +393,32 @@ def test_run_names_are_directory_names_made_unique(tmp_path):
     assert plot._run_names([tmp_path / "r", tmp_path / "r"]) == ["r", "r #2"]
 
 
-# ------------------------------------------------------------------------------ axes
-def test_nice_ticks_one_million_steps():
-    ticks = plot.nice_ticks(0, 1_000_000)
-    assert ticks == [0, 200_000, 400_000, 600_000, 800_000, 1_000_000]
-    assert [plot.format_tick(t, 200_000) for t in ticks] == ["0", "200k", "400k", "600k",
-                                                             "800k", "1M"]
-
-
-@pytest.mark.parametrize("lo, hi, expected", [
-    (0, 400, [0, 100, 200, 300, 400]),
-    (0, 1.05, [0, 0.2, 0.4, 0.6, 0.8, 1.0]),
-    (-2.5, 102.5, [0, 20, 40, 60, 80, 100]),
-    (0, 1_250_000, [0, 200_000, 400_000, 600_000, 800_000, 1_000_000, 1_200_000]),
-    (-3, 7, [-2, 0, 2, 4, 6]),
-    (5, 5, [5]),
-])
-def test_nice_ticks(lo, hi, expected):
-    assert plot.nice_ticks(lo, hi) == pytest.approx(expected)
-
-
-def test_nice_ticks_are_round_and_about_target_many():
-    rng = np.random.default_rng(0)
-    for _ in range(500):
-        lo = float(rng.uniform(-1e3, 1e3)) * 10.0 ** int(rng.integers(-6, 6))
-        hi = lo + float(rng.uniform(1e-3, 1e3)) * 10.0 ** int(rng.integers(-6, 6))
-        if hi - lo < 1e-6 * abs(lo):
-            continue  # a range narrower than float precision can resolve into ticks
-        ticks = plot.nice_ticks(lo, hi, target=5)
-        step = plot.nice_step((hi - lo) / 5)
-        mantissa = step / 10.0 ** math.floor(math.log10(step) + 1e-9)
-        assert min(abs(mantissa - m) for m in (1, 2, 5)) < 1e-6, (lo, hi, ticks)
-        assert 3 <= len(ticks) <= 12, (lo, hi, ticks)
-        assert lo - 1e-9 * step <= ticks[0] and ticks[-1] <= hi + 1e-9 * step
-        assert np.allclose(np.diff(ticks), step, rtol=1e-6)
-        assert all(abs(t / step - round(t / step)) < 1e-6 for t in ticks)
-
-
-@pytest.mark.parametrize("value, step, text", [
-    (1_500_000, 500_000, "1.5M"), (1_250_000, 250_000, "1.25M"), (2_500, 500, "2.5k"),
-    (200, 100, "200"), (0.05, 0.05, "0.05"), (0.4, 0.2, "0.4"), (2e-4, 1e-4, "2e-4"),
-    (-200_000, 200_000, "-200k"), (3e9, 1e9, "3G"), (1e-9, 0.2, "0"),
-])
-def test_format_tick(value, step, text):
-    assert plot.format_tick(value, step) == text
-
-
-def test_log_scale_only_for_positive_losses_spanning_more_than_two_decades():
-    assert plot.use_log_scale(np.array([1e-3, 0.05, 1.0]))
-    assert plot.use_log_scale(np.array([np.nan, 2e-3, 0.5, np.nan]))  # gaps ignored
-    assert not plot.use_log_scale(np.array([0.01, 0.5, 0.9]))  # 1.95 decades
-    assert not plot.use_log_scale(np.array([0.0, 1e-5, 1.0]))  # a zero cannot be drawn
-    assert not plot.use_log_scale(np.array([-1.0, 1e-5, 1.0]))
-    assert not plot.use_log_scale(np.array([np.nan]))
-
-
+# ------------------------------------------------------------------------------ panels
 def test_loss_panel_title_says_the_scale(tmp_path):
     wide = _write_run(tmp_path / "wide", [_row(s, loss=10.0 ** -(s / 100)) for s in range(400)])
     narrow = _write_run(tmp_path / "narrow", [_row(s, loss=1 + s / 100) for s in range(400)])
     loss_panel = plot._panels()[1]
-    axis, title = plot._y_axis(loss_panel, plot._load_runs([wide]), target=5)
-    assert axis.log and title == "Loss (log scale)"
-    assert axis.labels[0] == "1e-4" and axis.labels[-1] == "1"
-    axis, title = plot._y_axis(loss_panel, plot._load_runs([narrow]), target=5)
-    assert not axis.log and title == "Loss (linear scale)"
+    panel = plot._chart_panel(loss_panel, plot._load_runs([wide]))
+    assert panel.log and panel.title == "Loss (log scale)"
+    axis = chart.y_axis(panel.values(), 5, panel.fixed, panel.log)
+    assert axis.log and axis.labels[0] == "1e-4" and axis.labels[-1] == "1"
+    panel = plot._chart_panel(loss_panel, plot._load_runs([narrow]))
+    assert not panel.log and panel.title == "Loss (linear scale)"
     # both runs together span > 2 decades: the shared panel goes log
-    axis, _ = plot._y_axis(loss_panel, plot._load_runs([wide, narrow]), target=5)
-    assert axis.log
+    assert plot._chart_panel(loss_panel, plot._load_runs([wide, narrow])).log
+
+
+def test_a_panel_holds_each_runs_line_band_and_watchdog_events(tmp_path):
+    a = _write_run(tmp_path / "a", _curve_rows(n=10), [_event("rollback", 500)])
+    b = _write_run(tmp_path / "b", _curve_rows(n=10), [_event("checkpoint", 500)])
+    runs = plot._load_runs([a, b])
+    q = plot._chart_panel(plot._panels()[3], runs)
+    assert [ln.color for ln in q.lines] == [chart.palette(0), chart.palette(1)]
+    assert np.array_equal(q.lines[0].y, runs[0].series["q_mean"], equal_nan=True)
+    assert np.array_equal(q.bands[1].hi, runs[1].series["q_max"], equal_nan=True)
+    assert [(m.x, m.color) for m in q.marks] == [(500.0, chart.palette(0))]
+    clip = plot._chart_panel(plot._panels()[5], runs)
+    assert clip.fixed == (0.0, 1.05) and not clip.bands
 
 
 def test_panel_order():
@@ -448,5 +438,6 @@ def test_the_plot_command(trained_run, tmp_path, capsys):
     assert cv2.imread(str(out)).shape[1] == 1600
     assert main(["plot", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("atari-agent plot: ") and err.count("\n") == 1 and "nope" in err
+    assert err == (f"atari-agent plot: {tmp_path / 'nope'} does not exist (expected a "
+                   "directory made by `atari-agent train`)\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["both.png"]
