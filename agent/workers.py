@@ -1,5 +1,11 @@
 """N environments stepped in parallel, observations and step results in shared memory.
 
+This module is the parent's side: `VecEnv`, the results it returns (`VecStep`), its errors
+(`WorkerError`, `WorkerValueError`), the free-running driver (`FreeRun`), and the shutdown of
+its processes. The pool's protocol (message framing, command and answer words, the shared
+block's layout) is `agent.wire`; the worker process's entry and loop are `agent.worker`. This
+docstring tells how the three work together.
+
 ale-py's binding holds the GIL while it emulates, so threads do not run games in parallel; this
 module runs `AtariEnv`s in processes. Env ``i`` is ``AtariEnv(config, seed=seed + i)``, so it
 plays exactly the trajectory a serial ``AtariEnv`` with that seed plays (or, with
@@ -21,12 +27,12 @@ workers map) holds, as numpy views:
   episode that ended (float64, int64);
 - one doorbell word per env each way (see Waiting).
 
-One function, `_Slot.step`, steps an env into its row, in a worker and in the caller alike: the
-env keeps its acting stack in ``obs[i]`` (`AtariEnv.share_stack`) and steps with
-``out=frames[i]``, so the native kernel writes the new frame straight into both; the scalars
-are filled, and when the episode ended (terminated or truncated) that last
-frame is copied into ``final_frames[i]``, the score recorded and the env reset (auto-reset):
-``obs[i]`` and ``frames[i]`` then hold the new episode's first observation.
+One function, `agent.worker.Slot.step`, steps an env into its row, in a worker and in the
+caller alike: the env keeps its acting stack in ``obs[i]`` (`AtariEnv.share_stack`) and steps
+with ``out=frames[i]``, so the native kernel writes the new frame straight into both; the
+scalars are filled, and when the episode ended (terminated or truncated) that last frame is
+copied into ``final_frames[i]``, the score recorded and the env reset (auto-reset): ``obs[i]``
+and ``frames[i]`` then hold the new episode's first observation.
 
 Ring mode (``ring=``, a `agent.shm.SharedArray` holding a (rows, H, W) uint8 replay ring, which
 every worker maps): the frames go straight from the native kernel into the ring rows that each
@@ -58,7 +64,7 @@ Waiting. On a virtual machine, waking a process whose vCPU went idle costs tens 
 and a message through a pipe another 5-10 us; an agent step is ~190 us. So a side that waits
 first spins for up to ``spin`` seconds (default 1 ms), yielding the CPU (sched_yield, after a
 pause instruction) between looks so that any other runnable task (the learner's threads) goes
-first, and only then sleeps on its pipe. On x86-64 (`_DOORBELL`) the per-step path has no
+first, and only then sleeps on its pipe. On x86-64 (`agent.wire.DOORBELL`) the per-step path has no
 system call at all unless a side sleeps; the words are native/pool.pyx's, one cache line per
 writer and env:
 
@@ -110,7 +116,7 @@ writes a command message whose size field gives the payload's length, then the p
 worker answers with the pickled state, an OK or the error. A shared mailbox would need a size
 bound (or a resize protocol) and a second copy in and out; the pipe needs neither, and a
 snapshot is rare (once per checkpoint), so its system calls do not matter. With the doorbell
-the parent first rings a _PIPE command word, so a spinning worker turns to its pipe at once
+the parent first rings a PIPE command word, so a spinning worker turns to its pipe at once
 (and a sleeping one is woken); the worker drops stray wake messages before the command and
 answers only through the pipe (no ack word). Both directions are read and written in pieces
 with the pool's deadline, so a payload larger than a pipe holds neither blocks the other side
@@ -118,14 +124,14 @@ nor hides a dead or hung worker. Neither call is allowed while a `step_async()` 
 
 Processes. The start method defaults to "forkserver" on Linux (forking a process that already
 runs torch's threads is unsafe; "spawn" is slower to start), else "spawn"; the worker entry is
-the module-level `_worker_main`. Workers are daemonic and ignore SIGINT, so Ctrl-C reaches only
-the parent: a KeyboardInterrupt that lands inside `reset()` or `step()` (env 0's step included)
-closes the pool before it propagates (one that comes while the parent spins without the GIL is
-raised when the spin ends, within ``spin`` seconds). A worker whose parent dies reads EOF on its
-pipe and exits (with "fork", each worker first closes the other workers' pipe ends it inherited,
-so that EOF does come). As with any forkserver or spawn pool, a script must create the VecEnv
-under ``if __name__ == "__main__":``. ``pids`` lists the worker processes only; ``env_pids[i]``
-is env i's worker, None for env 0 when it runs in the calling process.
+the module-level `agent.worker.worker_main`. Workers are daemonic and ignore SIGINT, so Ctrl-C
+reaches only the parent: a KeyboardInterrupt that lands inside `reset()` or `step()` (env 0's
+step included) closes the pool before it propagates (one that comes while the parent spins
+without the GIL is raised when the spin ends, within ``spin`` seconds). A worker whose parent
+dies reads EOF on its pipe and exits (with "fork", each worker first closes the other workers'
+pipe ends it inherited, so that EOF does come). As with any forkserver or spawn pool, a script
+must create the VecEnv under ``if __name__ == "__main__":``. ``pids`` lists the worker processes
+only; ``env_pids[i]`` is env i's worker, None for env 0 when it runs in the calling process.
 
 Failures. Answers are awaited with a deadline, ``select.poll`` on the pipes and the process
 sentinels once the spin is over: a worker that died (its exit code is reported, with the
@@ -161,75 +167,57 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
-import platform
 import select
 import signal
-import struct
 import sys
 import time
-import traceback
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from agent import wire
 from agent.config import EnvConfig
 from agent.games import ActionSet
 from agent.native import PoolBlock
 from agent.shm import SharedArray
+from agent.wire import (
+    ACK_FRAME_SIZE,
+    ACTION_LIMIT,
+    CMD,
+    CMD_FRAME,
+    CMD_HEAD,
+    ENDED,
+    GET_STATE,
+    HEADER,
+    OK,
+    PIPE,
+    READY,
+    RESET,
+    RESET_FRAME,
+    SEQ_MASK,
+    SET_STATE,
+    SHORT_FRAMES,
+    STATE,
+    STEP,
+    STOP_MSG,
+    VALUE_ERROR,
+    WAKE,
+    WAKE_CMD_FRAME,
+    block_layout,
+    block_views,
+    framed,
+    pool_block,
+    read_rest,
+    sched_yield,
+)
+from agent.worker import Slot, new_env, worker_main
 
-__all__ = ["VecEnv", "VecStep", "WorkerError", "WorkerValueError", "default_start_method"]
+__all__ = ["FreeRun", "VecEnv", "VecStep", "WorkerError", "WorkerValueError",
+           "default_start_method"]
 
-# Every message is framed as multiprocessing.Connection frames it (a 4-byte big-endian size,
-# then the payload), so Connection.send_bytes/recv_bytes and raw os.write/os.read (a microsecond
-# each instead of three) read each other's messages.
-_HEADER = struct.Struct("!i")
-
-
-def _frame(payload: bytes) -> bytes:
-    return _HEADER.pack(len(payload)) + payload
-
-
-# Parent -> worker: one fixed-size message: the command; the action index (a step) or the size
-# of the payload that follows the message (a state command); the two ring rows (ring mode).
-_CMD = struct.Struct("<Bqqq")
-_CMD_FRAME_SIZE = _HEADER.size + _CMD.size
-_CMD_FRAME = struct.Struct(f"<{_HEADER.size}sBqqq")  # a whole message: header, then _CMD
-_CMD_HEAD = _HEADER.pack(_CMD.size)
-_STEP, _RESET, _STOP, _WAKE_CMD = 1, 2, 3, 4
-_GET_STATE, _SET_STATE = 5, 6  # state commands: always through the pipe (see Snapshots)
-_PIPE = 7  # doorbell: "your next command is in your pipe"
-_STOP_MSG = _CMD.pack(_STOP, 0, 0, 0)
-_RESET_FRAME = _frame(_CMD.pack(_RESET, 0, 0, 0))
-_WAKE_CMD_FRAME = _frame(_CMD.pack(_WAKE_CMD, 0, 0, 0))  # doorbell: "look at your command word"
-# Worker -> parent: the first byte says what follows.
-_OK = b"k"  # done; the results are in shared memory (pipe-only mode)
-_ENDED = b"d"  # done, and the episode ended (final frame and score in shared memory)
-_WAKE = b"w"  # doorbell: "look at the ack words"
-_OK_FRAME, _ENDED_FRAME, _WAKE_FRAME = _frame(_OK), _frame(_ENDED), _frame(_WAKE)
-_ACK_FRAME_SIZE = len(_OK_FRAME)
-_SHORT_FRAMES = {_OK_FRAME: _OK, _ENDED_FRAME: _ENDED, _WAKE_FRAME: _WAKE}
-_READY = b"r"  # started: a pickled ActionSet follows
-_STATE = b"s"  # the answer to _GET_STATE: the pickled state follows
-_ERROR = b"e"  # an exception: its formatted traceback follows (utf-8)
-_VALUE_ERROR = b"v"  # a ValueError: its message, then its traceback
-
-# The doorbell words (see "Waiting" in the module docstring and native/pool.pyx): a command word
-# is the command's sequence number (mod 2**31), its command byte and its action; an ack word is
-# the sequence number and the "episode ended" bit.
-_SEQ_MASK = 0x7FFFFFFF
-_ACTION_LIMIT = 1 << 24
-_DOORBELL = platform.machine().lower() in {"x86_64", "amd64"}
-"""Whether the doorbell words are used here: x86-64 makes a process's stores visible to the
-others in program order (total store order), so a side that sees a word also sees what was
-written before it, and an aligned 8-byte load or store is one instruction, never torn. Elsewhere
-every command and answer goes through the pipes, whose system calls order the shared writes."""
-
-_ALIGN = 64
 _CLOSE_JOIN_S = 2.0
-_sched_yield = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
-"""Give the CPU to any other runnable task, if there is one (used while polling the pipes)."""
 
 
 class WorkerError(RuntimeError):
@@ -280,117 +268,6 @@ def default_start_method() -> str:
     return "spawn"
 
 
-# ------------------------------------------------------------------------------ shared layout
-def _layout(n: int, stack: int, h: int, w: int) -> tuple[dict, int]:
-    """{name: (offset, dtype, shape)} for every shared array, and the block's size in bytes."""
-    fields = [
-        ("obs", np.uint8, (n, stack, h, w)),
-        ("frames", np.uint8, (n, h, w)),
-        ("final_frames", np.uint8, (n, h, w)),
-        ("rewards", np.float32, (2, n)),  # reward, raw_reward
-        ("flags", np.bool_, (4, n)),  # terminated, truncated, life_lost, learn_terminal
-        ("episode_score", np.float64, (n,)),
-        ("episode_steps", np.int64, (n,)),
-        # The doorbells: row i's word 0, one cache line a row (no false sharing between envs).
-        ("cmd_words", np.int64, (n, _ALIGN // 8)),  # written by the parent, read by worker i
-        ("ack_words", np.int64, (n, _ALIGN // 8)),  # written by worker i, read by the parent
-    ]
-    layout, offset = {}, 0
-    for name, dtype, shape in fields:
-        layout[name] = (offset, dtype, shape)
-        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        offset += -(-size // _ALIGN) * _ALIGN
-    return layout, offset
-
-
-def _views(block, layout: dict) -> dict[str, np.ndarray]:
-    buf = np.frombuffer(block, dtype=np.uint8)
-    views = {}
-    for name, (offset, dtype, shape) in layout.items():
-        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        views[name] = buf[offset:offset + size].view(dtype).reshape(shape)
-    return views
-
-
-# ------------------------------------------------------------------------------ one env's slot
-class _Slot:
-    """Env ``index`` and its row of the shared block: the one code that steps or resets an env
-    into shared memory, used alike by a worker process and, for an in-process env, the parent.
-    With a replay ring (`ring`: the (rows, H, W) array) the frames go into the rows each
-    command names (`step_ring`, `run_ring`) instead of ``frames[i]``."""
-
-    __slots__ = ("env", "index", "frame", "final", "store", "scores", "lengths", "ring")
-
-    def __init__(self, env, index: int, views: dict[str, np.ndarray], block: PoolBlock,
-                 ring: np.ndarray | None = None):
-        self.env = env
-        self.index = index
-        self.frame = views["frames"][index]
-        self.final = views["final_frames"][index]
-        env.share_stack(views["obs"][index])  # the env keeps its acting stack in obs[i]
-        self.store = block.store_step  # the six scalars in one native call
-        self.scores = views["episode_score"]
-        self.lengths = views["episode_steps"]
-        self.ring = ring
-
-    def step(self, action: int) -> bool:
-        """Step with `action`, fill the row; on an episode's end (terminated or truncated) keep
-        its last frame and score and reset (auto-reset). Returns whether the episode ended."""
-        env, frame = self.env, self.frame
-        if not self.store(self.index, env.step(action, out=frame)):  # frame: shared memory
-            return False
-        i = self.index
-        self.final[...] = frame
-        self.scores[i] = env.episode_score
-        self.lengths[i] = env.episode_steps
-        env.reset(out=frame)
-        return True
-
-    def reset(self) -> None:
-        """Start a new episode: its first frame in ``frames[i]``, its stack in ``obs[i]``."""
-        self.env.reset(out=self.frame)
-
-    def run(self, cmd: int, action: int) -> bool:
-        """A worker's command (_STEP with `action`, or _RESET); whether an episode ended."""
-        if cmd == _STEP:
-            return self.step(action)
-        if cmd == _RESET:
-            self.reset()
-            return False
-        raise RuntimeError(f"unknown command {cmd}")
-
-    def step_ring(self, action: int, row: int, next_row: int) -> bool:
-        """`step` into the ring: the new frame into ``ring[row]``; on an episode's end its
-        score is kept and the env reset, the new episode's first frame into
-        ``ring[next_row]`` (the last frame stays in ``ring[row]``). Whether it ended."""
-        env, ring = self.env, self.ring
-        if not self.store(self.index, env.step(action, out=ring[row])):  # ring: shared memory
-            return False
-        i = self.index
-        self.scores[i] = env.episode_score
-        self.lengths[i] = env.episode_steps
-        env.reset(out=ring[next_row])
-        return True
-
-    def run_ring(self, cmd: int, action: int, row: int, next_row: int) -> bool:
-        """`run` into the ring: _STEP as `step_ring`, _RESET's first frame into ``ring[row]``."""
-        if cmd == _STEP:
-            return self.step_ring(action, row, next_row)
-        if cmd == _RESET:
-            self.env.reset(out=self.ring[row])
-            return False
-        raise RuntimeError(f"unknown command {cmd}")
-
-
-def _make_env(make_env, config: EnvConfig, seed: int):
-    """Env ``make_env(seed, config)``, or ``AtariEnv(config, seed)`` when `make_env` is None."""
-    if make_env is not None:
-        return make_env(seed, config)
-    from agent.env import AtariEnv
-
-    return AtariEnv(config, seed)
-
-
 def _checked_ring(ring, config: EnvConfig) -> np.ndarray | None:
     """The (rows, H, W) uint8 array of `ring` (a SharedArray), else a ValueError."""
     if ring is None:
@@ -405,206 +282,6 @@ def _checked_ring(ring, config: EnvConfig) -> np.ndarray | None:
         raise ValueError(f"ring must hold a (rows, {h}, {w}) uint8 array (rows >= 1, one frame "
                          f"of config.frame_shape a row), got {array.dtype} {array.shape}")
     return array
-
-
-def _pool_block(views: dict[str, np.ndarray], first: int) -> PoolBlock:
-    return PoolBlock(views["cmd_words"], views["ack_words"], views["rewards"], views["flags"],
-                     first)
-
-
-# ------------------------------------------------------------------------------ the worker
-def _worker_main(index: int, config: EnvConfig, seed: int, block, layout: dict, conn,
-                 spin: float = 0.0, inherited: Sequence = (), doorbell: bool = False,
-                 make_env=None, ring: SharedArray | None = None) -> None:
-    """One worker: an env (``make_env(seed, config)``, by default ``AtariEnv(config, seed)``)
-    driven over `conn`, its results written into the shared block, its frames into `ring`'s
-    rows when there is a ring.
-
-    With `doorbell` the commands come in the word ``cmd_words[index]`` and the answers go to
-    ``ack_words[index]`` (the pipe carries only wake messages, state commands, errors, READY and
-    STOP; see "Waiting" in the module docstring); without, every command and answer is a pipe
-    message.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    for other in inherited:  # "fork" only: pipe ends of the parent that this copy must not keep
-        other.close()
-    env = None
-    try:
-        env = _make_env(make_env, config, seed)
-        views = _views(block, layout)
-        pool = _pool_block(views, index)
-        slot = _Slot(env, index, views, pool, None if ring is None else ring.array)
-        conn.send_bytes(_READY + pickle.dumps(env.actions))
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            conn.send_bytes(_error_reply(exc))
-        return
-    try:
-        if doorbell:
-            _serve_doorbell(index, pool, slot, conn, spin)
-        else:
-            _serve_pipe(slot, conn, spin)
-    except (BrokenPipeError, ConnectionResetError, EOFError):  # the parent is gone
-        return
-    finally:
-        env.close()
-
-
-def _serve_doorbell(index: int, pool: PoolBlock, slot: _Slot, conn, spin: float) -> None:
-    """Run the commands of word ``cmd_words[index]`` until STOP (or EOF) comes on the pipe.
-
-    A _PIPE word says that the command (a state command) is in the pipe: it is read there
-    (stray wake messages before it dropped), run, and answered through the pipe, with no ack
-    word."""
-    fd, read, write, unpack = conn.fileno(), os.read, os.write, _CMD.unpack_from
-    run, wait, publish = slot.run, pool.wait_command, pool.publish
-    run_ring, slots, ringed = slot.run_ring, pool.slots, slot.ring is not None
-    want = 0
-    held = None  # a pipe command read while asleep, before its _PIPE word was seen
-    while True:
-        want = (want + 1) & _SEQ_MASK
-        word = wait(index, want, spin)  # spins, then sets the sleep flag and looks again
-        while word < 0:  # asleep: a message on the pipe wakes us
-            data = read(fd, _CMD_FRAME_SIZE)  # every parent -> worker frame has this size
-            if len(data) < _CMD_FRAME_SIZE:
-                data = _read_exactly(fd, _CMD_FRAME_SIZE, data)  # EOFError: the parent is gone
-            cmd = unpack(data, _HEADER.size)[0]
-            if cmd == _STOP:
-                return
-            if cmd != _WAKE_CMD:  # (the parent rings _PIPE before it writes the command)
-                held = data
-            word = wait(index, want, 0.0)  # a wake (maybe a stray one): look again
-        cmd = (word >> 24) & 0xFF
-        if cmd == _PIPE:
-            if held is None:
-                held = _next_command(fd)
-                if held is None:  # STOP
-                    return
-            _run_pipe_command(slot, conn, held)
-            held = None
-            continue
-        try:
-            if ringed:
-                ended = run_ring(cmd, word & 0xFFFFFF, *slots(index))
-            else:
-                ended = run(cmd, word & 0xFFFFFF)
-        except Exception as exc:
-            conn.send_bytes(_error_reply(exc))
-            continue
-        if publish(index, want << 1 | ended):  # the ack after the results; the parent sleeps
-            write(fd, _WAKE_FRAME)
-
-
-def _next_command(fd: int) -> bytes | None:
-    """The next command message on the pipe, stray wake messages dropped; None for STOP."""
-    while True:
-        data = _read_exactly(fd, _CMD_FRAME_SIZE)  # EOFError: the parent is gone
-        cmd = _CMD.unpack_from(data, _HEADER.size)[0]
-        if cmd == _STOP:
-            return None
-        if cmd != _WAKE_CMD:
-            return data
-
-
-def _run_pipe_command(slot: _Slot, conn, message: bytes) -> None:
-    """Run the state command in `message` (its payload follows it on the pipe) and answer
-    through the pipe: _STATE and the pickled state, _OK, or the error."""
-    cmd, size = _CMD.unpack_from(message, _HEADER.size)[:2]
-    payload = _read_payload(conn.fileno(), size)
-    try:
-        if cmd == _GET_STATE:
-            reply = _STATE + pickle.dumps(slot.env.get_state(), pickle.HIGHEST_PROTOCOL)
-        elif cmd == _SET_STATE:
-            slot.env.set_state(pickle.loads(payload))
-            reply = _OK
-        else:
-            raise RuntimeError(f"unknown command {cmd}")
-    except Exception as exc:
-        reply = _error_reply(exc)
-    conn.send_bytes(reply)
-
-
-def _serve_pipe(slot: _Slot, conn, spin: float) -> None:
-    """Run the commands that come on the pipe until STOP (or EOF)."""
-    fd, read, write, unpack = conn.fileno(), os.read, os.write, _CMD.unpack_from
-    run, run_ring, ringed = slot.run, slot.run_ring, slot.ring is not None
-    ready, clock, yield_cpu = _readiness(conn), time.perf_counter, _sched_yield
-    while True:
-        # Poll a short while (yielding the CPU to any other runnable task) before sleeping on
-        # the pipe: a vCPU woken from idle costs tens of microseconds on a virtual machine.
-        if spin > 0.0 and not ready():
-            end = clock() + spin
-            while clock() < end:
-                yield_cpu()
-                if ready():
-                    break
-        data = read(fd, _CMD_FRAME_SIZE)  # every parent -> worker frame has this size
-        if len(data) < _CMD_FRAME_SIZE:
-            data = _read_exactly(fd, _CMD_FRAME_SIZE, data)  # EOFError: the parent is gone
-        cmd, action, row, next_row = unpack(data, _HEADER.size)
-        if cmd == _STOP:
-            return
-        if cmd >= _GET_STATE:  # a state command; its payload follows
-            _run_pipe_command(slot, conn, data)
-            continue
-        try:
-            if ringed:
-                ended = run_ring(cmd, action, row, next_row)
-            else:
-                ended = run(cmd, action)
-        except Exception as exc:
-            conn.send_bytes(_error_reply(exc))
-            continue
-        write(fd, _ENDED_FRAME if ended else _OK_FRAME)
-
-
-def _error_reply(exc: BaseException) -> bytes:
-    """The reply that carries `exc` back: a ValueError's message and traceback, or any other
-    exception's traceback (raised in the parent as WorkerValueError or WorkerError)."""
-    if isinstance(exc, ValueError):
-        return _VALUE_ERROR + f"{exc}\n{traceback.format_exc()}".encode()
-    return _ERROR + traceback.format_exc().encode()
-
-
-def _read_exactly(fd: int, size: int, got: bytes = b"") -> bytes:
-    """`got` completed to `size` bytes read from `fd`; EOFError if the other end closed first."""
-    while len(got) < size:
-        more = os.read(fd, size - len(got))
-        if not more:
-            raise EOFError
-        got += more
-    return got
-
-
-def _read_payload(fd: int, size: int) -> bytearray:
-    """`size` bytes read from `fd` into one buffer (no copy per chunk); EOFError at EOF."""
-    buffer = bytearray(size)
-    view, got = memoryview(buffer), 0
-    while got < size:
-        more = os.readv(fd, [view[got:]])
-        if not more:
-            raise EOFError
-        got += more
-    return buffer
-
-
-def _read_rest(fd: int, head: bytes) -> bytes:
-    """The payload of the message on `fd` whose first bytes, `head`, were read already."""
-    head = _read_exactly(fd, _HEADER.size, head)
-    (size,) = _HEADER.unpack_from(head)
-    if size < 0:  # pragma: no cover - Connection's frame for messages over 2 GiB
-        raise OSError(f"unexpected message size {size}")
-    return _read_exactly(fd, _HEADER.size + size, head)[_HEADER.size:]
-
-
-def _readiness(conn):
-    """A no-wait "is a message waiting on `conn`?" (one poll(2) call where poll exists)."""
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(conn.fileno(), select.POLLIN)
-        poll = poller.poll
-        return lambda: bool(poll(0))
-    return lambda: conn.poll(0)  # pragma: no cover - not Linux
 
 
 # ------------------------------------------------------------------------------ shutdown
@@ -649,7 +326,7 @@ def _shutdown(procs: list, conns: list, join_timeout: float, doomed: set) -> Non
                 proc.kill()
     for conn in conns:
         with contextlib.suppress(Exception):
-            conn.send_bytes(_STOP_MSG)
+            conn.send_bytes(STOP_MSG)
     deadline = time.monotonic() + join_timeout
     for proc in procs:
         with contextlib.suppress(Exception):
@@ -779,16 +456,17 @@ class VecEnv:
         self.make_env = make_env
         self.ring = ring
         self._first = 1 if inline_first else 0  # env index of worker 0 (self._procs[0])
-        self._inline: _Slot | None = None  # env 0's slot when it runs in this process
+        self._inline: Slot | None = None  # env 0's slot when it runs in this process
         self._inline_action = 0  # env 0's action, from step_async() to step_wait()
         self._inline_rows: list[int] | None = None  # and its ring rows (ring mode)
         self._rows = 0 if ring is None else len(self._ring_array)  # ring rows
-        self._doorbell = _DOORBELL and self.spin > 0.0  # (read once: tests may switch it off)
+        self._doorbell = wire.DOORBELL and self.spin > 0.0  # (read once: tests may switch it off)
         self._seq = 0  # commands sent to every worker (resets and steps)
         self._closed = False
         self._close_reason: str | None = None
         self._started = False  # reset() was called: step() is allowed
         self._pending = False  # step_async() sent actions that step_wait() has not collected
+        self._free: FreeRun | None = None  # an open free_run() (then _pending is True too)
         self._procs: list = []
         self._conns: list = []
         self._doomed: set[int] = set()
@@ -798,14 +476,14 @@ class VecEnv:
         self.env_pids: list[int | None] = []
 
         n, stack, (h, w) = self.num_envs, self.config.stack, self.config.frame_shape
-        layout, size = _layout(n, stack, h, w)
+        layout, size = block_layout(n, stack, h, w)
         ctx = multiprocessing.get_context(self.start_method)
         self._block = ctx.RawArray(ctypes.c_uint8, size)
-        views = _views(self._block, layout)
+        views = self._views = block_views(self._block, layout)
         self.obs: np.ndarray = views["obs"]
         self.frames: np.ndarray = views["frames"]
         self.final_frames: np.ndarray = views["final_frames"]
-        self._pool = _pool_block(views, self._first)
+        self._pool = pool_block(views, self._first)
         self._scores = views["episode_score"]
         self._lengths = views["episode_steps"]
         self.actions: ActionSet | None = None
@@ -817,7 +495,7 @@ class VecEnv:
                 # so a worker sees EOF as soon as the parent process itself is gone.
                 inherited = tuple(self._conns) if self.start_method == "fork" else ()
                 proc = ctx.Process(
-                    target=_worker_main, name=f"agent-env-worker-{i}", daemon=True,
+                    target=worker_main, name=f"agent-env-worker-{i}", daemon=True,
                     args=(i, self.config, self.seed + i, self._block, layout, child_end,
                           self.spin, inherited, self._doorbell, make_env, ring),
                 )
@@ -833,7 +511,7 @@ class VecEnv:
             actions = []
             if inline_first:  # while the workers load their ROMs
                 try:
-                    self._inline = _Slot(_make_env(make_env, self.config, self.seed), 0, views,
+                    self._inline = Slot(new_env(make_env, self.config, self.seed), 0, views,
                                          self._pool, self._ring_array)
                 except Exception as exc:
                     raise self._inline_failed("start", exc) from exc
@@ -845,7 +523,7 @@ class VecEnv:
             self.actions = actions[0]
             self._n_actions = len(self.actions)
             self._acts_shape = (n,)
-            self._step_frames = [_frame(_CMD.pack(_STEP, a, 0, 0))
+            self._step_frames = [framed(CMD.pack(STEP, a, 0, 0))
                                  for a in range(self._n_actions)]
         except BaseException:
             self._close_now("start failed")
@@ -861,23 +539,23 @@ class VecEnv:
         self._check_idle("reset")
         rows = None if slots is None and self._rows == 0 else self._check_slots(slots, False)
         try:
-            seq = self._seq = (self._seq + 1) & _SEQ_MASK
+            seq = self._seq = (self._seq + 1) & SEQ_MASK
             first = self._first
             if self._doorbell:
                 pairs = None if rows is None else [r for row in rows for r in (row, row)]
-                if self._pool.ring(seq << 32 | _RESET << 24, None, pairs):
+                if self._pool.ring(seq << 32 | RESET << 24, None, pairs):
                     self._wake()
             else:
                 for k in range(len(self._fds)):
-                    frame = _RESET_FRAME if rows is None else _CMD_FRAME.pack(
-                        _CMD_HEAD, _RESET, 0, rows[first + k], 0)
+                    frame = RESET_FRAME if rows is None else CMD_FRAME.pack(
+                        CMD_HEAD, RESET, 0, rows[first + k], 0)
                     self._send(k, frame, "reset")
             if self._inline is not None:
                 try:
                     if rows is None:
                         self._inline.reset()
                     else:
-                        self._inline.run_ring(_RESET, 0, rows[0], rows[0])
+                        self._inline.run_ring(RESET, 0, rows[0], rows[0])
                 except Exception as exc:
                     raise self._inline_failed("reset", exc) from exc
             if self._fds:
@@ -935,8 +613,8 @@ class VecEnv:
         """
         if self._closed:
             self._check_open()
-        if not self._pending:
-            raise RuntimeError("step_wait() without a step_async() before it")
+        if not self._pending or self._free is not None:
+            self._refuse_step("step_wait")
         self._pending = False
         try:
             return self._finish_step()
@@ -956,7 +634,7 @@ class VecEnv:
         what = "get_states"
         try:
             deadline = time.monotonic() + self.timeout
-            self._send_pipe_command(_GET_STATE, None, what, deadline)
+            self._send_pipe_command(GET_STATE, None, what, deadline)
             states = []
             if self._inline is not None:  # while the workers take theirs
                 try:
@@ -998,7 +676,7 @@ class VecEnv:
                                  f"({type(exc).__name__}: {exc})") from exc
         try:
             deadline = time.monotonic() + self.timeout
-            self._send_pipe_command(_SET_STATE, payloads, what, deadline)
+            self._send_pipe_command(SET_STATE, payloads, what, deadline)
             if self._inline is not None:  # while the workers restore theirs
                 try:
                     self._inline.env.set_state(states[0])
@@ -1009,6 +687,27 @@ class VecEnv:
             self._close_now(f"{what} failed")
             raise
         self._started = True
+
+    def free_run(self) -> FreeRun:
+        """Step the envs one at a time instead of in lock step, until the `FreeRun` is closed
+        (use it as a context manager): see `FreeRun`. Lock step goes on after it.
+
+        Needs a reset pool without a ring whose workers wait on the shared doorbell words
+        (x86-64 with ``spin > 0``); not while a `step_async()` waits for its `step_wait()`.
+        """
+        self._check_idle("free_run")
+        if not self._started:
+            raise RuntimeError("call reset() before free_run()")
+        if self._rows:
+            raise RuntimeError("free_run() steps envs without ring rows, and this VecEnv writes "
+                               "its frames into a ring: make one without ring= to run free")
+        if not self._doorbell:
+            raise RuntimeError("free_run() drives the workers through the shared doorbell words, "
+                               "and this VecEnv waits on its pipes (not x86-64, or spin=0): "
+                               "make one with spin > 0 on x86-64 to run free")
+        self._free = FreeRun(self)
+        self._pending = True  # (the lock-step calls are refused until the FreeRun closes)
+        return self._free
 
     def close(self) -> None:
         """Stop the workers and release them; idempotent. obs/frames keep their last values."""
@@ -1039,15 +738,23 @@ class VecEnv:
             raise RuntimeError(f"this VecEnv is closed ({self._close_reason}); make a new one")
 
     def _check_idle(self, what: str) -> None:
-        """Raise unless the pool is open and no step_async() waits for its step_wait()."""
+        """Raise unless the pool is open, no step_async() waits for its step_wait() and no
+        free_run() is open."""
         self._check_open()
+        if self._free is not None:
+            raise RuntimeError(f"{what}() while a free_run() is open; close it first")
         if self._pending:
             raise RuntimeError(f"{what}() while step_async() is waiting for its step_wait(); "
                                f"call step_wait() first")
 
-    def _refuse_step(self) -> None:
-        """Raise why a step cannot start now (closed, not reset, or a step_async() pending)."""
+    def _refuse_step(self, what: str = "step") -> None:
+        """Raise why `what` cannot run now (closed, not reset, a free_run() open, a
+        step_async() pending or, for step_wait, none)."""
         self._check_open()
+        if self._free is not None:
+            raise RuntimeError(f"{what}() while a free_run() is open; close it first")
+        if what == "step_wait":
+            raise RuntimeError("step_wait() without a step_async() before it")
         if not self._started:
             raise RuntimeError("call reset() before step()")
         if self._pending:
@@ -1120,11 +827,11 @@ class VecEnv:
         """One step with `acts` (and `slots`) not checked (tests use it to reach the env's own
         check)."""
         acts = [int(a) for a in acts]
-        if not all(0 <= a < _ACTION_LIMIT for a in acts):
-            raise ValueError(f"actions must be in [0, {_ACTION_LIMIT}) to be sent, got {acts}")
+        if not all(0 <= a < ACTION_LIMIT for a in acts):
+            raise ValueError(f"actions must be in [0, {ACTION_LIMIT}) to be sent, got {acts}")
         rows = None if slots is None else [int(r) for r in np.asarray(slots).ravel()]
         pairs = [(0, 0)] * len(acts) if rows is None else list(zip(rows[0::2], rows[1::2]))
-        self._send_step(acts, [_CMD_FRAME.pack(_CMD_HEAD, _STEP, a, *p)
+        self._send_step(acts, [CMD_FRAME.pack(CMD_HEAD, STEP, a, *p)
                                for a, p in zip(acts, pairs)], rows)
         return self._finish_step()
 
@@ -1133,9 +840,9 @@ class VecEnv:
         step frame through the pipe: `frames` (when given) holds env i's frame at i, else the
         prepared frame of action acts[i] is sent (with `rows`, the ring mode's 2N rows, a
         frame that carries env i's rows rows[2i] and rows[2i + 1])."""
-        seq = self._seq = (self._seq + 1) & _SEQ_MASK
+        seq = self._seq = (self._seq + 1) & SEQ_MASK
         if self._doorbell:
-            if self._pool.ring(seq << 32 | _STEP << 24, acts, rows):  # > 0: some worker sleeps
+            if self._pool.ring(seq << 32 | STEP << 24, acts, rows):  # > 0: some worker sleeps
                 self._wake()
         elif self._fds:
             first, write, k = self._first, os.write, 0
@@ -1144,8 +851,8 @@ class VecEnv:
                     step_frames = self._step_frames
                     frames = [step_frames[a] for a in acts]
                 else:
-                    pack, head = _CMD_FRAME.pack, _CMD_HEAD
-                    frames = [pack(head, _STEP, a, rows[2 * i], rows[2 * i + 1])
+                    pack, head = CMD_FRAME.pack, CMD_HEAD
+                    frames = [pack(head, STEP, a, rows[2 * i], rows[2 * i + 1])
                               for i, a in enumerate(acts)]
             try:
                 for fd in self._fds:
@@ -1162,20 +869,25 @@ class VecEnv:
         full pipe already holds messages that will wake its worker (wake messages are hints;
         the command is in the word)."""
         pool, first = self._pool, self._first
-        for k, fd in enumerate(self._fds):
+        for k in range(len(self._fds)):
             if pool.sleeping(first + k):
-                os.set_blocking(fd, False)
-                gone = False
-                try:
-                    os.write(fd, _WAKE_CMD_FRAME)  # 29 bytes: all or nothing on a socket
-                except BlockingIOError:
-                    pass
-                except OSError:  # EPIPE, ECONNRESET: the worker is gone
-                    gone = True
-                finally:
-                    os.set_blocking(fd, True)
-                if gone:  # (after set_blocking: the failure closes the pipe)
-                    raise self._fail(k, "closed its pipe", died=True)
+                self._wake_worker(k)
+
+    def _wake_worker(self, k: int) -> None:
+        """Write worker k a wake message without blocking (see `_wake`)."""
+        fd = self._fds[k]
+        os.set_blocking(fd, False)
+        gone = False
+        try:
+            os.write(fd, WAKE_CMD_FRAME)  # 29 bytes: all or nothing on a socket
+        except BlockingIOError:
+            pass
+        except OSError:  # EPIPE, ECONNRESET: the worker is gone
+            gone = True
+        finally:
+            os.set_blocking(fd, True)
+        if gone:  # (after set_blocking: the failure closes the pipe)
+            raise self._fail(k, "closed its pipe", died=True)
 
     def _finish_step(self) -> VecStep:
         """Step env 0 here (inline_first), collect the workers' answers, assemble the results."""
@@ -1196,7 +908,7 @@ class VecEnv:
             first, pool = self._first, self._pool
             envs = [0] if ended0 else []
             if type(ended) is list:  # pipe-only mode: the replies
-                envs += [first + k for k, r in enumerate(ended) if r == _ENDED]
+                envs += [first + k for k, r in enumerate(ended) if r == ENDED]
             elif ended:
                 envs += [i for i in range(first, self.num_envs) if pool.ended(i)]
             scores = [(i, float(self._scores[i]), int(self._lengths[i])) for i in envs]
@@ -1208,7 +920,7 @@ class VecEnv:
         common case); otherwise the replies (a list, in worker order)."""
         if not self._doorbell:
             replies = self._collect(what, self.timeout)
-            return replies if _ENDED in replies else 0
+            return replies if ENDED in replies else 0
         ended = self._pool.wait_acks(self._seq, self.spin)
         if ended >= 0:
             return ended
@@ -1233,11 +945,11 @@ class VecEnv:
         payload; raises the WorkerError it carries, or one for a closed pipe."""
         fd = self._fds[k]
         try:
-            reply = os.read(fd, _ACK_FRAME_SIZE)
-            tag = _SHORT_FRAMES.get(reply)
+            reply = os.read(fd, ACK_FRAME_SIZE)
+            tag = SHORT_FRAMES.get(reply)
             if tag is not None:
                 return tag
-            reply = _read_rest(fd, reply)  # a longer message (or, on a hung-up pipe, none)
+            reply = read_rest(fd, reply)  # a longer message (or, on a hung-up pipe, none)
         except (EOFError, OSError):
             raise self._fail(k, f"closed its pipe during {what}", died=True) from None
         return self._check_reply(k, reply, what)
@@ -1246,12 +958,12 @@ class VecEnv:
         """Worker k's long message `reply`, unless it carries an error: then the WorkerError
         (a WorkerValueError for a ValueError) is raised, naming the worker."""
         tag = reply[:1]
-        if tag == _VALUE_ERROR:
+        if tag == VALUE_ERROR:
             msg = reply[1:].decode(errors="replace")
             first_line = msg.split("\n", 1)[0]
             raise self._fail(k, f"raised ValueError during {what}: {first_line}\n{msg}",
                              died=False, cls=WorkerValueError)
-        if tag not in (_READY, _STATE, _OK):
+        if tag not in (READY, STATE, OK):
             msg = reply[1:].decode(errors="replace").rstrip()
             raise self._fail(k, f"raised an exception during {what}:\n{msg}", died=False)
         return reply
@@ -1263,17 +975,17 @@ class VecEnv:
     def _send_pipe_command(self, cmd: int, payloads: list[bytes] | None, what: str,
                            deadline: float) -> None:
         """Send every worker the state command `cmd` through its pipe, with its payload
-        (payloads[k], or none) after it; with the doorbell, first ring _PIPE, which makes a
+        (payloads[k], or none) after it; with the doorbell, first ring PIPE, which makes a
         spinning worker read its pipe at once (and a sleeping one is woken)."""
         if not self._fds:
             return
         if self._doorbell:
-            seq = self._seq = (self._seq + 1) & _SEQ_MASK
-            if self._pool.ring(seq << 32 | _PIPE << 24):
+            seq = self._seq = (self._seq + 1) & SEQ_MASK
+            if self._pool.ring(seq << 32 | PIPE << 24):
                 self._wake()
         for k in range(len(self._fds)):
             data = b"" if payloads is None else payloads[k]
-            self._write_all(k, _CMD_FRAME.pack(_CMD_HEAD, cmd, len(data), 0, 0) + data,
+            self._write_all(k, CMD_FRAME.pack(CMD_HEAD, cmd, len(data), 0, 0) + data,
                             deadline, what)
 
     def _write_all(self, k: int, data: bytes, deadline: float, what: str) -> None:
@@ -1328,14 +1040,14 @@ class VecEnv:
                     raise self._fail(k, f"closed its pipe during {what}", died=True)
                 buffer = buffers[k]
                 buffer += chunk
-                while replies[k] is None and len(buffer) >= _HEADER.size:
-                    (size,) = _HEADER.unpack_from(buffer)
-                    end = _HEADER.size + size
+                while replies[k] is None and len(buffer) >= HEADER.size:
+                    (size,) = HEADER.unpack_from(buffer)
+                    end = HEADER.size + size
                     if len(buffer) < end:
                         break
-                    message = bytes(buffer[_HEADER.size:end])
+                    message = bytes(buffer[HEADER.size:end])
                     del buffer[:end]
-                    if message != _WAKE:  # (a stray wake from an earlier step)
+                    if message != WAKE:  # (a stray wake from an earlier step)
                         replies[k] = self._check_reply(k, message, what)
                         pending -= 1
             for k in died:  # (after the messages: an error sent before exiting names it)
@@ -1368,7 +1080,7 @@ class VecEnv:
                 clock = time.perf_counter
                 end = clock() + spin
                 while not ready and clock() < end:
-                    _sched_yield()
+                    sched_yield()
                     ready = now()
             if ready:
                 messages, died = self._sort_ready(ready)
@@ -1442,3 +1154,166 @@ class VecEnv:
         if inline is not None:
             with contextlib.suppress(Exception):
                 inline.env.close()
+
+
+# ------------------------------------------------------------------------------ free running
+class FreeRun:
+    """The envs of a `VecEnv` stepped one at a time, each at its own pace, instead of in lock
+    step: made by `VecEnv.free_run()`, closed by `close()` or at the end of a ``with`` block.
+
+    `send(i, action)` starts a step of env i; `answered(i)` says whether that step is done.
+    Then ``vec.obs[i]`` and row i of `results()` hold it, and `episode(i)` the score of the
+    episode it ended (ended episodes are reset, as in lock step). Env 0, when it runs in this
+    process (``inline_first``), steps inside `send(0, action)` and has always answered. Each
+    env still plays exactly its serial trajectory: env i is ``AtariEnv(config, seed + i)`` fed
+    the actions sent to it.
+
+    What it is for: measuring what dropping lock step would gain (scripts/bench_schedules.py);
+    the trainer keeps lock step, which its replay streams rely on. The workers are driven through
+    the same shared command and answer words as in lock step, one worker at a time, so `send()`
+    and `answered()` make no system call unless a worker sleeps. While the FreeRun is open the
+    VecEnv's own calls are refused. `close()` waits for the steps in flight, steps every worker
+    env that is behind with `catch_up_action` until all have had the same number of commands,
+    and hands the pool back to lock step. A worker that fails, dies or hangs (found by
+    `close()`, or by `send()` when its pipe is closed) raises a WorkerError naming it, and the
+    VecEnv closes, as in lock step; so does an exception that leaves the ``with`` block (the
+    workers may then be anywhere in their steps).
+    """
+
+    def __init__(self, vec: VecEnv):
+        self._vec = vec
+        self._inline = vec._inline  # env 0's Slot when it runs in this process
+        self._first = vec._first
+        self._lowest = -1 if vec._inline is not None else 0  # the lowest k of `_worker`
+        self.workers = range(vec._first, vec.num_envs)
+        """The env indices that run in worker processes."""
+        cmd, ack = vec._views["cmd_words"], vec._views["ack_words"]
+        # One single-row PoolBlock a worker: VecEnv's own rings every worker at once. (Its
+        # scalars are unused: every env stores its own into the VecEnv's rows.)
+        self._bells = [PoolBlock(cmd[i:i + 1], ack[i:i + 1], np.zeros((2, 1), np.float32),
+                                 np.zeros((4, 1), np.bool_)) for i in self.workers]
+        self._seqs = [vec._seq] * len(self._bells)  # each worker's last command (lock step's)
+        self._sent = [0] * len(self._bells)  # steps sent to each worker since the start
+        self._ended0 = False  # env 0's last step (here) ended its episode
+        self._open = True
+
+    def send(self, i: int, action: int) -> None:
+        """Start a step of env i with `action` (an int of the action set); a worker env must
+        have answered its last step. Env 0 run here steps now, before this returns."""
+        vec = self._vec
+        if not self._open or vec._closed:
+            self._check_open()
+        self._check_action(action)
+        k = self._worker(i)
+        if k < 0:
+            try:
+                self._ended0 = self._inline.step(int(action))
+            except Exception as exc:
+                raise vec._inline_failed("a free run", exc) from exc
+            return
+        bell, seq = self._bells[k], self._seqs[k]
+        if not bell.acked(0, seq):
+            raise RuntimeError(f"env {i} has not answered its last step: send it the next one "
+                               f"once answered({i}) is True")
+        seq = self._seqs[k] = (seq + 1) & SEQ_MASK
+        self._sent[k] += 1
+        if bell.ring(seq << 32 | STEP << 24, [int(action)]):  # it sleeps: wake it
+            vec._wake_worker(k)
+
+    def answered(self, i: int) -> bool:
+        """Whether env i's last step is done (True for env 0 run here, and before any send)."""
+        k = self._worker(i)
+        return k < 0 or self._bells[k].acked(0, self._seqs[k])
+
+    def episode(self, i: int) -> tuple[float, int] | None:
+        """(raw score, agent steps) of the episode that env i's last answered step ended (the
+        env was reset), else None."""
+        k = self._worker(i)
+        if not (self._ended0 if k < 0 else self._bells[k].ended(0)):
+            return None
+        vec = self._vec
+        return float(vec._scores[i]), int(vec._lengths[i])
+
+    def results(self) -> VecStep:
+        """Every env's row as it is now: row i is env i's last answered step, so read only the
+        rows of envs that answered (the others are being written). Its ``episode_scores`` is
+        empty: `episode(i)` says which episode an env's step ended."""
+        return VecStep(*self._vec._pool.results(), [])
+
+    def close(self, catch_up_action: int = 0) -> int:
+        """Wait for every worker's step in flight, step the worker envs that are behind with
+        `catch_up_action` until each has had as many steps as the most stepped one, and hand
+        the pool back to lock step. Returns the number of catch-up steps; idempotent (0)."""
+        if not self._open:
+            return 0
+        self._check_action(catch_up_action)
+        vec, steps = self._vec, 0
+        try:
+            top = max(self._sent, default=0)
+            for k, i in enumerate(self.workers):
+                self._wait(k)
+                while self._sent[k] < top:
+                    self.send(i, catch_up_action)
+                    steps += 1
+                    self._wait(k)
+        except BaseException:
+            vec._close_now("a free run failed")
+            raise
+        finally:
+            self._open = False
+            vec._free = None
+        if self._bells:
+            vec._seq = self._seqs[0]  # (every worker's now)
+        vec._pending = False
+        return steps
+
+    def __enter__(self) -> FreeRun:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # the workers may be anywhere in their steps: lock step cannot go on
+            self._open = False
+            self._vec._free = None
+            self._vec._close_now("a free run failed")
+
+    def _check_open(self) -> None:
+        self._vec._check_open()
+        if not self._open:
+            raise RuntimeError("this FreeRun is closed; the VecEnv steps in lock step again")
+
+    def _check_action(self, action) -> None:
+        n = self._vec._n_actions
+        if isinstance(action, bool) or not isinstance(action, (int, np.integer)) \
+                or not 0 <= action < n:
+            raise ValueError(f"action must be an int in [0, {n - 1}] (the action set of "
+                             f"{self._vec.config.game}), got {action!r}")
+
+    def _worker(self, i: int) -> int:
+        """Env i's worker number k (its place in the VecEnv's worker lists), -1 for env 0 run
+        here; a ValueError for an index that is no env."""
+        if isinstance(i, (int, np.integer)) and not isinstance(i, bool):
+            k = i - self._first
+            if self._lowest <= k < len(self._bells):
+                return k
+        raise ValueError(f"env index must be an int in [0, {self._vec.num_envs - 1}], got {i!r}")
+
+    def _wait(self, k: int) -> None:
+        """Until worker k answered its last command, within the VecEnv's timeout; a message
+        on a pipe is read on the way (a stray wake is dropped, an error raised), a worker that
+        died or hung raises its WorkerError."""
+        vec, bell, seq = self._vec, self._bells[k], self._seqs[k]
+        deadline = time.monotonic() + vec.timeout
+        while not bell.acked(0, seq):
+            ready = vec._poller.now()
+            if ready:
+                messages, died = vec._sort_ready(ready)
+                for j in messages:
+                    vec._read_reply(j, "a free run")  # a wake; an error raises
+                if died:
+                    raise vec._fail(died[0], "died during a free run", died=True)
+            elif time.monotonic() > deadline:
+                raise vec._hung(k, "a free run", vec.timeout)
+            else:
+                sched_yield()

@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import platform
 import statistics
 import sys
 import time
@@ -61,8 +60,21 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import benchio
 import numpy as np
-from benchio import cpu_name, emit
+from benchio import (
+    describe_load,
+    describe_machine,
+    emit,
+    fmt_int,
+    fmt_ratio,
+    loadavg,
+    progress_log,
+    ratio,
+    table,
+    targets_table,
+    usable_cpus,
+)
 
 SEED = 0
 FRAMESKIP = 4
@@ -425,10 +437,6 @@ def median(row: Row) -> float | None:
     return statistics.median(row.steps_per_s)
 
 
-def ratio(num: float | None, den: float | None) -> float | None:
-    return None if num is None or den is None or den == 0 else num / den
-
-
 def targets(res: dict) -> list[dict]:
     r = res["ratios"]
     specs = [
@@ -458,40 +466,31 @@ def targets(res: dict) -> list[dict]:
     return out
 
 
-def fmt_int(x: float) -> str:
-    return f"{x:,.0f}"
-
-
 def render(res: dict) -> str:
     m = res["machine"]
     lines = [
-        f"Machine: {m['cpu_count']} CPUs ({m['cpu']}), {m['system']}, frame kernel "
-        f"`{m['frame_kernel']}`; Python {m['python']}, numpy {m['numpy']}, ale-py {m['ale_py']}, "
-        f"gymnasium {m['gymnasium']}; load average {m['loadavg_start']} at start, "
-        f"{m['loadavg_end']} at end.",
+        f"Machine: {describe_machine(m)}, frame kernel `{m['frame_kernel']}`; Python "
+        f"{m['python']}, numpy {m['numpy']}, ale-py {m['ale_py']}, gymnasium {m['gymnasium']}; "
+        f"{describe_load(m)}.",
         f"Game `{res['game']}`, frameskip {FRAMESKIP}, sticky actions {STICKY:g}, "
         f"{SCREEN_SIZE}x{SCREEN_SIZE} gray, stack {STACK}; random actions (seed {SEED}). "
         f"Median of {res['repeats']} interleaved repeats of {res['seconds_per_repeat']:g} s each "
         f"after {res['warmup_s']:g} s of warm-up.",
         "",
-        "| Environment | envs | actions | agent steps/s | min - max | vs (b) single env "
-        "| this process's CPU |",
-        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     single = res["steps_per_s"]["single"]
+    rows = []
     for row in res["rows"]:
         sps = row["steps_per_s"]
         if sps is None:
-            cells = f"n/a ({row['error']}) | - | - | -"
+            cells = [f"n/a ({row['error']})", "-", "-", "-"]
         else:
-            rel = ratio(sps, single)
-            cells = (
-                f"{fmt_int(sps)} | {fmt_int(row['min'])} - {fmt_int(row['max'])} | "
-                + ("-" if rel is None else f"{rel:.2f}x")
-                + f" | {row['process_cpu_per_wall']:.2f}"
-            )
+            cells = [fmt_int(sps), f"{fmt_int(row['min'])} - {fmt_int(row['max'])}",
+                     fmt_ratio(ratio(sps, single)), f"{row['process_cpu_per_wall']:.2f}"]
         actions = "-" if row["actions"] is None else row["actions"]
-        lines.append(f"| {row['name']} | {row['num_envs']} | {actions} | {cells} |")
+        rows.append([row["name"], row["num_envs"], actions, *cells])
+    lines += table(("Environment", "envs", "actions", "agent steps/s", "min - max",
+                    "vs (b) single env", "this process's CPU"), rows)
 
     lines += [
         "",
@@ -516,36 +515,35 @@ def render(res: dict) -> str:
     if res.get("components_us"):
         lines += ["", "Per call, best of 5 (one step of (b) = 4 emulator frames, 2 screen reads "
                   "with their colour checks, 1 palette-path kernel call; the RGB rows are what "
-                  "reading RGB would cost instead):", "", "| Part | µs per call |", "|---|---:|"]
-        lines += [f"| {k} | {v:.1f} |" for k, v in res["components_us"].items()]
+                  "reading RGB would cost instead):", ""]
+        lines += table(("Part", "µs per call"),
+                       ((k, f"{v:.1f}") for k, v in res["components_us"].items()))
     if res.get("lock_step"):
         ls = res["lock_step"]
+        rows = [
+            ("step: mean (standard deviation)",
+             f"{ls['step_mean_us']:.1f} ({ls['step_std_us']:.1f})"),
+            ("a round waits for the slower of two steps: its mean over a step's",
+             f"{ls['max_of_two_minus_mean_us']:.1f}"),
+        ]
+        if ls["resets"]:
+            rows += [
+                (f"reset ({ls['resets']} episodes of {ls['mean_episode_steps']:.0f} steps on "
+                 f"average)", f"{ls['reset_us']:.0f}"),
+                ("a reset stalls the other env: per round",
+                 f"{ls['reset_stall_per_round_us']:.1f}"),
+            ]
+        else:
+            rows.append(("reset", "no episode ended in this run"))
         lines += [
             "",
             f"Lock step, from {ls['steps']:,} steps of (b) timed one by one (see lock_step()): "
             "what two envs in lock step lose per round against twice one env, before the "
             "pool's own cost:",
             "",
-            "| | µs |",
-            "|---|---:|",
-            f"| step: mean (standard deviation) | {ls['step_mean_us']:.1f} "
-            f"({ls['step_std_us']:.1f}) |",
-            "| a round waits for the slower of two steps: its mean over a step's | "
-            f"{ls['max_of_two_minus_mean_us']:.1f} |",
+            *table(("", "µs"), rows),
         ]
-        if ls["resets"]:
-            lines += [
-                f"| reset ({ls['resets']} episodes of {ls['mean_episode_steps']:.0f} steps on "
-                f"average) | {ls['reset_us']:.0f} |",
-                f"| a reset stalls the other env: per round | "
-                f"{ls['reset_stall_per_round_us']:.1f} |",
-            ]
-        else:
-            lines.append("| reset | no episode ended in this run |")
-    lines += ["", "Targets:", "", "| Target | Measured | Status |", "|---|---:|---|"]
-    for t in res["targets"]:
-        status = {True: "met", False: "NOT met", None: "n/a"}[t["met"]]
-        lines.append(f"| {t['target']} | {t['measured']} | {status} |")
+    lines += ["", "Targets:", "", *targets_table(res["targets"])]
     lines += ["", f"Total runtime {res['runtime_s']:.0f} s."]
     return "\n".join(lines)
 
@@ -647,35 +645,16 @@ def lock_step(game: str, steps: int) -> dict:
 
 
 def machine_info() -> dict:
+    """The machine and the libraries the rows use (shared with bench_schedules.py)."""
     import ale_py
     import gymnasium
 
     from agent.native import FRAME_KERNEL
 
-    cpu = cpu_name()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count()
-    return dict(
-        cpu_count=os.cpu_count(),
-        usable_cpus=usable,
-        cpu=cpu,
-        system=f"{platform.system()} {platform.machine()}",
-        frame_kernel=FRAME_KERNEL,
-        python=platform.python_version(),
-        numpy=np.__version__,
-        ale_py=ale_py.__version__,
-        gymnasium=gymnasium.__version__,
-        loadavg_start=loadavg(),
+    return benchio.machine_info(
+        usable_cpus=usable_cpus(), frame_kernel=FRAME_KERNEL, numpy=np.__version__,
+        ale_py=ale_py.__version__, gymnasium=gymnasium.__version__, loadavg_start=loadavg(),
     )
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 # ------------------------------------------------------------------------------------ main
@@ -716,12 +695,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child is not None:  # a child of a make_processes() row
         return child_loop(args.game, args.child[0], int(args.child[1]))
 
-    t0 = time.perf_counter()
+    t0, log = time.perf_counter(), progress_log()
     quick = args.quick
     seconds, repeats, warmup = timing(args, parser)
-
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
     res: dict = {
         "machine": machine_info(),

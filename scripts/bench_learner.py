@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 import torch
-from benchio import emit
+from benchio import emit, table
 
 from agent.config import LearnerConfig
 from agent.learner import Learner, resolve_device
@@ -113,12 +113,11 @@ def precision_table(args, replay: FrameReplay) -> tuple[list[str], dict]:
     nhwc_ratio = ms["bf16"] / ms["bf16_nhwc"]
     lines = [f"Learner update on CPU, batch {args.batch}, {args.actions} actions, double DQN, "
              f"{torch.get_num_threads()} torch threads, torch {torch.__version__}; median of "
-             f"{args.repeats} x {args.updates} updates, each with its sample", "",
-             "| precision | ms/update | updates/s |", "|---|---:|---:|"]
+             f"{args.repeats} x {args.updates} updates, each with its sample", ""]
     names = {"fp32": "fp32", "bf16": "bf16 autocast + channels_last",
              "bf16_nhwc": "bf16 autocast + channels_last, channels_last batches"}
-    for c, name in names.items():
-        lines.append(f"| {name} | {ms[c]:.2f} | {1e3 / ms[c]:.1f} |")
+    lines += table(("precision", "ms/update", "updates/s"),
+                   ((name, f"{ms[c]:.2f}", f"{1e3 / ms[c]:.1f}") for c, name in names.items()))
     lines += ["", f"bf16 / fp32 updates/s: {ratio:.2f}x",
               f"channels_last batches / (B, stack, H, W) batches, bf16 updates/s: "
               f"{nhwc_ratio:.2f}x", ""]
@@ -186,16 +185,17 @@ def path_table(args, device: torch.device, replay: FrameReplay) -> tuple[list[st
     lines = [f"Learner on {device} ({name}), {args.actions} actions, double DQN, precision "
              f"{args.precision} ({'bf16' if learner.bf16 else 'fp32'} here), torch "
              f"{torch.__version__}; median of {args.repeats} x {n[32]} updates at batch 32, "
-             f"{n[256]} at 256 (update only, the batch copied to the device each time)", "",
-             "| path | ms/update, batch 32 | ms/update, batch 256 | updates/s, batch 32 |",
-             "|---|---:|---:|---:|"]
+             f"{n[256]} at 256 (update only, the batch copied to the device each time)", ""]
+    rows = []
     for path in paths:
         label = path + (" (default)" if path == default else "")
         if path in errors:
-            lines.append(f"| {label} | failed: {errors[path].splitlines()[0][:200]} | | |")
+            rows.append((label, f"failed: {errors[path].splitlines()[0][:200]}", "", ""))
             continue
         b32, b256 = ms[path]["update_ms_b32"], ms[path]["update_ms_b256"]
-        lines.append(f"| {label} | {b32:.3f} | {b256:.3f} | {1e3 / b32:.0f} |")
+        rows.append((label, f"{b32:.3f}", f"{b256:.3f}", f"{1e3 / b32:.0f}"))
+    lines += table(("path", "ms/update, batch 32", "ms/update, batch 256", "updates/s, batch 32"),
+                   rows)
     if device.type == "cuda" and "graph" not in errors:
         lines.append("")
         for other in (p for p in paths if p != "graph" and p not in errors):
@@ -203,11 +203,10 @@ def path_table(args, device: torch.device, replay: FrameReplay) -> tuple[list[st
                          f"{ms[other]['update_ms_b32'] / ms['graph']['update_ms_b32']:.2f}x, "
                          f"batch 256: "
                          f"{ms[other]['update_ms_b256'] / ms['graph']['update_ms_b256']:.2f}x")
-    lines += ["", "| acting (fp32) | ms/call |", "|---|---:|"]
-    for k in ACT_SIZES:
-        lines.append(f"| act_batch, {k} stack{'s' if k > 1 else ''} | "
-                     f"{act_ms[f'act_ms_b{k}']:.3f} |")
-    lines += [f"| act, 1 stack | {act_ms['act_ms_single']:.3f} |", "",
+    rows = [(f"act_batch, {k} stack{'s' if k > 1 else ''}", f"{act_ms[f'act_ms_b{k}']:.3f}")
+            for k in ACT_SIZES]
+    rows.append(("act, 1 stack", f"{act_ms['act_ms_single']:.3f}"))
+    lines += ["", *table(("acting (fp32)", "ms/call"), rows), "",
               f"target sync: {act_ms['sync_target_ms']:.3f} ms"]
     result = {"device": str(device), "device_name": name, "precision": args.precision,
               "bf16": learner.bf16, "default_path": default, "paths": ms,

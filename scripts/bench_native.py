@@ -43,18 +43,17 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
-import os
-import platform
 import resource
 import statistics
 import sys
 import time
 from collections.abc import Callable
 
+import benchio
 import cv2
 import numpy as np
 import torch
-from benchio import cpu_name, emit
+from benchio import describe_machine, emit, fmt_int, progress_log, table, targets_table
 
 from agent.native import FRAME_KERNEL, Batch, FramePreprocessor, FrameReplay
 
@@ -376,10 +375,6 @@ def batch_nbytes() -> int:
 
 
 # ---------------------------------------------------------------------------------- report
-def fmt_int(x: float) -> str:
-    return f"{x:,.0f}"
-
-
 def fmt_us(x: float) -> str:
     return f"{x:,.1f}" if x < 1_000 else f"{x:,.0f}"
 
@@ -387,32 +382,28 @@ def fmt_us(x: float) -> str:
 def render(res: dict) -> str:
     m = res["machine"]
     lines = [
-        f"Machine: {m['cpu_count']} CPUs ({m['cpu']}), {m['system']}, frame kernel "
-        f"`{m['frame_kernel']}`; Python {m['python']}, numpy {m['numpy']}, "
-        f"OpenCV {m['opencv']}, torch {m['torch']}"
+        f"Machine: {describe_machine(m)}, frame kernel `{m['frame_kernel']}`; Python "
+        f"{m['python']}, numpy {m['numpy']}, OpenCV {m['opencv']}, torch {m['torch']}"
         + (f", SB3 {m['sb3']}" if m.get("sb3") else "")
         + f"; OpenCV and torch limited to {m['opencv_threads']} / {m['torch_threads']} "
         f"thread(s). Median of {res['repeats']} repeats.",
         "",
         "Frame preprocessing (two 210x160 RGB frames -> max -> gray -> 84x84 area resize):",
         "",
-        "| Implementation | µs/frame | frames/s | vs OpenCV | max diff vs OpenCV |",
-        "|---|---:|---:|---:|---:|",
     ]
-    for name, r in res["preprocess"].items():
-        diff = r.get("max_abs_diff_vs_opencv")
-        lines.append(
-            f"| {name} | {r['us']:.2f} | {fmt_int(r['frames_per_s'])} | "
-            f"{r['speedup_vs_opencv']:.2f}x | {'-' if diff is None else diff} |"
-        )
+    lines += table(
+        ("Implementation", "µs/frame", "frames/s", "vs OpenCV", "max diff vs OpenCV"),
+        ((name, f"{r['us']:.2f}", fmt_int(r["frames_per_s"]), f"{r['speedup_vs_opencv']:.2f}x",
+          "-" if r.get("max_abs_diff_vs_opencv") is None else r["max_abs_diff_vs_opencv"])
+         for name, r in res["preprocess"].items()),
+    )
 
     lines += [
         "",
         f"Replay sample (batch {BATCH}, stack {STACK}, obs + next_obs, to torch tensors):",
         "",
-        "| Replay | Capacity | µs/batch | time vs native uniform | bytes/transition | memory |",
-        "|---|---:|---:|---:|---:|---:|",
     ]
+    rows = []
     for row in res["sample_rows"]:
         if row.get("us") is None:
             time_cell, rel = row["note"], "-"
@@ -420,32 +411,29 @@ def render(res: dict) -> str:
             time_cell, rel = fmt_us(row["us"]), f"{row['relative']:.2f}x"
         bpt = row.get("bytes_per_transition")
         mem = row.get("nbytes")
-        lines.append(
-            f"| {row['name']} | {fmt_int(row['capacity']) if row['capacity'] else '-'} | "
-            f"{time_cell} | {rel} | {'-' if bpt is None else fmt_int(bpt)} | "
-            f"{'-' if mem is None else f'{mem / 1e9:.2f} GB'} |"
-        )
+        rows.append((row["name"], fmt_int(row["capacity"]) if row["capacity"] else "-",
+                     time_cell, rel, "-" if bpt is None else fmt_int(bpt),
+                     "-" if mem is None else f"{mem / 1e9:.2f} GB"))
+    lines += table(("Replay", "Capacity", "µs/batch", "time vs native uniform",
+                    "bytes/transition", "memory"), rows)
 
     lines += [
         "",
         "Replay writes (µs per add() with the frame already in its slot, a reset() every 1,000 "
         "steps of each stream; ring of 64,000 slots, already wrapped):",
         "",
-        "| Replay | Streams | Call | µs/add |",
-        "|---|---:|---|---:|",
     ]
     calls = {"1": "add(a, r, term, trunc)", "1_stream_kw": "add(..., stream=0)",
              str(STREAMS): "add(..., stream=s), round robin"}
+    rows = []
     for key, r in res["writes"].items():
         kind, variant = key.split("@")
         streams = STREAMS if variant == str(STREAMS) else 1
         name = "native PER" if kind == "per" else "native uniform"
-        lines.append(f"| {name} | {streams} | `{calls[variant]}` | {r['us_per_add']:.3f} |")
+        rows.append((name, streams, f"`{calls[variant]}`", f"{r['us_per_add']:.3f}"))
+    lines += table(("Replay", "Streams", "Call", "µs/add"), rows, "lrlr")
 
-    lines += ["", "Targets:", "", "| Target | Measured | Status |", "|---|---:|---|"]
-    for t in res["targets"]:
-        status = {True: "met", False: "NOT met", None: "skipped"}[t["met"]]
-        lines.append(f"| {t['target']} | {t['measured']} | {status} |")
+    lines += ["", "Targets:", "", *targets_table(res["targets"], missing="skipped")]
     lines += [
         "",
         f"Peak RSS {res['peak_rss_bytes'] / 1e9:.2f} GB, total runtime {res['runtime_s']:.0f} s.",
@@ -538,17 +526,9 @@ def targets(res: dict, skip_sb3: bool) -> list[dict]:
 
 
 def machine_info(skip_sb3: bool) -> dict:
-    cpu = cpu_name()
-    info = dict(
-        cpu_count=os.cpu_count(),
-        cpu=cpu,
-        system=f"{platform.system()} {platform.machine()}",
-        frame_kernel=FRAME_KERNEL,
-        python=platform.python_version(),
-        numpy=np.__version__,
-        opencv=cv2.__version__,
-        opencv_threads=cv2.getNumThreads(),
-        torch=torch.__version__.split("+")[0],
+    info = benchio.machine_info(
+        frame_kernel=FRAME_KERNEL, numpy=np.__version__, opencv=cv2.__version__,
+        opencv_threads=cv2.getNumThreads(), torch=torch.__version__.split("+")[0],
         torch_threads=torch.get_num_threads(),
     )
     if not skip_sb3:
@@ -589,9 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     n_sb3 = 20 if quick else 200
     capacities = [100_000] if quick else [100_000, 1_000_000]
 
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
-
+    log = progress_log()
     res: dict = {"machine": machine_info(args.skip_sb3), "quick": quick, "repeats": repeats}
 
     log("preprocessing: collecting ALE frames")

@@ -21,9 +21,9 @@ Rows (agent steps/s, as in scripts/bench_env.py: the same game, random actions, 
 - free-running, every env in a worker: this process only polls the workers' answers (yielding
   the CPU between looks) and hands each worker its next action as soon as it answers.
 
-The free-running rows drive the same pool through its shared command and answer words, one
-worker at a time; they are measured here (they are not a mode of VecEnv) to show what dropping
-lock step would gain. Both read the results after each answer, as lock step does.
+The free-running rows drive the same pool through `VecEnv.free_run()`: its shared command and
+answer words, one worker at a time. Training keeps lock step; these rows show what dropping it
+would gain. Both read the results after each answer, as lock step does.
 """
 
 from __future__ import annotations
@@ -33,8 +33,16 @@ import sys
 import time
 
 import bench_env as be
-import numpy as np
-from benchio import emit
+from benchio import (
+    describe_load,
+    emit,
+    fmt_int,
+    fmt_ratio,
+    loadavg,
+    progress_log,
+    ratio,
+    table,
+)
 
 ROW_KEYS = ("single", "single_2proc", "lockstep_inline", "lockstep_workers", "free_inline",
             "free_workers")
@@ -42,73 +50,44 @@ ROW_KEYS = ("single", "single_2proc", "lockstep_inline", "lockstep_workers", "fr
 
 def make_free(row: be.Row, game: str, inline_first: bool) -> None:
     """A VecEnv whose envs run free (see the module docstring), as `row.run`."""
-    from agent._pool import PoolBlock
-
     from agent import workers
     from agent.config import EnvConfig
 
-    config = EnvConfig(game=game)
-    env = workers.VecEnv(config, num_envs=row.num_envs, seed=be.SEED,
+    env = workers.VecEnv(EnvConfig(game=game), num_envs=row.num_envs, seed=be.SEED,
                          inline_first=inline_first)
     row.close = env.close
     env.reset()
     row.actions = len(env.actions)
     next_action = be.action_stream(len(env.actions))
-    layout = workers._layout(row.num_envs, config.stack, *config.frame_shape)[0]
-    views = workers._views(env._block, layout)
-    first, inline, results = env._first, env._inline, env._pool.results
-    ids = range(first, row.num_envs)
-    # One single-row PoolBlock a worker: VecEnv's own rings every worker at once.
-    bells = {i: PoolBlock(views["cmd_words"][i:i + 1], views["ack_words"][i:i + 1],
-                          np.zeros((2, 1), np.float32), np.zeros((4, 1), np.bool_))
-             for i in ids}
-    fds = {i: env._fds[i - first] for i in ids}
-    step_word, mask, wake = workers._STEP << 24, workers._SEQ_MASK, workers._WAKE_CMD_FRAME
-    seqs = dict.fromkeys(ids, 0)
-
-    def send(i: int) -> None:
-        seq = seqs[i] = (seqs[i] + 1) & mask
-        if bells[i].ring(seq << 32 | step_word, [next_action()]):  # the worker sleeps
-            os.write(fds[i], wake)
-
-    def answered(i: int) -> bool:
-        return bells[i].acked(0, seqs[i])
 
     def run(seconds: float) -> float:
         clock, relax = time.perf_counter, os.sched_yield
-        seqs.update(dict.fromkeys(ids, env._seq))  # where VecEnv's lock step left them
         steps = 0
-        start = clock()
-        for i in ids:
-            send(i)
-        end = start + seconds
-        while clock() < end:
-            got = 0
-            if inline is not None:
-                inline.step(next_action())
-                got = 1
+        with env.free_run() as free:
+            send, answered, results, ids = free.send, free.answered, free.results, free.workers
+            start = clock()
             for i in ids:
-                if answered(i):
-                    got += 1
-                    send(i)
-            if got:
-                results()
-                steps += got
-            else:
-                relax()
-        # Bring every worker to the same command number, so that lock step can go on after.
-        top = max(seqs.values(), default=env._seq)
-        for i in ids:
-            while True:
-                while not answered(i):
+                send(i, next_action())
+            end = start + seconds
+            while clock() < end:
+                got = 0
+                if inline_first:
+                    send(0, next_action())  # env 0 steps here, now
+                    got = 1
+                for i in ids:
+                    if answered(i):
+                        got += 1
+                        send(i, next_action())
+                if got:
+                    results()
+                    steps += got
+                else:
                     relax()
-                steps += 1
-                if seqs[i] == top:
-                    break
-                send(i)
-        rate = steps / (clock() - start)
-        env._seq = top
-        env.step([0] * row.num_envs)  # lock step goes on from here (a worker out of step hangs)
+            # Each worker has one step in flight; close() waits for them and levels the
+            # workers with catch-up steps (counted too), so that lock step can go on after.
+            steps += len(ids) + free.close(catch_up_action=next_action())
+            rate = steps / (clock() - start)
+        env.step([0] * row.num_envs)  # lock step goes on from here
         return rate
 
     row.run = run
@@ -136,25 +115,24 @@ def render(res: dict) -> str:
     m = res["machine"]
     lines = [
         f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs; frame kernel {m['frame_kernel']}; "
-        f"load average {m['loadavg_start']} at start, {m['loadavg_end']} at end.",
+        f"{describe_load(m)}.",
         f"Game `{res['game']}`; median of {res['repeats']} interleaved repeats of "
         f"{res['seconds_per_repeat']:g} s each.",
         "",
-        "| Schedule | envs | agent steps/s | min - max | vs (b) | share of the ceiling |",
-        "|---|---:|---:|---:|---:|---:|",
     ]
     sps = res["steps_per_s"]
+    rows = []
     for r in res["rows"]:
         v = r["steps_per_s"]
         if v is None:
-            lines.append(f"| {r['name']} | {r['num_envs']} | n/a ({r['error']}) | - | - | - |")
+            rows.append([r["name"], r["num_envs"], f"n/a ({r['error']})", "-", "-", "-"])
             continue
-        vs_single, share = be.ratio(v, sps["single"]), be.ratio(v, sps["single_2proc"])
-        lines.append(
-            f"| {r['name']} | {r['num_envs']} | {be.fmt_int(v)} | {be.fmt_int(r['min'])} - "
-            f"{be.fmt_int(r['max'])} | " + ("-" if vs_single is None else f"{vs_single:.2f}x")
-            + " | " + ("-" if share is None else f"{share:.0%}") + " |"
-        )
+        share = ratio(v, sps["single_2proc"])
+        rows.append([r["name"], r["num_envs"], fmt_int(v),
+                     f"{fmt_int(r['min'])} - {fmt_int(r['max'])}",
+                     fmt_ratio(ratio(v, sps["single"])), "-" if share is None else f"{share:.0%}"])
+    lines += table(("Schedule", "envs", "agent steps/s", "min - max", "vs (b)",
+                    "share of the ceiling"), rows)
     live = {k: v for k, v in sps.items() if k not in ("single", "single_2proc") and v is not None}
     if live:
         best = max(live, key=live.get)
@@ -167,11 +145,8 @@ def render(res: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = be.parser_for(__doc__, ROW_KEYS)
     args = parser.parse_args(argv)
-    t0 = time.perf_counter()
+    t0, log = time.perf_counter(), progress_log()
     seconds, repeats, warmup = be.timing(args, parser)
-
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
     res: dict = {"machine": be.machine_info(), "game": args.game, "quick": args.quick,
                  "repeats": repeats, "seconds_per_repeat": seconds, "warmup_s": warmup}
@@ -183,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             be.close_quietly(row)
     res["rows"] = [be.row_result(r) for r in rows]
     sps = res["steps_per_s"] = {r["key"]: r["steps_per_s"] for r in res["rows"]}
-    res["vs_single"] = {k: be.ratio(v, sps["single"]) for k, v in sps.items()}
-    res["vs_ceiling"] = {k: be.ratio(v, sps["single_2proc"]) for k, v in sps.items()}
-    res["machine"]["loadavg_end"] = be.loadavg()
+    res["vs_single"] = {k: ratio(v, sps["single"]) for k, v in sps.items()}
+    res["vs_ceiling"] = {k: ratio(v, sps["single_2proc"]) for k, v in sps.items()}
+    res["machine"]["loadavg_end"] = loadavg()
     res["runtime_s"] = time.perf_counter() - t0
     emit(render(res), res, args.json)
     return 0

@@ -82,14 +82,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from benchio import cpu_name, emit
+from benchio import (
+    describe_load,
+    describe_machine,
+    emit,
+    fmt,
+    fmt_ratio,
+    load_mark,
+    loadavg,
+    machine_info,
+    other_load,
+    progress_log,
+    ratio,
+    table,
+)
 
 GAME = "breakout"
 SB3_ENV_ID = "ALE/Breakout-v5"
@@ -183,22 +195,6 @@ def max_rss_mb() -> float | None:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def busy_cpu_s() -> float | None:
-    """CPU seconds all cores of the machine have been busy since boot (/proc/stat), or None."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(v) for v in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def clock_marks() -> tuple[float, float, float | None]:
-    """(wall, this process's CPU, the machine's busy CPU) now."""
-    return time.perf_counter(), time.process_time(), busy_cpu_s()
-
-
 def time_pure(update, n: int) -> list[float]:
     """Updates/s of `update(k)` (k updates), PURE_REPEATS times, after a warm-up."""
     update(PURE_WARMUP)
@@ -211,7 +207,7 @@ def time_pure(update, n: int) -> list[float]:
 
 
 def phases(res: dict, start: tuple, learn: tuple | None, end: tuple, done: tuple) -> None:
-    """Fill the timing fields of a side's result from its `clock_marks()`.
+    """Fill the timing fields of a side's result from its `load_mark()`.
 
     `start` and `done`: when `run()` / `learn()` begins and returns; `learn` and `end`: when step
     learning_starts and the last step are done. Besides SPS: this process's CPU seconds per wall
@@ -235,14 +231,6 @@ def phases(res: dict, start: tuple, learn: tuple | None, end: tuple, done: tuple
     res["updates_per_s"] = res["updates"] / wall
     res["learning_cpu_per_wall"] = (end[1] - learn[1]) / wall
     res["other_load_cpu_per_wall"] = other_load(learn, end)
-
-
-def other_load(a: tuple, b: tuple) -> float | None:
-    """CPU seconds per wall second used by other processes between two `clock_marks()`."""
-    if a[2] is None or b[2] is None:
-        return None
-    wall = b[0] - a[0]
-    return max((b[2] - a[2] - (b[1] - a[1])) / wall, 0.0)
 
 
 # ------------------------------------------------------------------------------ the sides
@@ -290,14 +278,14 @@ def run_ours(steps: int, learning_starts: int, seed: int, pure_n: int, threads: 
         update, save = trainer._update, trainer.save
 
         def first_update() -> None:  # the first call marks the start of the learning phase
-            marks["learn"] = clock_marks()
+            marks["learn"] = load_mark()
             phase_s.clear()  # from here on: the learning phase
             trainer._update = timed("update", update)
             trainer._update()
 
         def timed_save():
             if "end" not in marks:  # the first save: the last step is done
-                marks["end"] = clock_marks()
+                marks["end"] = load_mark()
             t = clock()
             try:
                 return save()
@@ -328,12 +316,12 @@ def run_ours(steps: int, learning_starts: int, seed: int, pure_n: int, threads: 
         replay_sample = trainer.replay.sample
         trainer.replay = _SampleTimer(trainer.replay, timed("sample", replay_sample))
         trainer._update, trainer.save = first_update, timed_save
-        start = clock_marks()
+        start = load_mark()
         try:
             result = trainer.run()
         finally:
             trainer.close()
-        done = clock_marks()
+        done = load_mark()
         res = dict(
             side=side_key("ours", envs), library_key="ours", envs=envs,
             overlap=trainer.collector.overlap, phase_s=dict(phase_s),
@@ -397,7 +385,7 @@ def run_sb3(steps: int, learning_starts: int, seed: int, pure_n: int, threads: i
 
         def _on_step(self) -> bool:
             if self.learn is None and self.num_timesteps >= learning_starts:
-                self.learn = clock_marks()
+                self.learn = load_mark()
             self.learn_terminals += int(self.locals["dones"].sum())
             for info in self.locals["infos"]:
                 if "episode" in info:  # the Monitor closed a whole game
@@ -406,7 +394,7 @@ def run_sb3(steps: int, learning_starts: int, seed: int, pure_n: int, threads: i
             return True
 
         def _on_training_end(self) -> None:
-            self.end = clock_marks()
+            self.end = load_mark()
 
     t0 = clock()
     train_freq, gradient_steps = sb3_train_freq(envs)
@@ -427,9 +415,9 @@ def run_sb3(steps: int, learning_starts: int, seed: int, pure_n: int, threads: i
     )
     setup_s = clock() - t0
     timer = Timer()
-    start = clock_marks()
+    start = load_mark()
     model.learn(total_timesteps=steps, callback=timer, progress_bar=False)
-    done = clock_marks()
+    done = load_mark()
     res = dict(side=side_key("sb3", envs), library_key="sb3", envs=envs,
                steps=model.num_timesteps, learning_starts=learning_starts,
                updates=model._n_updates, setup_s=setup_s, sb3_train_freq=train_freq,
@@ -498,20 +486,11 @@ def run_side(library: str, envs: int, args, log) -> dict:
 
 
 # ---------------------------------------------------------------------------------- report
-def ratio(num: float | None, den: float | None) -> float | None:
-    return None if num is None or den is None or den == 0 else num / den
-
-
-def fmt(x: float | None, spec: str = ",.0f") -> str:
-    return "n/a" if x is None else f"{x:{spec}}"
-
-
 def render(res: dict) -> str:
     m, s = res["machine"], res["settings"]
     sides = res["sides"]
     lines = [
-        f"Machine: {m['cpu_count']} CPUs ({m['cpu']}), {m['system']}; Python {m['python']}; "
-        f"load average {m['loadavg_start']} at start, {m['loadavg_end']} at end.",
+        f"Machine: {describe_machine(m)}; Python {m['python']}; {describe_load(m)}.",
         f"Breakout (minimal action set), {s['steps']:,} agent steps a side, learning from step "
         f"{s['learning_starts']:,}, seed {s['seed']}; vanilla DQN, replay "
         f"{s['replay_capacity']:,}, batch {s['batch_size']}, an update every {s['train_freq']} "
@@ -547,50 +526,29 @@ def render(res: dict) -> str:
             "torch's OpenMP threads slow down many times over when one of their cores is taken "
             "(rerun on a quiet machine, or compare with --threads 1)."
         )
-    lines += [
-        "",
-        "| Side | envs | learning-phase SPS | overall SPS | updates/s (in training) | "
-        f"pure updates/s | episodes | score (last {SCORE_WINDOW}) | vs ours, 1 env | vs SB3, "
-        "same envs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    rows = []
     for d in sides.values():
         if "error" in d:
-            lines.append(f"| {d['library_key']} | {d['envs']} | n/a | n/a | n/a | n/a | n/a | "
-                         f"n/a | | |")
+            rows.append([d["library_key"], d["envs"], *["n/a"] * 6, "", ""])
             continue
         vs1 = vs_sb3 = ""
         if d["library_key"] == "ours":
             r1 = res["sps_vs_envs1"].get(str(d["envs"]))
             rs = res["sps_vs_sb3"].get(str(d["envs"]))
-            vs1 = "" if r1 is None else f"{r1:.2f}x"
+            vs1 = fmt_ratio(r1, missing="")
             vs_sb3 = "" if rs is None else f"**{rs:.2f}x**"
-        lines.append(
-            f"| {d['library_key']} | {d['envs']} | {fmt(d['learning_sps'])} | "
-            f"{fmt(d['overall_sps'])} | {fmt(d['updates_per_s'], ',.1f')} | "
-            f"{fmt(d['pure_updates_per_s'], ',.1f')} | {d['episodes']} | "
-            f"{fmt(d['score'], '.1f')} | {vs1} | {vs_sb3} |"
-        )
-    lines.append("")
+        rows.append([d["library_key"], d["envs"], fmt(d["learning_sps"]), fmt(d["overall_sps"]),
+                     fmt(d["updates_per_s"], ",.1f"), fmt(d["pure_updates_per_s"], ",.1f"),
+                     d["episodes"], fmt(d["score"], ".1f"), vs1, vs_sb3])
+    lines += ["", *table(("Side", "envs", "learning-phase SPS", "overall SPS",
+                          "updates/s (in training)", "pure updates/s", "episodes",
+                          f"score (last {SCORE_WINDOW})", "vs ours, 1 env", "vs SB3, same envs"),
+                         rows), ""]
     for t in res["targets"]:
         status = {True: "met", False: "not met", None: "n/a"}[t["met"]]
         lines.append(f"target: {t['target']} -> {status} ({fmt(t['value'], '.2f')}x)")
     lines += ["", f"Total runtime {res['runtime_s']:.0f} s."]
     return "\n".join(lines)
-
-
-def machine_info() -> dict:
-    cpu = cpu_name()
-    return dict(cpu_count=os.cpu_count(), cpu=cpu,
-                system=f"{platform.system()} {platform.machine()}",
-                python=platform.python_version(), loadavg_start=loadavg())
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 # ------------------------------------------------------------------------------------ main
@@ -666,13 +624,10 @@ def main(argv: list[str] | None = None) -> int:
                          args.learning_starts, args.seed, args.pure_updates, args.threads,
                          args.overlap)
 
-    t0 = time.perf_counter()
-
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
+    t0, log = time.perf_counter(), progress_log()
 
     res: dict = {
-        "machine": machine_info(),
+        "machine": machine_info(loadavg_start=loadavg()),
         "quick": args.quick,
         "settings": {**settings(args.steps, args.learning_starts, args.seed),
                      "torch_threads": args.threads or "torch's default",

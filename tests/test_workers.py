@@ -2,7 +2,7 @@
 
 Both layouts are covered: env 0 in the calling process (inline_first, the default) and every
 env in a worker (inline_first=False); and both ways of waiting: the shared doorbell words (x86-64)
-and the pipes alone (elsewhere; here by switching `_DOORBELL` off)."""
+and the pipes alone (elsewhere; here by switching `agent.wire.DOORBELL` off)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agent import wire
 from agent.config import EnvConfig
 from agent.env import AtariEnv
 from agent.workers import VecEnv, WorkerError, WorkerValueError
@@ -132,9 +133,9 @@ def test_sleeping_and_spinning_sides_keep_every_command_in_order(make_vec, monke
     """Pauses longer than `spin` make the waiting sides sleep (with the doorbell: set their
     sleep flags, to be woken by a wake message); an error after all that still names its
     worker."""
-    import agent.workers
+    import agent.wire
 
-    monkeypatch.setattr(agent.workers, "_DOORBELL", doorbell)
+    monkeypatch.setattr(agent.wire, "DOORBELL", doorbell)
     config = EnvConfig(max_frames=SHORT)
     n, steps, seed = 3, 200, 4
     vec = make_vec(config, n, seed=seed, inline_first=inline_first)
@@ -209,9 +210,9 @@ def test_sides_that_sleep_at_every_wait_are_woken_by_the_step_and_the_ack(make_v
     """A spin of a microsecond: a wait of more than that, on either side, ends asleep with its
     flag set, so the commands and the acks are delivered by wake messages (the workers' steps
     are slowed by 1 ms, pauses here let them fall asleep); same frames as serial envs."""
-    import agent.workers
+    import agent.wire
 
-    if not agent.workers._DOORBELL:
+    if not agent.wire.DOORBELL:
         pytest.skip("the doorbell is used on x86-64 only")
     woken, wakes = [0], [0]
     real_wake, real_read = VecEnv._wake, VecEnv._read_reply
@@ -222,7 +223,7 @@ def test_sides_that_sleep_at_every_wait_are_woken_by_the_step_and_the_ack(make_v
 
     def read(self, k, what):
         reply = real_read(self, k, what)
-        wakes[0] += reply == agent.workers._WAKE
+        wakes[0] += reply == agent.wire.WAKE
         return reply
 
     parent, real_step = os.getpid(), AtariEnv.step
@@ -287,9 +288,9 @@ def test_a_worker_killed_while_the_parent_sleeps_is_reported_at_once(make_vec, m
                                                                     doorbell):
     import threading
 
-    import agent.workers
+    import agent.wire
 
-    monkeypatch.setattr(agent.workers, "_DOORBELL", doorbell)
+    monkeypatch.setattr(agent.wire, "DOORBELL", doorbell)
     vec = make_vec(timeout=30, spin=1e-6, inline_first=False)
     vec.reset()
     vec.step([0, 0])
@@ -311,7 +312,7 @@ def test_a_worker_killed_while_the_parent_sleeps_is_reported_at_once(make_vec, m
 
 def test_stray_wake_messages_are_discarded(make_vec):
     """Wake messages that find their worker awake (or nothing to do) change nothing."""
-    import agent.workers
+    import agent.wire
 
     config = EnvConfig(max_frames=SHORT)
     vec = make_vec(config, 2, seed=5, spin=1e-6)
@@ -321,7 +322,7 @@ def test_stray_wake_messages_are_discarded(make_vec):
     for t in range(30):
         if t % 3 == 0:
             for _ in range(t % 7 + 1):
-                os.write(vec._fds[0], agent.workers._WAKE_CMD_FRAME)
+                os.write(vec._fds[0], agent.wire.WAKE_CMD_FRAME)
         vec.step(actions[t])
         np.testing.assert_array_equal(vec.obs[1], expected[t][1], err_msg=f"step {t}")
 
@@ -352,6 +353,134 @@ def test_step_async_then_step_wait_is_one_step(make_vec, inline_first):
     assert not split.closed
 
 
+FREE = pytest.mark.skipif(not wire.DOORBELL,
+                          reason="free runs drive the doorbell words, used on x86-64 only")
+
+
+def wait_answered(free, i: int) -> None:
+    """Until env i of a free run answered (a guard against a hang, not a timing check)."""
+    deadline = time.monotonic() + 30
+    while not free.answered(i):
+        assert time.monotonic() < deadline, f"env {i} did not answer within 30 s"
+        os.sched_yield()
+
+
+@FREE
+@INLINE
+def test_a_free_run_steps_each_env_at_its_own_pace_on_its_serial_trajectory(make_vec,
+                                                                          inline_first):
+    """Env i is sent a step every (i + 1)-th round only: each env still plays its serial
+    trajectory; close() levels the workers with catch-up steps and lock step goes on."""
+    config = EnvConfig(max_frames=SHORT)
+    n, rounds, seed = 3, 120, 5  # env 0's episode is truncated after about 100 steps
+    vec = make_vec(config, n, seed=seed, inline_first=inline_first)
+    rng = np.random.default_rng(8)
+    actions = rng.integers(0, len(vec.actions), (rounds, n))
+    after = rng.integers(0, len(vec.actions), (10, n))  # lock step after the free run
+    vec.reset()
+    done = [0] * n
+    ends = 0
+
+    def check(i: int) -> None:  # env i's last answered step against its serial run
+        nonlocal ends
+        s, stack, _, episode = serial[i][done[i] - 1]
+        np.testing.assert_array_equal(vec.obs[i], stack, err_msg=f"env {i} step {done[i]}")
+        assert free.results().raw_reward[i] == np.float32(s.raw_reward)
+        assert free.episode(i) == episode
+        ends += episode is not None
+
+    serial = [serial_trajectory(config, seed + i, actions[:, i])[1] for i in range(n)]
+    with vec.free_run() as free:
+        assert list(free.workers) == list(range(1 if inline_first else 0, n))
+        for t in range(rounds):
+            for i in range(n):
+                if t % (i + 1) == 0:
+                    wait_answered(free, i)
+                    if done[i]:
+                        check(i)
+                    free.send(i, int(actions[done[i], i]))
+                    done[i] += 1
+        for i in range(n):
+            wait_answered(free, i)
+            check(i)
+        assert done == [120, 60, 40]
+        with pytest.raises(RuntimeError, match=r"free_run\(\) is open"):
+            vec.step(after[0])
+        top = max(done[i] for i in free.workers)
+        assert free.close() == sum(top - done[i] for i in free.workers)  # catch-up steps
+    assert ends >= 1  # an episode ended (and was reset) on the way
+    with pytest.raises(RuntimeError, match="FreeRun is closed"):
+        free.send(0, 0)
+
+    # Lock step again, each worker env having had `top` steps (the last ones action 0).
+    for i in range(n):
+        played = list(actions[:done[i], i])
+        if i in free.workers:
+            played += [0] * (top - done[i])
+        serial[i] = serial_trajectory(config, seed + i, [*played, *after[:, i]])[1][len(played):]
+    for t in range(len(after)):
+        out = vec.step(after[t])
+        for i in range(n):
+            np.testing.assert_array_equal(vec.obs[i], serial[i][t][1], err_msg=f"{t}, {i}")
+            assert out.raw_reward[i] == np.float32(serial[i][t][0].raw_reward)
+
+
+@FREE
+def test_a_free_run_refuses_bad_calls_and_leaves_the_pool_usable(make_vec, monkeypatch):
+    import agent.wire
+
+    vec = make_vec(num_envs=2)
+    with pytest.raises(RuntimeError, match=r"call reset\(\) before free_run\(\)"):
+        vec.free_run()
+    vec.reset()
+    with vec.free_run() as free:
+        for call in (vec.reset, vec.get_states, vec.free_run, lambda: vec.step([0, 0]),
+                     lambda: vec.step_async([0, 0]), vec.step_wait):
+            with pytest.raises(RuntimeError, match=r"while a free_run\(\) is open"):
+                call()
+        with pytest.raises(ValueError, match=r"env index must be an int in \[0, 1\], got 2"):
+            free.send(2, 0)
+        with pytest.raises(ValueError, match=r"env index must be an int in \[0, 1\], got -1"):
+            free.answered(-1)
+        k = len(vec.actions)
+        with pytest.raises(ValueError, match=rf"action must be an int in \[0, {k - 1}\].*got {k}"):
+            free.send(1, k)
+        os.kill(vec.pids[0], signal.SIGSTOP)  # it cannot answer until SIGCONT
+        try:
+            free.send(1, 1)
+            with pytest.raises(RuntimeError, match=r"env 1 has not answered its last step"):
+                free.send(1, 1)
+            assert not free.answered(1)
+        finally:
+            os.kill(vec.pids[0], signal.SIGCONT)
+        with pytest.raises(ValueError, match=r"action must be an int"):
+            free.close(catch_up_action=-1)
+    assert not vec.closed
+    assert vec.step([1, 1]).reward.shape == (2,)
+
+    monkeypatch.setattr(agent.wire, "DOORBELL", False)
+    pipes = make_vec(num_envs=2)
+    pipes.reset()
+    with pytest.raises(RuntimeError, match="doorbell words.*waits on its pipes"):
+        pipes.free_run()
+    assert pipes.step([1, 1]).reward.shape == (2,)
+
+
+@FREE
+def test_a_worker_killed_in_a_free_run_is_named_and_leaves_no_orphans(make_vec):
+    vec = make_vec(num_envs=2, inline_first=False)
+    vec.reset()
+    victim = vec.env_pids[1]
+    with pytest.raises(WorkerError, match=r"worker 1 \(pid \d+\) (died|closed its pipe)"):
+        with vec.free_run() as free:
+            free.send(0, 1)
+            os.kill(victim, signal.SIGKILL)
+            assert wait_gone([victim]) == []
+            free.send(1, 1)  # (raises here if the worker slept: its pipe is closed)
+            free.close()  # waits for the answer that never comes
+    assert vec.closed and wait_gone(vec.pids) == []
+
+
 def test_the_pids_are_the_worker_processes_only(make_vec):
     inline = make_vec(num_envs=3)
     assert inline.inline_first and len(inline.pids) == 2 == len(our_children(inline))
@@ -379,9 +508,9 @@ def test_env_0_in_process_steps_only_in_step_wait(make_vec):
 @pytest.mark.parametrize("doorbell", [True, False], ids=["doorbell", "pipe-only"])
 def test_a_killed_worker_is_named_and_leaves_no_orphans(make_vec, monkeypatch, inline_first,
                                                         doorbell):
-    import agent.workers
+    import agent.wire
 
-    monkeypatch.setattr(agent.workers, "_DOORBELL", doorbell)
+    monkeypatch.setattr(agent.wire, "DOORBELL", doorbell)
     vec = make_vec(timeout=5, inline_first=inline_first)
     vec.reset()
     vec.step([0, 0])

@@ -4,8 +4,9 @@ them (agent/shm.py).
 Ring mode is checked against serial envs stepped with the same seeds and actions, their frames
 written with ``out=`` into a copy of the ring: after every step the whole ring must equal the
 copy, so a frame in the wrong row, a reset frame written when no episode ended, or any other row
-touched shows. Both ways of waiting (doorbell words and pipes alone, by switching `_DOORBELL`
-off) and both layouts (env 0 in this process, every env in a worker) are covered."""
+touched shows. Both ways of waiting (doorbell words and pipes alone, by switching
+`agent.wire.DOORBELL` off) and both layouts (env 0 in this process, every env in a worker) are
+covered."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-import agent.workers
+import agent.wire
 from agent.config import EnvConfig
 from agent.env import AtariEnv
 from agent.native import PoolBlock
@@ -40,7 +41,7 @@ def make_vec(monkeypatch):
     """Builds VecEnvs (doorbell=False: pipe-only) and always closes them; afterwards none of
     their workers runs."""
     def build(config=None, num_envs=2, doorbell=True, **kwargs) -> VecEnv:
-        monkeypatch.setattr(agent.workers, "_DOORBELL", doorbell)
+        monkeypatch.setattr(agent.wire, "DOORBELL", doorbell)
         vec = VecEnv(config or EnvConfig(max_frames=SHORT), num_envs, **kwargs)
         assert vec._doorbell is (doorbell and vec.spin > 0)
         return vec
