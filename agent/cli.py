@@ -4,11 +4,66 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import shlex
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from agent import games
 from agent.config import SECTIONS, Config, field_docs, from_dict, load_toml
+from agent.report import count
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a mistake told in one line (the command, what is wrong, where help is),
+    not after the whole usage (train's runs to 30 lines); exit status 2 as argparse's. No
+    abbreviations: a prefix (--total-step) would silently be taken for a flag."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        message = message.removeprefix("argument ")  # "argument --lr: ..." -> "--lr: ..."
+        self.exit(2, f"{self.prog}: {message}; see `{self.prog} --help`\n")
+
+    def unknown(self, extra: list[str]) -> NoReturn:
+        """Refuse what the command did not recognise, suggesting the flag closest to it."""
+        options = [a for a in extra if a.startswith("-") and a != "-"]
+        if not options:
+            self.error(f"unexpected argument {extra[0]!r}")
+        flag = options[0].split("=", 1)[0]
+        known = [s for action in self._actions for s in action.option_strings]
+        close = difflib.get_close_matches(flag, known, n=1)
+        self.error(f"unknown option {flag}" + (f"; did you mean {close[0]}?" if close else ""))
+
+
+def _int(text: str) -> int:
+    """A flag's whole number: 100000, 100_000 or 1e5."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.5
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"expected a whole number (e.g. 100000, 100_000 or "
+                                         f"1e5), got {text!r}")
+    return int(value)
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number (e.g. 0.25 or 1e-4), "
+                                         f"got {text!r}") from None
+
+
+_TYPES = {int: _int, float: _float, str: str}
 
 
 def _games(args: argparse.Namespace) -> int:
@@ -69,7 +124,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             elif isinstance(default, tuple):
                 kwargs.update(type=_parse_shape, metavar="H,W")
             else:
-                kwargs.update(type=type(default), metavar=type(default).__name__.upper())
+                kwargs.update(type=_TYPES[type(default)], metavar=type(default).__name__.upper())
             group.add_argument(flag, **kwargs)
 
 
@@ -115,10 +170,12 @@ worker process died or hung (named by env index and pid); the last good checkpoi
 
 def _train(args: argparse.Namespace) -> int:
     from agent.checkpoint import CheckpointError, CheckpointStore
+    from agent.learner import resolve_device
     from agent.runs import archive, has_checkpoints, latest_run, new_run_dir
     from agent.train import check_resume, train
     from agent.workers import WorkerError
 
+    made = None  # the run directory this command created, while nothing is in it
     try:
         resume_from = None
         if args.resume is not None:
@@ -131,14 +188,21 @@ def _train(args: argparse.Namespace) -> int:
                                  f"{runs_dir}/ (see `atari-agent runs`)")
             if not (run_dir / "config.toml").is_file():
                 raise ValueError(f"{run_dir} is not a run directory (no config.toml)")
-            resume_from = CheckpointStore(run_dir).latest()
+            store = CheckpointStore(run_dir)
+            resume_from = store.latest()
             if resume_from is None:
                 raise ValueError(f"{run_dir} has no checkpoint to resume from")
             config = _config(args, base=run_dir / "config.toml")
+            done = store.entries[-1]["steps"]
+            if done >= config.run.total_steps:  # said, with nothing written or touched
+                print(_complete(run_dir, done, config.run.total_steps))
+                return 0
+            resolve_device(config.learner.device)
             config = check_resume(config, resume_from)  # before anything in the run is written
             print(f"resuming {run_dir} from {resume_from.name}")
         else:
             config = _config(args)
+            resolve_device(config.learner.device)  # refused before a run directory is made
             named = Path(config.run.runs_dir) / config.run.name if config.run.name else None
             if named is not None and has_checkpoints(named):
                 if not args.fresh:
@@ -146,10 +210,13 @@ def _train(args: argparse.Namespace) -> int:
                         f"{named} already has checkpoints: pass --resume {named} to continue "
                         f"it, or --fresh to start new weights there (its files are archived)")
                 print(f"--fresh: moved the previous files of {named} to {archive(named)}")
+            existed = named is not None and named.exists()
             run_dir = new_run_dir(config.run.runs_dir, config.env.game, config.run.name)
+            made = None if existed else run_dir
             print(f"run directory: {run_dir}")
         result = train(config, run_dir, resume_from=resume_from)
     except (ValueError, CheckpointError) as exc:
+        _remove_if_empty(made)  # a refused start leaves no run directory behind
         print(f"atari-agent train: {exc}", file=sys.stderr)
         return 2
     except WorkerError as exc:  # an env worker failed while the envs started or were restored
@@ -158,9 +225,31 @@ def _train(args: argparse.Namespace) -> int:
     if result.state == "failed":
         print(f"atari-agent train: {result.error}", file=sys.stderr)
     else:
-        print(f"{result.state}: {result.steps:,} steps, {result.episodes:,} episodes; "
-              f"last checkpoint {result.checkpoint}")
+        counts = f"{count(result.steps, 'step')}, {count(result.episodes, 'episode')}"
+        if result.state == "interrupted":
+            print(f"interrupted: {counts}; saved {result.checkpoint}; continue it with "
+                  f"`atari-agent train --resume {shlex.quote(str(run_dir))}`")
+        else:
+            print(f"{result.state}: {counts}; last checkpoint {result.checkpoint}")
     return TRAIN_EXIT_CODES[result.state]
+
+
+def _complete(run_dir: Path, done: int, total: int) -> str:
+    """What `train --resume` says of a run with nothing left to do, and how to extend it."""
+    have = (f"{done:,} of {total:,} steps" if done == total
+            else f"{done:,} steps, more than its total of {total:,}")
+    return (f"{run_dir} is complete: {have}; nothing was changed. To train it further: "
+            f"`atari-agent train --resume {shlex.quote(str(run_dir))} --total-steps N` with N "
+            f"above {done:,}")
+
+
+def _remove_if_empty(path: Path | None) -> None:
+    if path is None:
+        return
+    try:
+        path.rmdir()
+    except OSError:  # not empty: the run wrote something there, which stays
+        pass
 
 
 def _runs(args: argparse.Namespace) -> int:
@@ -254,8 +343,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise ValueError("give checkpoints or run directories to evaluate (or --policy "
                              "random --game GAME)")
         n = len(targets) * args.episodes
-        print(f"evaluating {len(targets)} polic{'y' if len(targets) == 1 else 'ies'} x "
-              f"{args.episodes} episodes = {n} episodes", file=sys.stderr)
+        print(f"evaluating {count(len(targets), 'policy', 'policies')} x "
+              f"{count(args.episodes, 'episode')} = {count(n, 'episode')}", file=sys.stderr)
         results = ev.evaluate(targets, args.episodes, args.seed, args.epsilon, args.workers,
                               progress=sys.stderr,
                               worker_timeout=args.worker_timeout or ev.WORKER_TIMEOUT)
@@ -292,7 +381,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="atari-agent",
         description="Deep Q-learning for Atari with a native emulator bridge.",
     )
@@ -337,8 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train briefly on GAME with demo settings (a few minutes on a CPU), save, "
         "then score the trained agent and a random policy under the same evaluation protocol.")
     d.add_argument("--game", default="phoenix")
-    d.add_argument("--steps", type=int, default=30_000, help="agent steps of training")
-    d.add_argument("--episodes", type=int, default=5, help="evaluation episodes per policy")
+    d.add_argument("--steps", type=_int, default=30_000, help="agent steps of training")
+    d.add_argument("--episodes", type=_int, default=5, help="evaluation episodes per policy")
     d.add_argument("--runs-dir", default="runs")
     d.set_defaults(run=_demo)
 
@@ -351,20 +440,20 @@ def build_parser() -> argparse.ArgumentParser:
         "score, lives, frame, the chosen action and every action's Q-value.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file or a run directory")
-    p.add_argument("--episodes", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0, help="episode i plays the game an "
+    p.add_argument("--episodes", type=_int, default=1)
+    p.add_argument("--seed", type=_int, default=0, help="episode i plays the game an "
                    "evaluation with this seed scores as its episode i")
-    p.add_argument("--sticky", type=float, default=0.25, help="sticky-action probability")
-    p.add_argument("--epsilon", type=float, default=0.0, help="share of random actions")
+    p.add_argument("--sticky", type=_float, default=0.25, help="sticky-action probability")
+    p.add_argument("--epsilon", type=_float, default=0.0, help="share of random actions")
     p.add_argument("--video", type=Path, metavar="OUT.mp4",
                    help="record an MP4 (default without a display: RUN/videos/<ckpt>.mp4)")
     p.add_argument("--gif", type=Path, metavar="OUT.gif", help="also record a GIF")
     p.add_argument("--window", action=argparse.BooleanOptionalAction, default=None,
                    help="show a live window (default: when a display is present and nothing "
                    "is recorded)")
-    p.add_argument("--speed", type=float, default=1.0, help="1.0 = the game's real speed")
-    p.add_argument("--scale", type=int, default=3, help="screen magnification")
-    p.add_argument("--max-steps", type=int, default=None, metavar="N",
+    p.add_argument("--speed", type=_float, default=1.0, help="1.0 = the game's real speed")
+    p.add_argument("--scale", type=_int, default=3, help="screen magnification")
+    p.add_argument("--max-steps", type=_int, default=None, metavar="N",
                    help="stop each episode after N agent steps")
     p.set_defaults(run=_play)
 
@@ -376,16 +465,16 @@ def build_parser() -> argparse.ArgumentParser:
         "seed. Prints a table (best first, human-normalised where references exist).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     e.add_argument("paths", nargs="*", metavar="CHECKPOINT|RUN_DIR")
-    e.add_argument("--episodes", type=int, default=30, help="episodes per policy")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--workers", type=int, default=0, help="processes (0: one per CPU)")
-    e.add_argument("--worker-timeout", type=float, default=None, metavar="SECONDS",
+    e.add_argument("--episodes", type=_int, default=30, help="episodes per policy")
+    e.add_argument("--seed", type=_int, default=0)
+    e.add_argument("--workers", type=_int, default=0, help="processes (0: one per CPU)")
+    e.add_argument("--worker-timeout", type=_float, default=None, metavar="SECONDS",
                    help="stop when one episode takes this long: a hung worker (default: "
                    "agent.evaluate.WORKER_TIMEOUT, 600)")
-    e.add_argument("--epsilon", type=float, default=eval_eps,
+    e.add_argument("--epsilon", type=_float, default=eval_eps,
                    help="evaluation epsilon (distinct from training's)")
-    e.add_argument("--sticky", type=float, default=0.25, help="sticky-action probability")
-    e.add_argument("--max-frames", type=int, default=108_000,
+    e.add_argument("--sticky", type=_float, default=0.25, help="sticky-action probability")
+    e.add_argument("--max-frames", type=_int, default=108_000,
                    help="emulator frames before an episode is truncated")
     e.add_argument("--policy", choices=("greedy", "random"), default="greedy",
                    help="random: a uniformly random policy on the same game, actions, protocol")
@@ -404,13 +493,23 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     pl.add_argument("--out", metavar="FILE.png",
                     help="default: RUN_DIR/curves.png for one run, ./curves.png for several")
-    pl.add_argument("--width", type=int, default=1600, help="image width in pixels")
+    pl.add_argument("--width", type=_int, default=1600, help="image width in pixels")
     pl.set_defaults(run=_plot)
+    parser.commands = sub.choices
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:  # `atari-agent` alone: the commands, not an error about a missing one
+        parser.print_help(sys.stderr)
+        return 2
+    # Parsed as known args so that the command whose flag is unknown says so (argparse would
+    # have the top-level parser say it, with the top-level usage).
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        parser.commands[args.command].unknown(extra)
     return args.run(args)
 
 

@@ -7,9 +7,13 @@ from __future__ import annotations
 import sys
 import time
 
-from agent.checkpoint import CheckpointStore
+from pathlib import Path
+
+from agent import checkpoint
+from agent.checkpoint import CheckpointError, CheckpointStore
 from agent.config import Config, from_dict
 from agent.evaluate import checkpoint_targets, evaluate, protocol_line, random_target, table
+from agent.report import count
 from agent.runs import new_run_dir
 from agent.train import Trainer
 
@@ -45,13 +49,30 @@ def demo(game: str = "phoenix", steps: int = 30_000, episodes: int = 5,
         return 1
     latest = CheckpointStore(run_dir).latest()
     print(f"\ndemo: trained {result.steps:,} steps in {train_s / 60:.1f} min; saved {latest}")
-    print(f"demo: evaluating {episodes} episodes per policy in worker processes")
+    print(f"demo: evaluating {count(episodes, 'episode')} per policy in worker processes")
     targets = checkpoint_targets([latest], {})
     targets.append(random_target(config.env, {}))
     results = evaluate(targets, episodes, seed=12_345, epsilon=config.explore.eval_epsilon,
                        progress=sys.stderr)
     print(table(results))
     print(protocol_line(results))
+    agent = next(r for r in results if r["checkpoint"] is not None)
+    keep_as_best(run_dir, latest, agent["mean"])
     print(f"\nnext: `atari-agent play {latest}` to watch it, `atari-agent evaluate {run_dir}` "
           f"for more episodes, `atari-agent plot {run_dir}` for its curves")
     return 0
+
+
+def keep_as_best(run_dir: Path, path: Path, score: float) -> None:
+    """Record the demo's evaluation of checkpoint `path` where a training run records its
+    periodic ones (best.pt and the index's best score, which `atari-agent runs` shows), unless
+    the checkpoint is unhealthy (as training keeps no unhealthy best) or a better one is kept.
+    A failed write is said and the demo goes on: its scores are printed already."""
+    try:
+        saved = checkpoint.load(path)
+        if saved.get("healthy", True):
+            # (a copy of the weights: the periodic checkpoint's replay snapshot is not its own)
+            payload = {k: v for k, v in saved.items() if k != "replay_file"}
+            CheckpointStore(run_dir).save_best(payload, int(saved["counters"]["steps"]), score)
+    except CheckpointError as exc:
+        print(f"demo: the evaluation is not recorded as the run's best: {exc}", file=sys.stderr)

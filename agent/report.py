@@ -32,8 +32,9 @@ ROW_KEYS = ("time", "steps", "updates", "sps", "epsilon", "episodes", "score_mea
 _COLUMNS = (  # header, width, formatter of the row
     ("Steps", 10, lambda r: f"{r['steps']:,}"),
     ("SPS", 5, lambda r: f"{r['sps']:.0f}"),
-    ("eps", 5, lambda r: f"{r['epsilon']:.3f}"),
-    ("Eps", 5, lambda r: f"{r['episodes']}"),
+    # Whole words: "eps" beside "Eps" read alike (epsilon? episodes?).
+    ("Epsilon", 7, lambda r: f"{r['epsilon']:.3f}"),
+    ("Episodes", 8, lambda r: f"{r['episodes']}"),
     ("Score100", 9, lambda r: _num(r["score_mean100"], ".1f")),
     ("Loss", 8, lambda r: _num(r["loss"], ".4f")),
     ("Agree%", 6, lambda r: _num(r["agree"], ".1f")),
@@ -47,6 +48,11 @@ _COLUMNS = (  # header, width, formatter of the row
                                   else 100 * r["td_clip_frac"], ".1f")),
     ("TgtAge", 6, lambda r: f"{r['target_age']}"),
 )
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """"1 episode", "2 episodes", "1,000 steps"; `plural` where adding an s is wrong."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
 def _num(v, spec: str) -> str:
@@ -114,9 +120,12 @@ def cut_partial_line(path: Path) -> int:
 class Reporter:
     """Writes rows and events of one run; prints them; draws the progress line on a terminal."""
 
-    def __init__(self, run_dir: Path, total_steps: int, out=None, tensorboard: bool = True):
+    def __init__(self, run_dir: Path, total_steps: int, out=None, tensorboard: bool = True,
+                 learning_starts: int = 0):
         self.run_dir = Path(run_dir)
         self.total = total_steps
+        self.learning_starts = learning_starts  # warm-up steps: the ETA skips them
+        self._learning_from: tuple[float, int] | None = None  # (monotonic time, steps)
         self.out = out or sys.stdout
         self.tty = bool(getattr(self.out, "isatty", lambda: False)())
         cut = cut_partial_line(self.run_dir / "metrics.jsonl")
@@ -211,16 +220,26 @@ class Reporter:
     def progress(self, steps: int, sps: float, force: bool = False) -> None:
         """Redraw the progress line (terminal only, at most 4 times a second)."""
         now = time.monotonic()
+        if self._learning_from is None and steps >= self.learning_starts:
+            self._learning_from = (now, steps)
         if not self.tty or (not force and now - self._progress_at < 0.25):
             return
         self._progress_at = now
         frac = min(steps / self.total, 1.0)
         bar = "#" * int(30 * frac)
-        eta = (self.total - steps) / sps if sps > 0 else float("inf")
         self.out.write(f"\r[{bar:<30}] {100 * frac:5.1f}% {steps:,}/{self.total:,} steps "
-                       f"{sps:6.0f} SPS  ETA {_duration(eta)}\x1b[K")
+                       f"{sps:6.0f} SPS  ETA {self._eta(steps, now)}\x1b[K")
         self.out.flush()
         self._progress_shown = True
+
+    def _eta(self, steps: int, now: float) -> str:
+        """Time left at the learning phase's mean speed since it began. Not the warm-up's:
+        without updates it runs several times faster, and an ETA from it is far too short."""
+        if self._learning_from is None:
+            return "after warm-up"
+        t0, s0 = self._learning_from
+        rate = (steps - s0) / (now - t0) if now > t0 else 0.0
+        return _duration((self.total - steps) / rate if rate > 0 else float("inf"))
 
     def _clear_progress(self) -> None:
         if self._progress_shown:

@@ -88,8 +88,9 @@ def runs_table(runs_dir: str | Path) -> str:
              f"{'best eval':>9} {'ckpts':>5}  updated"]
     for r in sorted(rows, key=lambda r: r["updated"]):
         steps = f"{r['steps']:,}" + (f"/{r['total_steps']:,}" if r["total_steps"] else "")
-        s100 = "-" if r["score_mean100"] is None else f"{r['score_mean100']:.1f}"
-        best = "-" if r["best_eval"] is None else f"{r['best_eval']:.1f}"
+        # (scores as `atari-agent evaluate` prints them)
+        s100 = "-" if r["score_mean100"] is None else f"{r['score_mean100']:,.1f}"
+        best = "-" if r["best_eval"] is None else f"{r['best_eval']:,.1f}"
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["updated"]))
         lines.append(f"{r['name']:<34} {r['game']:<15} {r['state']:<11} {steps:>12} {s100:>9} "
                      f"{best:>9} {r['checkpoints']:>5}  {when}")

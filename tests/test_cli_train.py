@@ -9,9 +9,11 @@ import sys
 import time
 
 import pytest
+import torch
 
 from agent import checkpoint
 from agent.cli import main
+from agent.train import TrainResult
 
 TINY = ["--game", "breakout", "--learning-starts", "64", "--capacity", "1000",
         "--check-every", "10", "--report-seconds", "0.5", "--checkpoint-every", "100",
@@ -20,6 +22,12 @@ TINY = ["--game", "breakout", "--learning-starts", "64", "--capacity", "1000",
 
 def _train(tmp_path, *extra):
     return main(["train", *TINY, "--runs-dir", str(tmp_path), *extra])
+
+
+def _files(root):
+    """Every file and folder under root: its size and modification time (ns)."""
+    return {p.relative_to(root): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in [root, *root.rglob("*")]}
 
 
 def test_train_resume_fresh_and_runs(tmp_path, capsys):
@@ -34,6 +42,17 @@ def test_train_resume_fresh_and_runs(tmp_path, capsys):
     assert _train(tmp_path, "--name", "r1", "--total-steps", "200") == 2
     err = capsys.readouterr().err
     assert "--resume" in err and "--fresh" in err and err.count("\n") == 1
+
+    # resuming the finished run: it is complete; how to extend it; nothing written or touched
+    before = _files(run)
+    assert main(["train", "--resume", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and f"{run} is complete: 200 of 200 steps" in out
+    assert f"atari-agent train --resume {run} --total-steps N` with N above 200" in out
+    assert _files(run) == before
+    assert main(["train", "--resume", str(run), "--total-steps", "150"]) == 0
+    assert "complete: 200 steps, more than its total of 150" in capsys.readouterr().out
+    assert _files(run) == before
 
     # resume continues from step 200 with a longer budget given on the command line
     assert main(["train", "--resume", str(run), "--total-steps", "300"]) == 0
@@ -61,12 +80,35 @@ def test_train_resume_fresh_and_runs(tmp_path, capsys):
     (["--game", "pongg"], "pongg"),
     (["--resume", "/nonexistent/run"], "is not a run directory"),
     (["--batch-size", "64", "--capacity", "32"], "must not exceed replay.capacity"),
+    pytest.param(["--name", "cudatest", "--device", "cuda"],
+                 "learner.device is 'cuda' but CUDA is not available here",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here")),
 ])
 def test_bad_train_arguments_are_one_line(tmp_path, capsys, args, message):
     assert main(["train", "--runs-dir", str(tmp_path), *args]) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert message in err and err.count("\n") == 1
+    assert "run directory" not in out
     assert not list(tmp_path.iterdir())  # no run directory left behind
+
+
+@pytest.mark.parametrize("state, steps, episodes, line", [
+    ("finished", 1, 1, "finished: 1 step, 1 episode; last checkpoint "),
+    ("finished", 2_000, 0, "finished: 2,000 steps, 0 episodes; last checkpoint "),
+    ("interrupted", 1, 1, "interrupted: 1 step, 1 episode; saved "),
+])
+def test_the_end_of_run_line_counts_in_words_and_says_how_to_continue(
+        tmp_path, capsys, monkeypatch, state, steps, episodes, line):
+    def fake_train(config, run_dir, resume_from=None):
+        return TrainResult(run_dir, state, steps, episodes, run_dir / "checkpoints" / "c.pt")
+
+    monkeypatch.setattr("agent.train.train", fake_train)
+    assert main(["train", "--runs-dir", str(tmp_path / "my runs"), "--name", "r"]) == (
+        130 if state == "interrupted" else 0)
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith(line)
+    resume = f"continue it with `atari-agent train --resume '{tmp_path / 'my runs' / 'r'}'`"
+    assert (resume in last) == (state == "interrupted")
 
 
 def test_resume_with_nothing_to_resume(tmp_path, capsys):
@@ -87,7 +129,9 @@ def test_train_help_lists_every_setting(capsys):
 def test_a_signal_saves_before_exiting(tmp_path, sig):
     cmd = [sys.executable, "-m", "agent.cli", "train", *TINY, "--runs-dir", str(tmp_path),
            "--name", "sig", "--total-steps", "1000000", "--checkpoint-every", "1000000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stdout = tmp_path / "stdout.txt"
+    with stdout.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "sig" / "metrics.jsonl"
     deadline = time.monotonic() + 120
     try:
@@ -108,6 +152,9 @@ def test_a_signal_saves_before_exiting(tmp_path, sig):
     assert status["state"] == "interrupted" and saved["counters"]["steps"] == status["steps"]
     events = [json.loads(x).get("event") for x in metrics.open()]
     assert "interrupted" in events
+    last = stdout.read_text().splitlines()[-1]
+    assert last.startswith("interrupted: ") and (
+        f"continue it with `atari-agent train --resume {tmp_path / 'sig'}`" in last)
 
 
 def test_the_fast_gpu_preset_is_read_and_flags_override_it(tmp_path, capsys):

@@ -18,6 +18,12 @@ def test_demo_trains_saves_and_scores_against_random(tmp_path, capsys):
     assert any(p.endswith("ckpt-000000002000.pt") for p in policies)
     assert "protocol: sticky actions 0.25" in out and "atari-agent play" in out
 
+    # `atari-agent runs` shows the demo's evaluation of its agent as the run's best
+    agent = next(r for r in rows if r[1].endswith("ckpt-000000002000.pt"))
+    assert main(["runs", "--runs-dir", str(tmp_path)]) == 0
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(run.name)]
+    assert line.split()[5] == agent[5]  # best eval = the agent's mean score
+
 
 def test_demo_refuses_a_budget_too_small(tmp_path, capsys):
     assert main(["demo", "--steps", "100", "--runs-dir", str(tmp_path)]) == 2

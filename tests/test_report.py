@@ -43,3 +43,42 @@ def test_a_row_before_learning_shows_dashes():
     line = format_row(row)
     assert "1,000" in line and line.count("-") >= 8
     assert len(line) == len(header())
+
+
+def test_epsilon_and_episodes_columns_cannot_be_confused():
+    # (the printed headers only: metrics.jsonl keeps its keys "epsilon" and "episodes")
+    assert "epsilon" in ROW_KEYS and "episodes" in ROW_KEYS
+    head = header()
+    assert "eps" not in head.lower().split() and "Epsilon" in head and "Episodes" in head
+    line = format_row(_row(epsilon=0.123, episodes=7))
+    for name, value in (("Epsilon", "0.123"), ("Episodes", "7")):
+        end = head.index(name) + len(name)  # right-aligned under its header
+        assert line[:end].split()[-1] == value
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_the_eta_comes_from_the_learning_phase_not_the_warm_up(tmp_path, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr("agent.report.time.monotonic", lambda: clock[0])
+    out = _Terminal()
+    rep = Reporter(tmp_path, total_steps=11_000, out=out, tensorboard=False,
+                   learning_starts=1_000)
+
+    def bar(steps, sps, seconds):
+        clock[0] += seconds
+        out.seek(0)
+        out.truncate()
+        rep.progress(steps, sps)
+        return out.getvalue()
+
+    # warm-up: 5,000 SPS would promise a 2-second run; no ETA is given from that speed
+    line = bar(500, 5_000.0, 1.0)
+    assert "500/11,000 steps" in line and "ETA after warm-up" in line
+    assert "ETA --:--" in bar(1_000, 5_000.0, 1.0)  # learning starts: nothing measured yet
+    # 10 s of learning at 100 steps/s: 9,000 steps left take 1:30, whatever the caller's SPS
+    assert "ETA 1:30" in bar(2_000, 3_000.0, 10.0)
+    rep.close()
