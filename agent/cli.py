@@ -176,6 +176,7 @@ def _train(args: argparse.Namespace) -> int:
     from agent.workers import WorkerError
 
     made = None  # the run directory this command created, while nothing is in it
+    run_dir = None
     try:
         resume_from = None
         if args.resume is not None:
@@ -219,6 +220,13 @@ def _train(args: argparse.Namespace) -> int:
         _remove_if_empty(made)  # a refused start leaves no run directory behind
         print(f"atari-agent train: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C while the first one's save ran: gave up on it
+        last = None
+        if run_dir is not None and (run_dir / "checkpoints").is_dir():  # (the store makes it)
+            last = CheckpointStore(run_dir).latest()
+        kept = f"the last checkpoint is {last}" if last else "no checkpoint was saved"
+        print(f"atari-agent train: aborted by a second Ctrl-C; {kept}", file=sys.stderr)
+        return TRAIN_EXIT_CODES["interrupted"]
     except WorkerError as exc:  # an env worker failed while the envs started or were restored
         print(f"atari-agent train: {str(exc).splitlines()[0]}", file=sys.stderr)
         return TRAIN_EXIT_CODES["failed"]
@@ -283,13 +291,15 @@ def _check_flags(args: argparse.Namespace, **ranges) -> None:
 
 def _play(args: argparse.Namespace) -> int:
     from agent.checkpoint import CheckpointError
-    from agent.play import PlayError, default_video_path, ensure_parent, has_display, play
+    from agent.play import PlayError, default_video_path, ensure_parent, play
     from agent.policy import load_agent
     from agent.runs import checkpoint_to_play
+    from agent.window import has_display
 
     try:
         _check_flags(args, episodes=(1, None), epsilon=(0.0, 1.0), sticky=(0.0, 1.0),
-                     speed=(1e-3, 1e3), scale=(1, 8), max_steps=(1, None))
+                     speed=(1e-3, 1e3), scale=(1, 8), max_steps=(1, None),
+                     stall_steps=(0, None))
         agent = load_agent(checkpoint_to_play(Path(args.checkpoint)))
         window = args.window if args.window is not None else (
             has_display() and args.video is None and args.gif is None)
@@ -300,7 +310,7 @@ def _play(args: argparse.Namespace) -> int:
               f"{agent.layout['kind']} actions), epsilon {args.epsilon}, sticky {args.sticky}")
         play(agent, episodes=args.episodes, seed=args.seed, sticky=args.sticky,
              epsilon=args.epsilon, video=video, gif=args.gif, window=window, speed=args.speed,
-             scale=args.scale, max_steps=args.max_steps)
+             scale=args.scale, max_steps=args.max_steps, stall_steps=args.stall_steps)
     except (ValueError, CheckpointError, PlayError) as exc:
         print(f"atari-agent play: {exc}", file=sys.stderr)
         return 2
@@ -444,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_int, default=0, help="episode i plays the game an "
                    "evaluation with this seed scores as its episode i")
     p.add_argument("--sticky", type=_float, default=0.25, help="sticky-action probability")
-    p.add_argument("--epsilon", type=_float, default=0.0, help="share of random actions")
+    p.add_argument("--epsilon", type=_float, default=0.0, help="share of random actions (0: "
+                   "the greedy policy; evaluation's protocol uses 0.001)")
     p.add_argument("--video", type=Path, metavar="OUT.mp4",
                    help="record an MP4 (default without a display: RUN/videos/<ckpt>.mp4)")
     p.add_argument("--gif", type=Path, metavar="OUT.gif", help="also record a GIF")
@@ -455,6 +466,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=_int, default=3, help="screen magnification")
     p.add_argument("--max-steps", type=_int, default=None, metavar="N",
                    help="stop each episode after N agent steps")
+    p.add_argument("--stall-steps", type=_int, default=None, metavar="N",
+                   help="stop an episode after N agent steps with no reward and no life lost "
+                   "(a policy that never serves the ball would otherwise play on to the "
+                   "108,000-frame cap, 30 game-minutes); 0 plays on to the cap. Default: 5 "
+                   "game-minutes, i.e. 18,000 emulator frames / frameskip (4,500 agent steps "
+                   "at frameskip 4)")
     p.set_defaults(run=_play)
 
     e = sub.add_parser(
@@ -510,6 +527,14 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:
         parser.commands[args.command].unknown(extra)
+    if args.command in ("train", "play", "evaluate", "demo"):
+        from agent.env import UnsupportedALE, check_ale_version
+
+        try:
+            check_ale_version()
+        except UnsupportedALE as exc:
+            print(f"atari-agent {args.command}: {exc}", file=sys.stderr)
+            return 2
     return args.run(args)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 import time
-
 from pathlib import Path
 
 from agent import checkpoint

@@ -9,6 +9,14 @@ that shows it, read both ways, and then computes the max of the two frames' colo
 Reset: a new game, 0..noop_max NOOP frames, FIRE where the game waits for it. An episode ends at
 game over (terminated) or at `max_frames` emulator frames (truncated, not terminated).
 
+The serve (`_serve`: after reset and after a lost life, in games whose profile says the game waits
+for FIRE, e.g. Breakout): with sticky actions, ALE applies the new action on a frame only with
+probability 1 - p and otherwise repeats the previous one (NOOP after a reset), so a single FIRE
+frame would be lost a quarter of the time at p = 0.25 and the game would then wait forever for a
+policy that never presses FIRE. So the env presses FIRE one frame at a time until ALE has applied it
+(the sticky tracker's replay of the emulator's RNG says so), at most SERVE_MAX_FRAMES frames.
+Breakout takes FIRE on the very frame a life is lost, so an applied FIRE is a served ball.
+
 `AtariEnv` is the fast face the agent uses; `AtariGymEnv` wraps it as a `gymnasium.Env`.
 
 Snapshots (`AtariEnv.get_state` / `set_state`) carry everything a later `step()` depends on: the
@@ -30,6 +38,28 @@ import numpy as np
 from agent.config import EnvConfig
 from agent.games import ActionSet, action_set, profile, rom_path
 from agent.native import FramePreprocessor, FrameSkip
+
+SUPPORTED_ALE = (0, 12)
+"""The ale-py minor version this code runs on: `AtariEnv` reads its emulator-state layout
+(`ALEState.serialize()`) for sticky-action snapshots, which other versions lay out otherwise."""
+
+
+class UnsupportedALE(RuntimeError):
+    """The installed ale-py is not the version this code reads."""
+
+
+def check_ale_version(version: str | None = None) -> None:
+    """Refuse, in one line, an ale-py other than 0.12.x (default: the installed one)."""
+    version = ale_py.__version__ if version is None else version
+    try:
+        major_minor = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        major_minor = None
+    if major_minor != SUPPORTED_ALE:
+        want, below = f"0.{SUPPORTED_ALE[1]}", f"0.{SUPPORTED_ALE[1] + 1}"
+        raise UnsupportedALE(
+            f"ale-py {version} is installed, but atari-agent needs ale-py {want}.x (it reads that "
+            f"version's emulator-state layout): pip install 'ale-py>={want},<{below}'")
 
 
 @dataclass
@@ -53,6 +83,10 @@ def seed_streams(seed: int) -> tuple[int, np.random.Generator]:
     emulator, env = np.random.SeedSequence(seed).spawn(2)
     return int(emulator.generate_state(1)[0] & 0x7FFFFFFF), np.random.default_rng(env)
 
+
+SERVE_MAX_FRAMES = 32
+"""Most emulator frames of FIRE per serve: at p = 0.25 all of them stick with probability
+0.25**32 (about 1e-19); at p = 1 ALE applies no new action at all, so a serve is one frame."""
 
 STATE_FORMAT = "atari-agent-env-state"
 STATE_VERSION = 1
@@ -137,6 +171,14 @@ class _StickyTracker:
                 "directly?); the sticky previous action cannot be known, so no exact snapshot")
         return previous
 
+    def now(self, ale: ale_py.ALEInterface) -> int:
+        """ALE's previous player-A action now; re-anchors here, so the next replay is short."""
+        clone = ale.cloneState(include_rng=True)
+        words = _ale_rng_words(bytes(clone.serialize()))
+        previous = self.previous_action(words)
+        self.anchor(clone, previous, words)
+        return previous
+
     def force(self, ale: ale_py.ALEInterface, state: ale_py.ALEState,
               words: tuple[int, ...], action: int) -> None:
         """Make `action` ALE's previous action, then leave the emulator exactly at `state`."""
@@ -165,6 +207,7 @@ class AtariEnv:
         self.config = (config or EnvConfig()).validate()
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        check_ale_version()
         self.profile = profile(self.config.game)
         ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # before: no banner on stdout
         self.ale = ale_py.ALEInterface()
@@ -241,8 +284,7 @@ class AtariEnv:
                 acted = self._sticky.acted
         opening = 0.0
         if self.profile.fire_on_reset:
-            opening = self.ale.act(self._fire)  # scored like the FIRE after a lost life
-            acted.append(self._fire_code | 1)
+            opening = self._serve()  # scored like the serve after a lost life
             if self.ale.game_over():
                 self._reset_game()
                 opening = 0.0
@@ -281,8 +323,7 @@ class AtariEnv:
         life_lost = lives < self._lives and not game_over
         self._lives = lives
         if life_lost and self.profile.fire_on_reset:
-            raw += ale.act(self._fire)  # the game waits for FIRE; its frame's reward counts
-            self._sticky.acted.append(self._fire_code | 1)
+            raw += self._serve()  # the game waits for FIRE; its frames' reward counts
         truncated = not game_over and ale.getEpisodeFrameNumber() >= self.config.max_frames
         self.episode_score += raw
         self.episode_steps += 1
@@ -302,6 +343,19 @@ class AtariEnv:
             life_lost=life_lost,
             learn_terminal=learn_terminal,
         )
+
+    def _serve(self) -> float:
+        """Press FIRE until ALE has applied it (see the module docstring); the frames' reward.
+        Deterministic from the emulator's state and RNG, so snapshots replay it exactly."""
+        ale, sticky = self.ale, self._sticky
+        check = 0.0 < sticky.threshold < 1.0  # at 0 every frame applies, at 1 none does
+        raw = 0.0
+        for _ in range(SERVE_MAX_FRAMES):
+            raw += ale.act(self._fire)
+            sticky.acted.append(self._fire_code | 1)
+            if not check or ale.game_over() or sticky.now(ale) == self._fire.value:
+                break
+        return raw
 
     def _read_screen(self, slot: int) -> None:
         """The current screen into the kernel's index frame `slot`; new colours learned."""

@@ -228,3 +228,77 @@ def test_the_acting_stack_can_live_in_a_callers_buffer():
     assert not shared[0].any()
     with pytest.raises(ValueError, match="buffer must be a writable C-contiguous uint8 array"):
         env.share_stack(np.zeros((4, 84, 83), np.uint8))
+
+
+BREAKOUT_BALL_Y = 101
+"""Breakout's RAM byte of the ball's row: 0 while no ball is in play (before a serve)."""
+
+
+def test_breakouts_serve_holds_under_sticky_actions():
+    """The env presses FIRE at reset and after each lost life (Breakout waits for it). With
+    sticky actions ALE may repeat the previous action (NOOP) on that frame instead, and the ball
+    would never come. Under a NOOP-only policy every ball must still be served: on every seed the
+    ball is in play right after reset and after every lost life, and five balls go past the
+    paddle (game over) well within 400 agent steps (about 25 steps a ball)."""
+    config = EnvConfig(game="breakout", repeat_action_probability=0.25)
+    failed = []
+    for seed in range(20):
+        env = AtariEnv(config, seed)
+        env.reset()
+        served = [int(env.ale.getRAM()[BREAKOUT_BALL_Y]) != 0]
+        for _ in range(400):
+            s = env.step(0)
+            if s.life_lost:
+                served.append(int(env.ale.getRAM()[BREAKOUT_BALL_Y]) != 0)
+            if s.terminated:
+                break
+        if not (s.terminated and all(served) and len(served) == 5):
+            failed.append(f"seed {seed}: {env.ale.lives()} lives left, served {served}")
+    assert not failed, "\n".join(failed)
+
+
+def test_a_serve_that_takes_several_frames_replays_exactly_from_a_snapshot():
+    """The serve's extra FIRE frames depend only on the emulator's state and RNG: a snapshot
+    taken just before a step whose life loss needed more than one FIRE frame replays it."""
+    config = EnvConfig(game="breakout", repeat_action_probability=0.25)
+
+    def first_long_serve(seed: int) -> int | None:
+        """The NOOP step whose lost life took more than one FIRE frame, if any."""
+        env = AtariEnv(config, seed)
+        env.reset()
+        for k in range(200):
+            before = env.ale.getEpisodeFrameNumber()
+            s = env.step(0)
+            if s.life_lost and env.ale.getEpisodeFrameNumber() - before > 4 + 1:
+                return k
+            if s.terminated:
+                return None
+        return None
+
+    seed, k = next(((seed, k) for seed in range(40)
+                    if (k := first_long_serve(seed)) is not None), (None, None))
+    assert seed is not None, "no serve took two FIRE frames in 40 seeds (expected ~1 in 4)"
+
+    def continuation(env: AtariEnv) -> list:
+        out = []
+        for _ in range(30):
+            s = env.step(0)
+            out.append((env.ale.getEpisodeFrameNumber(), s.raw_reward, s.life_lost,
+                        bytes(env.ale.getRAM()), env.observation.tobytes()))
+        return out
+
+    env = AtariEnv(config, seed)
+    env.reset()
+    for _ in range(k):
+        env.step(0)
+    state = env.get_state()
+    start = env.ale.getEpisodeFrameNumber()
+    expected = continuation(env)
+    assert expected[0][2] and expected[0][0] - start > 5  # the long serve is in the replay
+
+    twin = AtariEnv(config, seed=seed + 1000)
+    twin.reset()
+    for _ in range(7):
+        twin.step(1)
+    twin.set_state(state)
+    assert continuation(twin) == expected

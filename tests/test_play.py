@@ -1,5 +1,6 @@
-"""Greedy playback (agent/play.py): recordings decoded back, the same games as evaluation,
-determinism, the live window (under a private Xvfb, and with scripted keys), output safety."""
+"""Greedy playback (agent/play.py, overlay.py, video.py, window.py): recordings decoded back,
+the same games as evaluation, determinism, the live window (under a private Xvfb, and with
+scripted keys), output safety, the stall stop and the progress line."""
 
 from __future__ import annotations
 
@@ -17,30 +18,35 @@ import numpy as np
 import pytest
 
 import agent.play as play_mod
+import agent.video as video_mod
+import agent.window as window_mod
 from agent.env import AtariEnv
 from agent.games import documented_actions
-from agent.play import (
+from agent.overlay import (
     BG,
     CHOSEN,
-    END_GAME_OVER,
-    END_MAX_STEPS,
-    END_QUIT,
     HEADER_ROWS,
     MIN_LINE,
     RANDOM,
-    SPEED_MAX,
-    SPEED_MIN,
-    Controls,
+    Overlay,
     PanelInfo,
+    compose_frame,
+    overlay_layout,
+)
+from agent.play import (
+    END_GAME_OVER,
+    END_MAX_STEPS,
+    END_QUIT,
+    END_STALL,
     PlayedEpisode,
     PlayError,
-    compose_frame,
+    Progress,
     default_video_path,
-    overlay_layout,
     play,
 )
 from agent.policy import load_agent
 from agent.protocol import episode_streams, play_episode, protocol_config
+from agent.window import SPEED_MAX, SPEED_MIN, Controls
 
 STEPS = 40
 
@@ -232,6 +238,29 @@ def test_a_random_draw_is_marked():
     assert np.all(greedy == RANDOM, axis=-1).sum() == 0
 
 
+def test_an_overlay_reused_over_frames_draws_each_as_a_fresh_one_would():
+    """Overlay keeps the panel's unchanging parts per chosen action and one frame buffer: a
+    frame drawn after others (another action, a random draw, an episode's end) is the same as
+    one drawn alone."""
+    names = documented_actions("breakout").names
+    lay = overlay_layout(names, 3)
+    overlay = Overlay(lay, names)
+    rng = np.random.default_rng(1)
+    infos = [PanelInfo("breakout", 1, 2, 7, 4, 400, 100, names,
+                       rng.normal(size=len(names)).astype(np.float32), action=a, random=r,
+                       ended=e)
+             for a, r, e in ((2, False, None), (5, True, None), (None, False, "game over"),
+                             (2, False, None))]
+    screens = rng.integers(0, 256, (len(infos), 210, 160, 3), dtype=np.uint8)
+    for screen, info in zip(screens, infos):
+        frame = overlay.draw(screen, info)
+        assert frame is overlay.frame
+        assert np.array_equal(frame, compose_frame(lay, screen, info))
+    assert len(overlay._panels) == 3  # actions 2, 5 and none: drawn once each
+    with pytest.raises(ValueError, match=r"screen must be RGB of shape \(210, 160, 3\)"):
+        overlay.draw(screens[0][:100], infos[0])
+
+
 def test_panel_of_36_actions_fits_the_screen_height_and_stays_legible():
     names = documented_actions("seaquest").names
     assert len(names) == 36
@@ -250,8 +279,8 @@ def test_gif_is_thinned_to_its_memory_cap(monkeypatch, tmp_path):
         f[:, i] = 255
         return f
 
-    monkeypatch.setattr(play_mod, "GIF_MAX_BYTES", 20 * frame(0).nbytes)
-    sink = play_mod._GifSink(tmp_path / "t.gif", step_ms=50.0)
+    monkeypatch.setattr(video_mod, "GIF_MAX_BYTES", 20 * frame(0).nbytes)
+    sink = video_mod.GifSink(tmp_path / "t.gif", step_ms=50.0)
     for i in range(50):
         sink.add(frame(i))
     assert len(sink.frames) < 20 and sink.stride == 4
@@ -285,7 +314,7 @@ class FakeGui:
 
     def __init__(self, monkeypatch, keys, close_after: int | None = None):
         self.keys, self.shown, self.close_after, self.destroyed = list(keys), 0, close_after, 0
-        monkeypatch.setattr(play_mod, "check_display", lambda: None)
+        monkeypatch.setattr(play_mod, "check_display", lambda *a: None)
         for name, fn in (("namedWindow", lambda *a: None), ("setWindowTitle", lambda *a: None),
                          ("imshow", self.imshow), ("waitKey", self.wait_key),
                          ("getWindowProperty", self.visible),
@@ -335,7 +364,7 @@ def test_window_without_a_display_says_use_video(agent, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     with pytest.raises(PlayError, match="--video"):
         play(agent, window=True)
-    assert not play_mod.has_display()
+    assert not window_mod.has_display()
     monkeypatch.setenv("DISPLAY", ":7357")  # no X server behind it
     with pytest.raises(PlayError, match="no running X server"):
         play(agent, window=True)
@@ -439,6 +468,7 @@ def test_an_unwritable_directory_is_refused(agent, tmp_path, nothing_runs):
     ({"speed": 0}, r"speed must be in \[0.001, 1000\]"),
     ({"scale": 9}, r"scale must be an int in \[1, 8\], got 9"),
     ({"max_steps": 0}, "max_steps must be None or an int >= 1"),
+    ({"stall_steps": -1}, r"stall_steps must be None \(5 game-minutes\), 0 \(off\) or an int"),
 ])
 def test_bad_arguments_name_the_value(agent, nothing_runs, kwargs, message):
     with pytest.raises(PlayError, match=message):
@@ -488,6 +518,100 @@ def test_default_video_path_keeps_videos_with_their_run(tmp_path):
     assert default_video_path(loose) == tmp_path / "elsewhere" / "best.mp4"
 
 
+# ---------------------------------------------------------------------------- stall stop, progress
+def quiet_stop(agent, seed: int, actions: tuple[int, ...], stall: int) -> int | None:
+    """Replays `actions` on evaluation episode 0 of `seed` with a plain AtariEnv: the step at
+    which `stall` agent steps in a row have had no reward and no life lost, if any."""
+    env_seed, _ = episode_streams(seed, 0)
+    env = AtariEnv(protocol_config(agent.config.env), env_seed)
+    env.reset()
+    quiet = 0
+    for n, a in enumerate(actions, 1):
+        s = env.step(a)
+        quiet = 0 if s.raw_reward or s.life_lost else quiet + 1
+        if quiet == stall:
+            return n
+    return None
+
+
+def test_stall_stop_ends_an_episode_with_no_reward_and_no_life_lost(agent, monkeypatch):
+    import torch
+
+    threads = torch.get_num_threads()
+    seed, cap = 2, 300
+    (free,) = play(agent, seed=seed, max_steps=cap, stall_steps=0, out=io.StringIO())
+    assert free.end == END_MAX_STEPS and free.length == cap  # 0: no stall stop
+    for stall in (12, 40):
+        expected = quiet_stop(agent, seed, free.actions, stall)
+        assert expected is not None and expected < cap, stall
+        out = io.StringIO()
+        (ep,) = play(agent, seed=seed, max_steps=cap, stall_steps=stall, out=out)
+        assert ep.end == END_STALL and ep.length == expected and not ep.truncated
+        assert ep.actions == free.actions[:expected]  # the same game, stopped there
+        lines = out.getvalue().splitlines()
+        assert lines[0] == (f"episode 1 stopped at step {expected:,}: no reward and no life lost "
+                            f"for {stall} agent steps ({stall * 4 / 60:.3g} game-seconds); "
+                            "--stall-steps 0 plays on to the frame cap")
+        assert lines[1].endswith(f"ended: stalled (--stall-steps {stall})")
+    # The default is STALL_FRAMES emulator frames of agent steps (5 game-minutes).
+    monkeypatch.setattr(play_mod, "STALL_FRAMES", 12 * 4)
+    (default,) = play(agent, seed=seed, max_steps=cap, out=io.StringIO())
+    assert default.end == END_STALL and default.length == quiet_stop(agent, seed, free.actions, 12)
+    assert torch.get_num_threads() == threads  # acting's one thread was play's only
+
+
+def test_the_stall_line_says_game_minutes():
+    assert play_mod._game_time(18_000) == "5 game-minutes"
+    assert play_mod._game_time(5_400) == "1.5 game-minutes"
+    assert play_mod._game_time(1_200) == "20 game-seconds"
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_redrawn_on_a_terminal_and_logged_elsewhere():
+    now = [100.0]
+
+    def clock() -> float:
+        return now[0]
+
+    def run(stream) -> Progress:
+        p = Progress(stream, clock)
+        now[0] = 100.0
+        p.begin()
+        for t, step in ((1.0, 10), (2.5, 25), (3.0, 30), (5.0, 50), (10.0, 100), (12.0, 120)):
+            now[0] = 100.0 + t
+            p.update(1, 2, step, 3.0, step * 4)
+        p.clear()
+        return p
+
+    log = io.StringIO()
+    assert not run(log).tty
+    assert log.getvalue() == "episode 1/2: step 100, score 3, 10.0 s (0.7x real time)\n"
+    term = FakeTerminal()
+    assert run(term).tty
+    assert term.getvalue() == ("\repisode 1/2: step 25, score 3, 2.5 s (0.7x real time)\x1b[K"
+                               "\repisode 1/2: step 50, score 3, 5.0 s (0.7x real time)\x1b[K"
+                               "\repisode 1/2: step 100, score 3, 10.0 s (0.7x real time)\x1b[K"
+                               "\repisode 1/2: step 120, score 3, 12.0 s (0.7x real time)\x1b[K"
+                               "\r\x1b[K")  # cleared before the summary line
+
+
+def test_play_shows_progress_on_its_own_stream(agent, monkeypatch):
+    monkeypatch.setattr(play_mod, "PROGRESS_LOG_S", 0.0)  # a line every step
+    out, progress = io.StringIO(), io.StringIO()
+    play(agent, episodes=2, max_steps=6, out=out, progress=progress)
+    lines = progress.getvalue().splitlines()
+    assert len(lines) == 2 * 5  # every step but the last of each episode
+    for i, line in enumerate(lines):
+        episode, step = divmod(i, 5)
+        assert re.fullmatch(rf"episode {episode + 1}/2: step {step + 1}, score \d+, "
+                            r"\d+\.\d s \(\d+\.\dx real time\)", line), line
+    assert "step 1," not in out.getvalue() and out.getvalue().count("\n") == 2
+
+
 def test_play_reports_game_over(agent):
     # A random policy ends a Phoenix game in well under 108,000 frames; no outputs, so no
     # network call for the random draws.
@@ -519,6 +643,7 @@ def test_the_play_command_records_where_there_is_no_display(trained_run, tmp_pat
     (["{ckpt}", "--video", "{tmp}/no/dir/v.mp4"], "does not exist"),
     (["{ckpt}", "--video", "{tmp}/v.avi"], ".mp4"),
     (["{ckpt}", "--speed", "0"], "--speed must be in"),
+    (["{ckpt}", "--stall-steps", "-1"], "--stall-steps must be >= 0, got -1"),
     (["{ckpt}", "--window", "--video", "{tmp}/v.mp4"], "DISPLAY"),
 ])
 def test_bad_play_arguments_are_one_line(trained_run, tmp_path, monkeypatch, capsys, args,
