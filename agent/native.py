@@ -15,15 +15,28 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         "(or `pip install .`), which compiles native/ with Cython and a C compiler."
     ) from exc
 
-_frame_impl = _frames
-if _frames.cpu_has_avx2_fma():
-    try:
-        if _frames.cpu_has_avx512_vbmi():
-            from agent import _frames_avx512 as _frame_impl
-        else:
-            from agent import _frames_avx2 as _frame_impl
-    except ImportError:  # built on a machine without the x86-64 modules
-        _frame_impl = _frames
+
+def runnable_frame_builds() -> dict:
+    """The builds of the frame kernel this CPU can run, by name ("portable", "avx2",
+    "avx512"), least capable first. Import the ISA builds only through this: a module compiled
+    for AVX-512 dies with SIGILL (Illegal instruction) at import on a CPU without it, before any
+    check inside it could run."""
+    builds = {"portable": _frames}
+    if _frames.cpu_has_avx2_fma():
+        try:
+            from agent import _frames_avx2
+
+            builds["avx2"] = _frames_avx2
+            if _frames.cpu_has_avx512_vbmi():
+                from agent import _frames_avx512
+
+                builds["avx512"] = _frames_avx512
+        except ImportError:  # built on a machine without the x86-64 modules
+            pass
+    return builds
+
+
+_frame_impl = list(runnable_frame_builds().values())[-1]  # the most capable one
 
 FramePreprocessor = _frame_impl.FramePreprocessor
 FrameSkip = _frame_impl.FrameSkip
@@ -32,4 +45,5 @@ FrameReplay = _replay.FrameReplay
 Batch = _replay.Batch
 PoolBlock = _pool.PoolBlock
 
-__all__ = ["FRAME_KERNEL", "Batch", "FramePreprocessor", "FrameReplay", "FrameSkip", "PoolBlock"]
+__all__ = ["FRAME_KERNEL", "Batch", "FramePreprocessor", "FrameReplay", "FrameSkip", "PoolBlock",
+           "runnable_frame_builds"]
