@@ -111,6 +111,18 @@ def test_the_end_of_run_line_counts_in_words_and_says_how_to_continue(
     assert (resume in last) == (state == "interrupted")
 
 
+def test_a_second_ctrl_c_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
+    def aborted_train(config, run_dir, resume_from=None):
+        ckpts = run_dir / "checkpoints"
+        ckpts.mkdir(parents=True)
+        raise KeyboardInterrupt  # what Trainer raises on the second Ctrl-C
+
+    monkeypatch.setattr("agent.train.train", aborted_train)
+    assert main(["train", "--runs-dir", str(tmp_path), "--name", "r"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["atari-agent train: aborted by a second Ctrl-C; no checkpoint was saved"]
+
+
 def test_resume_with_nothing_to_resume(tmp_path, capsys):
     assert main(["train", "--resume", "--runs-dir", str(tmp_path)]) == 2
     assert "nothing to resume" in capsys.readouterr().err

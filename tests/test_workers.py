@@ -100,8 +100,10 @@ def test_workers_match_serial_envs_across_auto_resets(make_vec, config, inline_f
                                                s.learn_terminal), (t, i)
             np.testing.assert_array_equal(vec.obs[i], stack, err_msg=f"step {t} env {i}")
             np.testing.assert_array_equal(vec.frames[i], stack[-1])
-            if final is None:  # the stack moved up by one frame, oldest first
+            if final is None and not s.learn_terminal:  # moved up one frame, oldest first
                 np.testing.assert_array_equal(vec.obs[i, :-1], before[i, 1:])
+            elif final is None:  # a life lost as a learning terminal: the stack the replay
+                assert (vec.obs[i] == vec.frames[i]).all()  # starts anew, padded with it
             else:  # a new episode: its first frame, repeated
                 assert (vec.obs[i] == vec.frames[i]).all()
                 np.testing.assert_array_equal(vec.final_frames[i], final)

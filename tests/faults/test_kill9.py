@@ -225,7 +225,10 @@ def _wait_for_moment(proc: subprocess.Popen, log: Path, run: Path, strategy: str
 
 
 # ------------------------------------------------------------------------------ the loop
-def _kill_loop(tmp_path: Path, seed: int, kills: int, replay_from: int) -> Tally:
+def _kill_loop(tmp_path: Path, seed: int, kills: int, replay_from: int,
+               order: tuple[str, ...] = ()) -> Tally:
+    """`kills` runs killed at seeded moments; `order` names the strategies of kills 1.. (the
+    first is always "random": there is nothing to resume before it), else they are drawn."""
     rng = random.Random(seed)
     run = tmp_path / "k9"
     tally = Tally()
@@ -241,7 +244,8 @@ def _kill_loop(tmp_path: Path, seed: int, kills: int, replay_from: int) -> Tally
                 args = ["--resume", str(run)]
             before = _complete_lines(run / "metrics.jsonl")
             proc = _start(run, log, [*args, "--total-steps", str(BUDGET), *replay])
-            strategy = rng.choices(STRATEGIES, WEIGHTS)[0] if i else "random"
+            strategy = ("random" if i == 0 else order[i - 1] if order
+                        else rng.choices(STRATEGIES, WEIGHTS)[0])
             if strategy != "start-up":
                 _wait_for_first_row(proc, log)  # started, resumed, training
                 if expected is not None:
@@ -286,6 +290,16 @@ def _kill_loop(tmp_path: Path, seed: int, kills: int, replay_from: int) -> Tally
     return tally
 
 
+def test_kill9_at_each_kind_of_moment_never_loses_work(tmp_path):
+    """The default run's twin of the 20-kill loop: each strategy once (mid-write twice, with
+    and without a replay snapshot), then the final resume."""
+    order = ("mid-write", "after-rename", "start-up", "mid-write")
+    tally = _kill_loop(tmp_path, seed=20240611, kills=5, replay_from=4, order=order)
+    assert tally.kills == 5 and set(tally.by_strategy) == set(STRATEGIES), tally
+    assert tally.mid_write >= 1, tally  # a kill did land mid-checkpoint-write
+
+
+@pytest.mark.slow
 def test_kill9_during_training_never_loses_work(tmp_path):
     tally = _kill_loop(tmp_path, seed=20240611, kills=20, replay_from=14)
     assert tally.kills >= 20
