@@ -194,12 +194,12 @@ def _train(args: argparse.Namespace) -> int:
             if resume_from is None:
                 raise ValueError(f"{run_dir} has no checkpoint to resume from")
             config = _config(args, base=run_dir / "config.toml")
+            resolve_device(config.learner.device)
+            config = check_resume(config, resume_from)  # before anything in the run is written
             done = store.entries[-1]["steps"]
             if done >= config.run.total_steps:  # said, with nothing written or touched
                 print(_complete(run_dir, done, config.run.total_steps))
                 return 0
-            resolve_device(config.learner.device)
-            config = check_resume(config, resume_from)  # before anything in the run is written
             print(f"resuming {run_dir} from {resume_from.name}")
         else:
             config = _config(args)

@@ -107,15 +107,20 @@ class LearnerConfig:
     learning_starts: int = 20_000
     """Agent steps of experience before the first update (Dopamine's 20k; Nature waited 50k)."""
     precision: str = "auto"
-    """"auto": bf16 autocast for updates on CPU (1.64x more updates/s here, measured by
-    scripts/bench_learner.py; fp32 master weights and loss) and on CUDA GPUs that support bf16;
-    "fp32": no autocast; "bf16": always autocast."""
+    """"auto": bf16 autocast for updates on CPUs that run bf16 natively (AVX-512 BF16 or AMX:
+    1.64x more updates/s on such a CPU; on an AVX2-only CPU bf16 is emulated, 6.6x slower, so
+    fp32 there; scripts/bench_learner.py measures both; fp32 master weights and loss) and on
+    CUDA GPUs that support bf16; "fp32": no autocast; "bf16": always autocast."""
     device: str = "auto"
     """"auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N"."""
     threads: int = 0
     """Torch CPU threads. 0 ("auto"): torch's default (one per core) for a learner on the CPU;
     1 for a learner on a GPU, whose process does little CPU tensor work while the env workers
     need every core (idle OpenMP threads spinning beside them slowed a 15-env run)."""
+    channels_last: bool = True
+    """Keep the networks' weights, and gather replay batches, in channels-last (NHWC) order:
+    oneDNN's and cuDNN's convolutions run faster so (an update 72 ms against 98 ms in NCHW on
+    an AVX2-only CPU in fp32; scripts/bench_learner.py measures both). false: NCHW."""
     cuda_graph: bool = True
     """On a CUDA device, capture the whole update (both forward passes, TD targets, Huber,
     backward, gradient clip, fused Adam) in one CUDA graph and replay it: one launch instead of

@@ -38,7 +38,7 @@ import torch
 from benchio import emit, table
 
 from agent.config import LearnerConfig
-from agent.learner import Learner, resolve_device
+from agent.learner import Learner, cpu_has_fast_bf16, resolve_device, use_bf16
 from agent.native import Batch, FrameReplay
 
 STACK, FRAME = 4, (84, 84)
@@ -99,30 +99,40 @@ def compile_updates(learner: Learner) -> None:
 
 
 def precision_table(args, replay: FrameReplay) -> tuple[list[str], dict]:
-    learners = {p: Learner(LearnerConfig(precision=p, device="cpu"), args.actions)
-                for p in ("fp32", "bf16")}
+    # (precision, channels_last weights): the default on this CPU and the alternatives
+    learners = {(p, cl): Learner(LearnerConfig(precision=p, device="cpu", channels_last=cl),
+                                 args.actions)
+                for p in ("fp32", "bf16") for cl in (False, True)}
     # case: (learner, channels_last batches)
-    cases = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16_nhwc": ("bf16", True)}
+    cases = {"fp32_nchw": (("fp32", False), False), "fp32": (("fp32", True), True),
+             "bf16": (("bf16", True), False), "bf16_nhwc": (("bf16", True), True)}
     times: dict[str, list[float]] = {c: [] for c in cases}
     for _ in range(args.repeats):
-        for c, (p, channels_last) in cases.items():
-            times[c].append(time_updates(learners[p], replay, args.batch, args.updates,
+        for c, (key, channels_last) in cases.items():
+            times[c].append(time_updates(learners[key], replay, args.batch, args.updates,
                                          channels_last))
     ms = {c: statistics.median(v) for c, v in times.items()}
-    ratio = ms["fp32"] / ms["bf16"]
+    ratio = ms["fp32"] / ms["bf16_nhwc"]
     nhwc_ratio = ms["bf16"] / ms["bf16_nhwc"]
+    cl_ratio = ms["fp32_nchw"] / ms["fp32"]
+    auto = "bf16" if use_bf16("auto", torch.device("cpu")) else "fp32"
     lines = [f"Learner update on CPU, batch {args.batch}, {args.actions} actions, double DQN, "
              f"{torch.get_num_threads()} torch threads, torch {torch.__version__}; median of "
-             f"{args.repeats} x {args.updates} updates, each with its sample", ""]
-    names = {"fp32": "fp32", "bf16": "bf16 autocast + channels_last",
-             "bf16_nhwc": "bf16 autocast + channels_last, channels_last batches"}
+             f"{args.repeats} x {args.updates} updates, each with its sample; precision "
+             f"\"auto\" is {auto} here (native bf16: {cpu_has_fast_bf16()})", ""]
+    names = {"fp32_nchw": "fp32, NCHW weights and batches",
+             "fp32": "fp32, channels_last weights and batches",
+             "bf16": "bf16 autocast + channels_last weights, NCHW batches",
+             "bf16_nhwc": "bf16 autocast + channels_last weights and batches"}
     lines += table(("precision", "ms/update", "updates/s"),
                    ((name, f"{ms[c]:.2f}", f"{1e3 / ms[c]:.1f}") for c, name in names.items()))
-    lines += ["", f"bf16 / fp32 updates/s: {ratio:.2f}x",
+    lines += ["", f"bf16 / fp32 updates/s (both channels_last): {ratio:.2f}x",
+              f"fp32 channels_last / NCHW updates/s: {cl_ratio:.2f}x",
               f"channels_last batches / (B, stack, H, W) batches, bf16 updates/s: "
               f"{nhwc_ratio:.2f}x", ""]
     return lines, {"batch": args.batch, "ms_per_update": ms, "ms_repeats": times,
-                   "bf16_speedup": ratio, "nhwc_batch_speedup": nhwc_ratio}
+                   "bf16_speedup": ratio, "nhwc_batch_speedup": nhwc_ratio,
+                   "channels_last_speedup_fp32": cl_ratio, "auto_precision": auto}
 
 
 def path_table(args, device: torch.device, replay: FrameReplay) -> tuple[list[str], dict]:

@@ -7,14 +7,17 @@ from tests.benchrun import run_bench
 def test_bench_learner_quick_writes_the_documented_json(tmp_path):
     proc, result = run_bench("bench_learner.py", tmp_path / "learner.json", "--threads", "1",
                              "--device", "cpu")
-    assert "| bf16 autocast + channels_last |" in proc.stdout
+    assert "| bf16 autocast + channels_last weights, NCHW batches |" in proc.stdout
+    assert "| fp32, NCHW weights and batches |" in proc.stdout
     assert result["threads"] == 1
     ms = result["ms_per_update"]
-    assert ms["fp32"] > 0 and ms["bf16"] > 0
-    assert abs(result["bf16_speedup"] - ms["fp32"] / ms["bf16"]) < 1e-9
-    assert "| bf16 autocast + channels_last, channels_last batches |" in proc.stdout
-    assert ms["bf16_nhwc"] > 0 and len(result["ms_repeats"]["bf16_nhwc"]) == 1
+    assert set(ms) == {"fp32_nchw", "fp32", "bf16", "bf16_nhwc"} and min(ms.values()) > 0
+    assert abs(result["bf16_speedup"] - ms["fp32"] / ms["bf16_nhwc"]) < 1e-9
+    assert abs(result["channels_last_speedup_fp32"] - ms["fp32_nchw"] / ms["fp32"]) < 1e-9
+    assert "| bf16 autocast + channels_last weights and batches |" in proc.stdout
+    assert len(result["ms_repeats"]["bf16_nhwc"]) == 1
     assert abs(result["nhwc_batch_speedup"] - ms["bf16"] / ms["bf16_nhwc"]) < 1e-9
+    assert result["auto_precision"] in ("fp32", "bf16")
     # the update paths and acting: on CPU the eager path is the default and the only one
     assert result["device"] == "cpu" and result["default_path"] == "eager"
     assert set(result["paths"]) == {"eager"}

@@ -96,6 +96,7 @@ def test_bad_train_arguments_are_one_line(tmp_path, capsys, args, message):
     ("finished", 1, 1, "finished: 1 step, 1 episode; last checkpoint "),
     ("finished", 2_000, 0, "finished: 2,000 steps, 0 episodes; last checkpoint "),
     ("interrupted", 1, 1, "interrupted: 1 step, 1 episode; saved "),
+    ("halted", 5, 0, "halted: 5 steps, 0 episodes; last checkpoint "),
 ])
 def test_the_end_of_run_line_counts_in_words_and_says_how_to_continue(
         tmp_path, capsys, monkeypatch, state, steps, episodes, line):
@@ -103,8 +104,8 @@ def test_the_end_of_run_line_counts_in_words_and_says_how_to_continue(
         return TrainResult(run_dir, state, steps, episodes, run_dir / "checkpoints" / "c.pt")
 
     monkeypatch.setattr("agent.train.train", fake_train)
-    assert main(["train", "--runs-dir", str(tmp_path / "my runs"), "--name", "r"]) == (
-        130 if state == "interrupted" else 0)
+    assert main(["train", "--runs-dir", str(tmp_path / "my runs"), "--name", "r"]) == {
+        "finished": 0, "interrupted": 130, "halted": 3}[state]
     last = capsys.readouterr().out.splitlines()[-1]
     assert last.startswith(line)
     resume = f"continue it with `atari-agent train --resume '{tmp_path / 'my runs' / 'r'}'`"

@@ -171,8 +171,10 @@ def reference_update(net, target, opt, batch, cfg: LearnerConfig) -> None:
 
 
 def test_the_cpu_update_is_the_documented_update():
-    """Bit for bit: the CPU update is still the plain one (fp32 here), clips included."""
-    learner = make_learner(target_update=4, max_grad_norm=0.1, td_clip=20.0)
+    """Bit for bit: the CPU update is still the plain one (fp32, NCHW as the reference's
+    networks: another memory layout sums in another order), clips included."""
+    learner = make_learner(target_update=4, max_grad_norm=0.1, td_clip=20.0,
+                           channels_last=False)
     torch.manual_seed(0)
     net = type(learner.online)(ACTIONS, STACK, (HW, HW))
     net.load_state_dict(learner.online.state_dict())
@@ -444,3 +446,22 @@ def test_a_batch_that_does_not_fit_the_network_is_refused(cpu_graphs):
     with pytest.raises(ValueError, match="do not fit"):
         learner.update(bad)
 
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_uses_bf16_on_a_cpu_only_where_it_runs_natively(monkeypatch, native):
+    """Emulated bf16 (an AVX2-only CPU) made updates 6.6x slower than fp32: "auto" keeps fp32
+    there; "bf16" and "fp32" are obeyed whatever the CPU."""
+    import agent.learner as learner_mod
+
+    monkeypatch.setattr(learner_mod, "cpu_has_fast_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert learner_mod.use_bf16("auto", cpu) is native
+    assert learner_mod.use_bf16("bf16", cpu) and not learner_mod.use_bf16("fp32", cpu)
+    assert make_learner(precision="auto").bf16 is native
+
+
+def test_the_bf16_probe_matches_onednn():
+    from agent.learner import cpu_has_fast_bf16
+
+    assert cpu_has_fast_bf16() is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -99,10 +99,12 @@ def _channels_last(batch):
 
 
 def test_learner_wants_channels_last_batches_when_its_weights_are():
-    fp32 = Learner(LearnerConfig(precision="fp32", device="cpu"), 4, stack=2, frame_shape=(36, 36))
-    bf16 = Learner(LearnerConfig(precision="bf16", device="cpu"), 4, stack=2, frame_shape=(36, 36))
-    assert not fp32.channels_last and bf16.channels_last
-    for learner in (fp32, bf16):
+    def make(**kw):
+        return Learner(LearnerConfig(device="cpu", **kw), 4, stack=2, frame_shape=(36, 36))
+
+    nchw, fp32, bf16 = make(channels_last=False), make(precision="fp32"), make(precision="bf16")
+    assert not nchw.channels_last and fp32.channels_last and bf16.channels_last  # the default
+    for learner in (nchw, fp32, bf16):
         for net in (learner.online, learner.target):
             w = net.features[0].weight
             assert w.is_contiguous(memory_format=torch.channels_last) == learner.channels_last
