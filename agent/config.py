@@ -107,8 +107,8 @@ class LearnerConfig:
     learning_starts: int = 20_000
     """Agent steps of experience before the first update (Dopamine's 20k; Nature waited 50k)."""
     precision: str = "auto"
-    """"auto": bf16 autocast for updates on CPUs that run bf16 natively (AVX-512 BF16 or AMX:
-    1.64x more updates/s on such a CPU; on an AVX2-only CPU bf16 is emulated, 6.6x slower, so
+    """"auto": bf16 autocast for updates on CPUs for which oneDNN has bf16 kernels (AVX-512 and
+    newer: 1.64x more updates/s on such a CPU; on an AVX2-only CPU bf16 is emulated, 6.6x slower, so
     fp32 there; scripts/bench_learner.py measures both; fp32 master weights and loss) and on
     CUDA GPUs that support bf16; "fp32": no autocast; "bf16": always autocast."""
     device: str = "auto"

@@ -258,6 +258,7 @@ def _run_pool(tasks: list, workers: int, done: list[dict[int, Episode]], meter: 
         for future in pending:
             future.cancel()
         workers_ = list(getattr(pool, "_processes", {}).values())
+        manager = getattr(pool, "_executor_manager_thread", None)
         if pending:  # interrupted, failed or hung: stop the workers we started, by pid
             # SIGKILL, not SIGTERM: a stopped or wedged worker never handles a SIGTERM, and
             # an unfinished episode has nothing worth saving.
@@ -269,6 +270,11 @@ def _run_pool(tasks: list, workers: int, done: list[dict[int, Episode]], meter: 
             if process.is_alive():
                 process.kill()
                 process.join(timeout=10)
+        # The pool's manager thread must be gone before the interpreter exits: Python 3.11's
+        # exit hook writes to its wake-up pipe while the thread closes it (after a Ctrl-C this
+        # printed "OSError: Bad file descriptor" and a traceback). With no worker alive it ends.
+        if manager is not None:
+            manager.join(timeout=10)
 
 
 def _result(target: Target, episodes: list[Episode], seed: int, epsilon: float) -> dict:

@@ -58,7 +58,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def cpu_has_fast_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (AVX-512 BF16 or AMX). Without it, bf16
+    """Whether oneDNN has bf16 kernels for this CPU (AVX-512 and newer). Without them, bf16
     convolutions are emulated: measured 6.6x slower than fp32 on an AVX2-only EPYC (0.85 s
     against 0.14 s an update, scripts/bench_learner.py), where a CPU with AVX-512 BF16 ran them
     1.7x faster."""
