@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from agent import games
+from agent import games, sigint
 from agent.config import SECTIONS, Config, field_docs, from_dict, load_toml
 from agent.report import count
 
@@ -527,15 +527,21 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:
         parser.commands[args.command].unknown(extra)
-    if args.command in ("train", "play", "evaluate", "demo"):
-        from agent.env import UnsupportedALE, check_ale_version
+    try:
+        if args.command in ("train", "play", "evaluate", "demo"):
+            with sigint.deferred():  # torch is a C++ module: a Ctrl-C inside its init aborts
+                import torch  # noqa: F401
 
-        try:
-            check_ale_version()
-        except UnsupportedALE as exc:
-            print(f"atari-agent {args.command}: {exc}", file=sys.stderr)
-            return 2
-    return args.run(args)
+                from agent.env import UnsupportedALE, check_ale_version
+            try:
+                check_ale_version()
+            except UnsupportedALE as exc:
+                print(f"atari-agent {args.command}: {exc}", file=sys.stderr)
+                return 2
+        return args.run(args)
+    except KeyboardInterrupt:  # during a command's imports (torch: about a second) or set-up
+        print(f"\natari-agent {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

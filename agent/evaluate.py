@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-from agent import files
+from agent import files, sigint
 from agent.checkpoint import CheckpointStore
 from agent.config import EnvConfig, from_dict
 from agent.outputs import check_output
@@ -229,11 +229,13 @@ def _run_pool(tasks: list, workers: int, done: list[dict[int, Episode]], meter: 
                                initializer=_init_worker)
     pending: dict[Future, tuple[int, int, float]] = {}  # -> (target, episode, submitted at)
     queue = iter(tasks)
+    finished_all = False
     try:
         while True:
             while len(pending) < workers and (task := next(queue, None)) is not None:
                 t, *args = task
-                pending[pool.submit(_episode_task, *args)] = (t, args[3], time.monotonic())
+                with sigint.deferred():  # a submit may start a worker: let it be registered
+                    pending[pool.submit(_episode_task, *args)] = (t, args[3], time.monotonic())
             if not pending:
                 break
             oldest = min(started for _, _, started in pending.values())
@@ -252,6 +254,7 @@ def _run_pool(tasks: list, workers: int, done: list[dict[int, Episode]], meter: 
                     f"evaluation episode {overdue[0][1]} has not finished in {timeout:g} s: a "
                     f"worker is hung (worker pids {pids}); they were stopped and no results "
                     f"were kept (--worker-timeout sets the limit)")
+        finished_all = True
     except BrokenProcessPool as exc:
         raise EvaluateError(f"an evaluation worker died ({exc}); no results were kept") from None
     finally:
@@ -259,7 +262,10 @@ def _run_pool(tasks: list, workers: int, done: list[dict[int, Episode]], meter: 
             future.cancel()
         workers_ = list(getattr(pool, "_processes", {}).values())
         manager = getattr(pool, "_executor_manager_thread", None)
-        if pending:  # interrupted, failed or hung: stop the workers we started, by pid
+        # Interrupted, failed or hung (also during the first submit, which starts a worker
+        # before anything is pending): stop the workers we started, by pid. A worker left
+        # starting would find the pool's semaphores gone and print a traceback.
+        if not finished_all:
             # SIGKILL, not SIGTERM: a stopped or wedged worker never handles a SIGTERM, and
             # an unfinished episode has nothing worth saving.
             for process in workers_:

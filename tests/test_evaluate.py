@@ -260,3 +260,27 @@ def test_ctrl_c_stops_the_workers_and_writes_nothing(trained_run, tmp_path):
     while any(proc_running(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [p for p in workers if proc_running(p)]
+
+
+def test_ctrl_c_inside_a_submit_stops_the_worker_it_started(monkeypatch):
+    """A Ctrl-C that lands while `submit` starts a worker (before anything is pending) still
+    stops that worker by pid; before, it was left to start on its own."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    pools = []
+    real_submit = ProcessPoolExecutor.submit
+
+    def submit_then_ctrl_c(pool, *args, **kwargs):
+        future = real_submit(pool, *args, **kwargs)
+        pools.append(list(pool._processes.values()))  # the workers this submit started
+        os.kill(os.getpid(), signal.SIGINT)
+        return future
+
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", submit_then_ctrl_c)
+    target = ev.random_target(ev.EnvConfig(game="pong"), {"max_frames": 400})
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate([target], episodes=4, workers=2)
+    (started,) = pools  # the interrupt came at the first submit
+    assert started
+    exits = [p.exitcode for p in started]  # killed by pid, not left to run the episode
+    assert all(code == -signal.SIGKILL for code in exits), exits
