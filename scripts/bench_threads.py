@@ -66,7 +66,7 @@ def run_cell(threads: int, wait_policy: str, busy: bool, args, work: Path) -> di
         env["OMP_WAIT_POLICY"] = wait_policy.upper()
     cmd = [sys.executable, "-m", "agent.cli", "train", "--game", args.game,
            "--total-steps", "10000000", "--learning-starts", str(args.learning_starts),
-           "--threads", str(threads), "--envs", str(args.envs), "--seed", "0",
+           "--threads", str(threads), "--envs", str(args.envs or "auto"), "--seed", "0",
            "--runs-dir", str(work), "--name", name, "--report-seconds", "2",
            "--checkpoint-every", "10000000", "--eval-every", "0", "--no-save-replay"]
     spinner = subprocess.Popen([sys.executable, "-c", SPIN]) if busy else None
@@ -92,7 +92,8 @@ def run_cell(threads: int, wait_policy: str, busy: bool, args, work: Path) -> di
                 child.wait()
     sps, ups = learning_sps(work / name, args.learning_starts)
     return dict(threads=threads, wait_policy=wait_policy, busy=busy, sps=sps,
-                updates_per_s=ups)
+                updates_per_s=ups, train_exit=proc.returncode,
+                pids=[c.pid for c in (proc, spinner) if c is not None])
 
 
 def main() -> None:

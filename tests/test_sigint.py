@@ -43,7 +43,7 @@ class _CtrlCOnImport:
 
 
 def test_ctrl_c_while_the_cli_imports_is_one_line_and_exit_130(monkeypatch, capsys):
-    monkeypatch.delitem(sys.modules, "agent.cli")  # restored afterwards
+    monkeypatch.delitem(sys.modules, "agent.cli", raising=False)  # restored afterwards
     monkeypatch.setattr(sys, "meta_path", [_CtrlCOnImport(), *sys.meta_path])
     monkeypatch.setattr(sys, "argv", ["atari-agent", "games"])
     assert main() == 130
