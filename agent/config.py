@@ -108,7 +108,7 @@ class LearnerConfig:
     """Agent steps of experience before the first update (Dopamine's 20k; Nature waited 50k)."""
     precision: str = "auto"
     """"auto": bf16 autocast for updates on CPUs for which oneDNN has bf16 kernels (AVX-512 and
-    newer: 1.64x more updates/s on such a CPU; on an AVX2-only CPU bf16 is emulated, 6.6x slower, so
+    newer: 1.64x more updates/s on such a CPU; on an AVX2-only CPU bf16 is emulated, 7.7x slower, so
     fp32 there; scripts/bench_learner.py measures both; fp32 master weights and loss) and on
     CUDA GPUs that support bf16; "fp32": no autocast; "bf16": always autocast."""
     device: str = "auto"
@@ -119,7 +119,7 @@ class LearnerConfig:
     need every core (idle OpenMP threads spinning beside them slowed a 15-env run)."""
     channels_last: bool = True
     """Keep the networks' weights, and gather replay batches, in channels-last (NHWC) order:
-    oneDNN's and cuDNN's convolutions run faster so (an update 72 ms against 98 ms in NCHW on
+    oneDNN's and cuDNN's convolutions run faster so (an update 69 ms against 76 ms in NCHW on
     an AVX2-only CPU in fp32; scripts/bench_learner.py measures both). false: NCHW."""
     cuda_graph: bool = True
     """On a CUDA device, capture the whole update (both forward passes, TD targets, Huber,

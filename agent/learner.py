@@ -6,10 +6,11 @@ weighted under PER) -> gradients clipped to max_norm -> Adam step -> a hard targ
 `target_update` updates. These clips exist because the system we learn from collapsed without
 them (loss 0.126 -> 5,193, Q-values up to 9,827).
 
-On CPU the forward and backward passes run under bf16 autocast with channels_last weights where
-the config asks (fp32 master weights, fp32 loss); see `LearnerConfig.precision`. A learner with
-channels_last weights wants channels_last batches (`Learner.channels_last`): the replay then
-gathers each stack straight into (B, H, W, stack) memory, and no pass permutes the bytes.
+On CPU the forward and backward passes run under bf16 autocast when `LearnerConfig.precision`
+asks ("auto" does only on CPUs with native bf16 kernels; fp32 master weights, fp32 loss). A
+learner with channels_last weights wants channels_last batches (`Learner.channels_last`): the
+replay then gathers each stack straight into (B, H, W, stack) memory, and no pass permutes the
+bytes.
 
 On a CUDA device (with `LearnerConfig.cuda_graph`) the whole update -- both forward passes, the
 TD targets, the loss, backward, the gradient clip and the fused Adam step -- is captured once in
@@ -59,9 +60,9 @@ def resolve_device(name: str) -> torch.device:
 
 def cpu_has_fast_bf16() -> bool:
     """Whether oneDNN has bf16 kernels for this CPU (AVX-512 and newer). Without them, bf16
-    convolutions are emulated: measured 6.6x slower than fp32 on an AVX2-only EPYC (0.85 s
-    against 0.14 s an update, scripts/bench_learner.py), where a CPU with AVX-512 BF16 ran them
-    1.7x faster."""
+    convolutions are emulated: measured 7.7x slower than fp32 on an AVX2-only EPYC (531 ms
+    against 69 ms an update at batch 32, scripts/bench_learner.py), where a CPU with AVX-512 BF16
+    ran them 1.7x faster."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a torch built without oneDNN

@@ -11,10 +11,10 @@ backward, gradient clip, fused Adam; the batch is sampled once into the learner'
 captured in one CUDA graph (CUDA only; the default there), and with --compile "compile" runs the
 eager update's `train_step` under `torch.compile(mode="reduce-overhead")` (a failure to compile
 is reported in its row and the JSON, and the other rows still run). Each is timed at batch 32
-and 256 with the default precision ("auto": bf16 on CPU and on GPUs that support it), and
-`act_batch` on 1 and 64 stacks (fp32 inference). On CUDA every timed region starts and ends
-with `torch.cuda.synchronize()`. Cases are timed in turn, `--repeats` times, interleaved, after
-warm-up updates; the tables give medians.
+and 256 with the default precision ("auto": bf16 on CPUs with native bf16 kernels and on GPUs
+that support it), and `act_batch` on 1 and 64 stacks (fp32 inference). On CUDA every timed
+region starts and ends with `torch.cuda.synchronize()`. Cases are timed in turn, `--repeats`
+times, interleaved, after warm-up updates; the tables give medians.
 
 On CPU the precision table of earlier runs comes first: fp32 against bf16 autocast +
 channels_last, at --batch, each update timed with its `replay.sample`; bf16 runs twice, on
