@@ -163,22 +163,25 @@ def settings(steps: int, learning_starts: int, seed: int) -> dict:
     )
 
 
-def eps_decay_steps(steps: int) -> int:
+def eps_decay_steps(steps: int, fraction: float = EXPLORATION_FRACTION) -> int:
     """SB3's decay: over the first exploration_fraction of the budget, counted from step 0."""
-    return round(EXPLORATION_FRACTION * steps)
+    return round(fraction * steps)
 
 
-def ours_explore(steps: int, learning_starts: int) -> dict:
+def ours_explore(steps: int, learning_starts: int, *, eps_end: float = EPS_END,
+                 fraction: float = EXPLORATION_FRACTION) -> dict:
     """Our explore section that follows SB3's schedule after learning_starts.
 
     Ours is uniformly random before learning_starts and decays linearly from eps_start over
     eps_decay_steps counted from there; SB3's line runs from step 0 (and SB3 too acts at random
     until learning_starts). So ours starts where SB3's line is at learning_starts and decays over
-    what is left of it (0 steps: eps_end at once).
+    what is left of it (0 steps: eps_end at once). `eps_end` and `fraction` (SB3's
+    exploration_final_eps and exploration_fraction) default to this benchmark's; the learning
+    benchmark (bench_learning.py) passes its own.
     """
-    decay = eps_decay_steps(steps)
-    at_start = EPS_START + (EPS_END - EPS_START) * min(learning_starts / decay, 1.0)
-    return dict(eps_start=round(at_start, 12), eps_end=EPS_END,
+    decay = eps_decay_steps(steps, fraction)
+    at_start = EPS_START + (eps_end - EPS_START) * min(learning_starts / max(decay, 1), 1.0)
+    return dict(eps_start=round(at_start, 12), eps_end=eps_end,
                 eps_decay_steps=max(decay - learning_starts, 0))
 
 

@@ -1,0 +1,149 @@
+"""Smoke test of scripts/bench_learning.py: both sides train on Breakout, every point is scored
+under the protocol, the JSON, chart and table come out, and a cut benchmark resumes (each
+side's training from its last saved point) without recomputing the points it had."""
+
+import json
+import math
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.benchrun import ROOT, run_bench
+
+RUNS = {"ours/breakout/seed0", "sb3/breakout/seed0"}
+
+
+def common(tmp_path) -> tuple[str, ...]:
+    # One torch thread a side and in-process evaluation: the test checks the plumbing, on a
+    # machine that may be shared (torch's default threads slow down many times over then).
+    return ("--game", "breakout", "--seeds", "0", "--threads", "1", "--eval-workers", "1",
+            "--out", str(tmp_path / "out"), "--png", str(tmp_path / "bench.png"))
+
+
+def sides_steps(result: dict) -> list[tuple[str, int]]:
+    return [(p["side"], p["steps"]) for p in result["points"]]
+
+
+def test_bench_learning_cut_and_resumed_completes_without_recomputing(tmp_path):
+    """--quick in three pieces (about 2.5 minutes here): cut after ours' first point; resumed,
+    ours goes on from its checkpoint and SB3 is cut after its first point; resumed again, SB3
+    goes on from its model and replay buffer. Then a resume with nothing left to do."""
+    json_path, args = tmp_path / "bench.json", common(tmp_path)
+    proc, first = run_bench("bench_learning.py", json_path, *args, "--stop-after-points", "1",
+                            timeout=600)
+    assert sides_steps(first) == [("ours", 1_000)]
+    assert "continue with --resume" in proc.stdout
+    assert [r["game"] for r in first["random"]] == ["breakout"]
+    assert first["runs"]["ours/breakout/seed0"]["state"] == "interrupted"
+
+    proc, second = run_bench("bench_learning.py", json_path, *args, "--resume",
+                             "--stop-after-points", "2", timeout=600)
+    assert sides_steps(second) == [("ours", 1_000), ("ours", 2_000), ("sb3", 1_000)]
+    assert second["points"][0] == first["points"][0]  # kept as it was: not recomputed
+    assert second["random"] == first["random"]
+    assert second["runs"]["ours/breakout/seed0"]["resumed_from"] == 1_000
+    assert second["runs"]["sb3/breakout/seed0"]["state"] == "interrupted"
+
+    proc, third = run_bench("bench_learning.py", json_path, *args, "--resume", timeout=600)
+    assert third["points"][:3] == second["points"]
+    assert third["runs"]["sb3/breakout/seed0"]["resumed_from"] == 1_000
+    assert third["invocations"] == 3
+    check_complete(third, proc.stdout, tmp_path)
+
+    proc, fourth = run_bench("bench_learning.py", json_path, *args, "--resume", timeout=300)
+    assert fourth["points"] == third["points"] and fourth["random"] == third["random"]
+    # nothing was trained, nothing scored again
+    assert "] training " not in proc.stderr and " evaluated in " not in proc.stderr
+
+
+@pytest.mark.slow
+def test_bench_learning_quick_writes_the_documented_json(tmp_path):
+    """--quick in one go (about 2 minutes here); the cut-and-resumed twin covers the same."""
+    proc, result = run_bench("bench_learning.py", tmp_path / "bench.json", *common(tmp_path),
+                             timeout=600)
+    assert result["invocations"] == 1
+    assert all(r["resumed_from"] is None for r in result["runs"].values())
+    check_complete(result, proc.stdout, tmp_path)
+
+
+def check_complete(result: dict, stdout: str, tmp_path) -> None:
+    s = result["settings"]
+    assert (s["steps"], s["eval_every"], s["eval_episodes"]) == (2_000, 1_000, 2)
+    assert (s["learning_starts"], s["replay_capacity"], s["batch_size"]) == (500, 5_000, 32)
+    assert (s["train_freq"], s["target_update_steps"], s["target_update_updates_ours"]) == \
+        (4, 1_000, 250)
+    assert (s["eps_start"], s["eps_end"], s["eps_decay_steps"]) == (1.0, 0.01, 200)
+    # SB3's epsilon reaches 0.01 at a tenth of the budget, before learning starts: so does ours
+    assert s["ours_explore"] == {"eps_start": 0.01, "eps_end": 0.01, "eps_decay_steps": 0}
+    assert (s["games"], s["seeds"], s["sides"]) == (["breakout"], [0], ["ours", "sb3"])
+    assert s["repeat_action_probability"] == 0.25 and s["eval_epsilon"] == 0.001
+    assert s["torch_threads"] == 1 and s["action_set"] == "minimal"
+    assert result["quick"] is True and result["machine"]["cpu_count"] >= 1
+    # the script checked that both sides' minimal action sets are in the same order
+    assert result["action_orders"] == {"breakout": ["NOOP", "FIRE", "RIGHT", "LEFT"]}
+
+    assert sides_steps(result) == [("ours", 1_000), ("ours", 2_000), ("sb3", 1_000),
+                                   ("sb3", 2_000)]
+    for side in ("ours", "sb3"):
+        points = [p for p in result["points"] if p["side"] == side]
+        walls = [p["wall_s"] for p in points]
+        assert walls[0] > 0 and walls == sorted(set(walls)), walls  # increasing
+        for p in points:
+            assert (p["game"], p["seed"], p["action_set"]) == ("breakout", 0, "minimal")
+            assert p["episodes"] == len(p["scores"]) == 2
+            assert math.isfinite(p["mean"]) and math.isfinite(p["std"]) and p["mean"] >= 0
+            assert p["mean"] == pytest.approx(np.mean(p["scores"]))
+            assert p["std"] == pytest.approx(np.std(p["scores"]))
+    (random,) = result["random"]
+    assert random["game"] == "breakout" and random["episodes"] == 2
+    assert math.isfinite(random["mean"]) and random["mean"] >= 0
+
+    assert set(result["runs"]) == RUNS
+    for run in result["runs"].values():
+        assert run["state"] == "finished" and run["n_actions"] == 4
+        assert run["torch_threads"] == 1 and run["device"] == "cpu"
+    assert result["runs"]["sb3/breakout/seed0"]["precision"] == "fp32"
+
+    out = tmp_path / "out"
+    assert json.loads((out / "results.json").read_text()) == result
+    for png in (tmp_path / "bench.png", out / "curves.png"):
+        img = cv2.imdecode(np.fromfile(png, np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None and img.shape[1] == 1100 and 300 <= img.shape[0] <= 1000
+        assert len(np.unique(img.reshape(-1, 3), axis=0)) > 10  # drawn, not blank
+    # the saved policies stay; the replay snapshots only a resume needs are gone
+    assert len(list((out / "breakout/ours-seed0/checkpoints").glob("ckpt-*.pt"))) == 2
+    assert len(list((out / "breakout/sb3-seed0").glob("model-*.zip"))) == 2
+    assert not list(out.glob("breakout/*/replay-*")) + list(out.glob("breakout/*/*/replay-*"))
+
+    assert "| side | game | seed | steps | wall min | mean ± std |" in stdout
+    for side in ("ours", "sb3"):
+        assert f"| {side} | breakout | 0 | 2,000 |" in stdout
+    assert "| random | breakout | - | - | - |" in stdout
+
+
+def refused(*args: str) -> str:
+    """The one line an invalid command prints (it must exit with status 2 before any work)."""
+    proc = subprocess.run([sys.executable, "scripts/bench_learning.py", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bench_learning.py: error: "), lines
+    return lines[0]
+
+
+def test_bench_learning_refuses_bad_input_in_one_line(tmp_path):
+    out = tmp_path / "out"
+    assert "unknown side 'foo' in --sides: accepted: ours, sb3" in refused("--sides", "ours,foo")
+    assert "--steps must be a positive number of agent steps, got 0" in refused("--steps", "0")
+    assert "--eval-every (8,000) must not exceed --steps (4,000)" in refused(
+        "--steps", "4000", "--eval-every", "8000")
+    assert "--resume:" in refused("--resume", "--out", str(out))
+    assert not out.exists()  # nothing made for a refused command
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({"settings": {"steps": 4_000}, "points": []}))
+    line = refused("--quick", "--resume", "--out", str(out))
+    assert "holds a benchmark with steps = 4000, this command asks for 2000" in line
+    assert "already holds a benchmark" in refused("--quick", "--out", str(out))
