@@ -271,7 +271,7 @@ def _demo(args: argparse.Namespace) -> int:
     from agent.demo import demo
 
     try:
-        return demo(args.game, args.steps, args.episodes, args.runs_dir)
+        return demo(args.game, args.steps, args.episodes, args.runs_dir, args.json)
     except ValueError as exc:
         print(f"atari-agent demo: {exc}", file=sys.stderr)
         return 2
@@ -433,11 +433,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser(
         "demo", help="a short training run, then the agent against a random policy",
-        description="Train briefly on GAME with demo settings (a few minutes on a CPU), save, "
-        "then score the trained agent and a random policy under the same evaluation protocol.")
-    d.add_argument("--game", default="phoenix")
-    d.add_argument("--steps", type=_int, default=30_000, help="agent steps of training")
-    d.add_argument("--episodes", type=_int, default=5, help="evaluation episodes per policy")
+        description="Train briefly with the settings of agent/presets/demo.toml (a few minutes "
+        "on a CPU; `atari-agent train --preset demo` is the same run), save, then score the "
+        "trained agent and a random policy under the same evaluation protocol and say whether "
+        "the agent clearly beats random (by 3 standard errors of the difference).")
+    d.add_argument("--game", default=None, help="the game (default: the preset's)")
+    d.add_argument("--steps", type=_int, default=None,
+                   help="agent steps of training (default: the preset's run.total_steps)")
+    d.add_argument("--episodes", type=_int, default=30, help="evaluation episodes per policy")
+    d.add_argument("--json", metavar="FILE", default=None,
+                   help="also write the comparison (both policies' scores, the difference, its "
+                   "standard error, the verdict) as JSON")
     d.add_argument("--runs-dir", default="runs")
     d.set_defaults(run=_demo)
 
