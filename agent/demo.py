@@ -120,7 +120,7 @@ def demo(game: str | None = None, steps: int | None = None, episodes: int = 30,
     agent = next(r for r in results if r["checkpoint"] is not None)
     rand = next(r for r in results if r["checkpoint"] is None)
     cmp = comparison(agent, rand)
-    print(f"\ndemo: {verdict(agent, rand, cmp)} ({total_s / 60:.1f} min in all)")
+    print(f"\ndemo, {total_s / 60:.1f} min in all: {verdict(agent, rand, cmp)}")
     if best is None:
         keep_as_best(run_dir, latest, agent["mean"])
     if out is not None:
