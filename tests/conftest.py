@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import torch
 
 from agent.config import Config
 from agent.train import Trainer
+
+# A suite started from a shell's background job (`cmd &` without job control) inherits SIGINT
+# ignored, and so would every process it starts: the Ctrl-C tests would test nothing. Python's
+# own handler makes the suite's processes behave as from a terminal (a handler, unlike an
+# ignore, is reset to the default in the children it execs).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
