@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import sys
 import time
-import tomllib
 from pathlib import Path
 
-from agent import checkpoint, files
-from agent.checkpoint import CheckpointError, CheckpointStore
-from agent.config import Config, from_dict
+from agent import files
+from agent.checkpoint import CheckpointStore
+from agent.config import Config, load_toml
 from agent.evaluate import checkpoint_targets, evaluate, protocol_line, random_target, table
 from agent.outputs import check_output
 from agent.report import count
@@ -33,22 +33,17 @@ def demo_config(game: str | None, steps: int | None, runs_dir: str) -> Config:
     """agent/presets/demo.toml, on `game` and for `steps` when given. A budget below the
     preset's is scaled: learning starts by a quarter of it, exploration decays within its first
     two thirds and the periodic evaluation comes at least twice; one checkpoint, at the end."""
-    data = tomllib.loads(PRESET.read_text())
-    steps = data["run"]["total_steps"] if steps is None else steps
+    base = load_toml(PRESET, {"env": {"game": game}} if game is not None else None)
+    steps = base.run.total_steps if steps is None else steps
     if steps < MIN_STEPS:
         raise ValueError(f"--steps must be at least {MIN_STEPS:,} for a demo, got {steps:,}")
-    learner, explore = data.setdefault("learner", {}), data.setdefault("explore", {})
-    learner["learning_starts"] = min(learner.get("learning_starts", 20_000), steps // 4)
-    run = data["run"]
-    if run.get("eval_every", 0) > 0:
-        run["eval_every"] = min(run["eval_every"], steps // 2)
-    explore["eps_decay_steps"] = min(explore.get("eps_decay_steps", 250_000), steps * 2 // 3)
-    data.setdefault("replay", {})["capacity"] = max(data["replay"].get("capacity", 0),
-                                                    min(steps, 1_000_000))
-    if game is not None:
-        data.setdefault("env", {})["game"] = game
-    data["run"].update(total_steps=steps, runs_dir=runs_dir, checkpoint_every=steps)
-    return from_dict(data, source=f"demo settings ({PRESET.name})")
+    run = base.run
+    return base.replace(
+        learner={"learning_starts": min(base.learner.learning_starts, steps // 4)},
+        explore={"eps_decay_steps": min(base.explore.eps_decay_steps, steps * 2 // 3)},
+        replay={"capacity": max(base.replay.capacity, min(steps, 1_000_000))},
+        run={"total_steps": steps, "runs_dir": runs_dir, "checkpoint_every": steps,
+             "eval_every": min(run.eval_every, steps // 2) if run.eval_every else 0})
 
 
 def comparison(agent: dict, rand: dict) -> dict:
@@ -56,11 +51,7 @@ def comparison(agent: dict, rand: dict) -> dict:
     deviations, ddof 1, of two independent samples) and their ratio z."""
     def var_of_mean(r: dict) -> float:
         s = r["scores"]
-        n = len(s)
-        if n < 2:
-            return 0.0
-        m = sum(s) / n
-        return sum((x - m) ** 2 for x in s) / (n - 1) / n
+        return statistics.variance(s) / len(s) if len(s) > 1 else 0.0
 
     diff = agent["mean"] - rand["mean"]
     se = math.sqrt(var_of_mean(agent) + var_of_mean(rand))
@@ -105,7 +96,7 @@ def demo(game: str | None = None, steps: int | None = None, episodes: int = 30,
     best = None if kept is None else store.dir / kept["file"]
     # The young agent's greedy policy swings between good and useless from one checkpoint to
     # the next: the periodic evaluation's best one is the agent the demo shows, as a user
-    # would keep it; the latest one when no evaluation ran.
+    # would keep it; the latest one when none was kept (every evaluation in an unhealthy spell).
     agent_ckpt = best if best is not None else latest
     print(f"\ndemo: trained {result.steps:,} steps in {train_s / 60:.1f} min; saved {latest}"
           + (f"; best by the periodic evaluation: {best}" if best is not None else ""))
@@ -120,14 +111,13 @@ def demo(game: str | None = None, steps: int | None = None, episodes: int = 30,
     agent = next(r for r in results if r["checkpoint"] is not None)
     rand = next(r for r in results if r["checkpoint"] is None)
     cmp = comparison(agent, rand)
-    print(f"\ndemo, {total_s / 60:.1f} min in all: {verdict(agent, rand, cmp)}")
-    if best is None:
-        keep_as_best(run_dir, latest, agent["mean"])
+    line = verdict(agent, rand, cmp)
+    print(f"\ndemo, {total_s / 60:.1f} min in all: {line}")
     if out is not None:
         summary = {"game": game, "action_set": config.env.action_set, "steps": result.steps,
                    "train_s": round(train_s, 1), "total_s": round(total_s, 1),
                    "run_dir": str(run_dir), "episodes": episodes, **cmp,
-                   "agent": agent, "random": rand, "verdict": verdict(agent, rand, cmp)}
+                   "agent": agent, "random": rand, "verdict": line}
         data = json.dumps(summary, indent=2).encode()
         try:
             files.atomic_write(out, lambda f: f.write(data + b"\n"))
@@ -139,17 +129,3 @@ def demo(game: str | None = None, steps: int | None = None, episodes: int = 30,
           f"for more episodes, `atari-agent plot {run_dir}` for its curves")
     return 0
 
-
-def keep_as_best(run_dir: Path, path: Path, score: float) -> None:
-    """Record the demo's evaluation of checkpoint `path` where a training run records its
-    periodic ones (best.pt and the index's best score, which `atari-agent runs` shows), unless
-    the checkpoint is unhealthy (as training keeps no unhealthy best) or a better one is kept.
-    A failed write is said and the demo goes on: its scores are printed already."""
-    try:
-        saved = checkpoint.load(path)
-        if saved.get("healthy", True):
-            # (a copy of the weights: the periodic checkpoint's replay snapshot is not its own)
-            payload = {k: v for k, v in saved.items() if k != "replay_file"}
-            CheckpointStore(run_dir).save_best(payload, int(saved["counters"]["steps"]), score)
-    except CheckpointError as exc:
-        print(f"demo: the evaluation is not recorded as the run's best: {exc}", file=sys.stderr)

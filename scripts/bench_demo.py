@@ -79,8 +79,8 @@ def fresh_run(i: int, log) -> dict:
                                 capture_output=True, text=True).stdout.strip()
         subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
                        check=True)
-        env = {**_clean_env(), "PATH": f"{venv / 'bin'}:{_clean_env().get('PATH', '')}",
-               "VIRTUAL_ENV": str(venv)}
+        env = _clean_env()
+        env.update(PATH=f"{venv / 'bin'}:{env.get('PATH', '')}", VIRTUAL_ENV=str(venv))
         install_s = run_timed(install, clone, env, log, f"run {i}: install", shell=True)
         out = tmp / "demo.json"
         demo_s = run_timed(f"{demo_cmd} --json {out}", clone, env, log, f"run {i}: demo",
