@@ -9,6 +9,7 @@ Run from the repository root (the `agent` package built and installed; stable-ba
     python scripts/bench_learning.py --sides ours --steps 1000000 --eval-every 100000
     python scripts/bench_learning.py --resume                # continue a cut benchmark in --out
     python scripts/bench_learning.py --json learning.json --png learning.png
+    python scripts/bench_learning.py --parallel --threads 1 --eval-workers 1   # sides at once
 
 What it measures. For each game, seed and side ("ours": `agent.train.Trainer`; "sb3":
 stable-baselines3's `DQN("CnnPolicy")`), one training run of --steps agent steps that saves its
@@ -61,10 +62,14 @@ What differs: SB3 pads a new stack with zeros, ours with the first frame; ours p
 after a lost life where the game waits for it, as SB3's FireResetEnv does per life in training.
 
 Processes. Each run trains in its own process (this script again, hidden --child flag), one run
-at a time, so torch's thread pools of one side never meet the other's. At each point the child
-saves, records the point in its run directory (points.json) and waits; this process evaluates
-the point (episodes spread over --eval-workers processes) and lets it go on. A child is only
-ever stopped by its pid; one whose parent is gone stops at its next point.
+at a time, so torch's thread pools of one side never meet the other's. With --parallel the sides
+of a game and seed train at the same time instead (give each its share of the cores with
+--threads: 1 on 2 cores), so both see the same machine, and the same outside load, while both
+run; the faster side finishes first and the other then has the machine to itself. Evaluations
+stay one at a time: a run that reaches a point while the other's is scored waits (untimed).
+At each point the child saves, records the point in its run directory (points.json) and waits;
+this process evaluates the point (episodes spread over --eval-workers processes) and lets it go
+on. A child is only ever stopped by its pid; one whose parent is gone stops at its next point.
 
 Output, in --out (default bench-learning/): results.json, written atomically after every
 point (a cut loses at most the point in progress), and curves.png: one row of two panels per
@@ -97,6 +102,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -638,8 +644,15 @@ class Bench:
         self.new_points = 0
         self.stopped = False
         self.failed: list[str] = []
+        # --parallel: one thread a run; results.json's object and the evaluations are shared
+        self.lock = threading.RLock()
+        self.procs: dict[str, subprocess.Popen] = {}
 
     def publish(self) -> None:
+        with self.lock:
+            self._publish()
+
+    def _publish(self) -> None:
         for path in filter(None, (self.out / RESULTS, self.args.json)):
             write_json(Path(path), self.res)
         png = render_png(self.res)
@@ -657,6 +670,10 @@ class Bench:
                    for p in self.res["points"])
 
     def add_point(self, side: str, game: str, seed: int, run_dir: Path, entry: dict) -> None:
+        with self.lock:  # one evaluation at a time: a parallel run waits at its point
+            self._add_point(side, game, seed, run_dir, entry)
+
+    def _add_point(self, side: str, game: str, seed: int, run_dir: Path, entry: dict) -> None:
         t = time.perf_counter()
         p = eval_point(side, game, seed, run_dir, entry, self.s, self.args.eval_workers)
         self.res["points"].append(p)
@@ -678,8 +695,9 @@ class Bench:
         """One run: its points not yet evaluated, then its training from its last point."""
         key = run_key(side, game, seed)
         run_dir = run_dir_of(self.out, side, game, seed)
-        info = self.res["runs"].setdefault(key, dict(side=side, game=game, seed=seed,
-                                                     run_dir=str(run_dir)))
+        with self.lock:
+            info = self.res["runs"].setdefault(key, dict(side=side, game=game, seed=seed,
+                                                         run_dir=str(run_dir)))
         ledger = read_ledger(run_dir)
         for entry in ledger["points"]:  # saved by an earlier command, not evaluated yet
             if not self.has_point(side, game, seed, entry["steps"]):
@@ -701,9 +719,10 @@ class Bench:
         self.log(f"training {key}: " + (f"resuming at step {done:,}, " if done else "")
                  + f"to {self.s['steps']:,} steps, a point every {self.s['eval_every']:,}")
         result = self.train(side, game, seed, run_dir, info)
-        info["state"] = result.get("state", "failed")
-        if result.get("error"):
-            info["error"] = result["error"]
+        with self.lock:
+            info["state"] = result.get("state", "failed")
+            if result.get("error"):
+                info["error"] = result["error"]
         if info["state"] == "finished":
             drop_replays(side, run_dir)
         elif not self.stopped:
@@ -718,6 +737,7 @@ class Bench:
         spec = dict(side=side, game=game, seed=seed, run_dir=str(run_dir), settings=self.s)
         cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.procs[run_key(side, game, seed)] = proc
         result: dict = {}
         try:
             while line := proc.stdout.readline():
@@ -726,7 +746,8 @@ class Bench:
                 msg = json.loads(line)
                 kind = msg.pop("type")
                 if kind == "info":
-                    info.update(msg)
+                    with self.lock:
+                        info.update(msg)
                 elif kind == "point":
                     self.add_point(side, game, seed, run_dir, msg)
                     go = self.budget_left()
@@ -743,10 +764,39 @@ class Bench:
             if proc.poll() is None:  # interrupted (Ctrl-C, SIGTERM) or failed here: stop it
                 proc.kill()
                 proc.wait()
+            self.procs.pop(run_key(side, game, seed), None)
         if code != 0 or not result:
             return {"state": "failed", "error": f"its process ended with exit status {code} "
                                                 f"(see stderr above)"}
         return result
+
+
+    def run_together(self, runs: list[tuple[str, str, int]]) -> None:
+        """--parallel: the runs at once, one thread (and one training process) each. Ctrl-C or
+        a failure here stops every child by its pid; a thread's error is raised here."""
+        errors: list[BaseException] = []
+
+        def one(side: str, game: str, seed: int) -> None:
+            try:
+                self.run(side, game, seed)
+            except BaseException as exc:  # noqa: BLE001 -- handed to the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one, args=run, daemon=True) for run in runs]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.5)  # a timed join: Ctrl-C reaches this thread
+        finally:
+            for proc in list(self.procs.values()):
+                if proc.poll() is None:
+                    proc.kill()
+            for t in threads:
+                t.join()
+        if errors:
+            raise errors[0]
 
 
 def report(res: dict, stopped: bool, out: Path) -> str:
@@ -848,6 +898,10 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--stop-after-points", type=int, metavar="N",
                    help="stop (as a cut would) after N points evaluated by this command; "
                         "continue with --resume")
+    p.add_argument("--parallel", action="store_true",
+                   help="train the sides of a game and seed at the same time, one process "
+                        "each, so both see the same machine load (give each its share of the "
+                        "cores with --threads)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child is not None:
@@ -990,7 +1044,9 @@ def main(argv: list[str] | None = None) -> int:
         for game in args.game:
             bench.random(game)
             for seed in args.seeds:
-                for side in args.sides:
+                if args.parallel:
+                    bench.run_together([(side, game, seed) for side in args.sides])
+                for side in () if args.parallel else args.sides:
                     bench.run(side, game, seed)
                     if bench.stopped:
                         break
