@@ -97,6 +97,12 @@ class LearnerConfig:
     Hasselt et al. 2016); Nature used the target network's max."""
     dueling: bool = False
     """Dueling head (Wang et al. 2016): separate value and advantage streams."""
+    shared_outputs: bool = False
+    """One network output per distinct ALE action: action indices that press the same ALE
+    action (the documented set's +ZAP twins on a game whose ZAP is inert: Breakout's 12 indices
+    press 6 actions) read the same output, so their Q-value learns from all their samples and
+    the greedy policy picks the twin without ZAP. No effect where no action repeats (minimal
+    sets, Phoenix)."""
     target_update: int = 2_000
     """Learner updates between hard target-network syncs (8,000 agent steps at train_freq 4,
     as in Dopamine; Nature synced every 10,000)."""
@@ -137,6 +143,7 @@ class LearnerConfig:
         _float_range("learner.td_clip", self.td_clip, 0.0, 1e12)
         _bool("learner.double_dqn", self.double_dqn)
         _bool("learner.dueling", self.dueling)
+        _bool("learner.shared_outputs", self.shared_outputs)
         _int_range("learner.target_update", self.target_update, 1, 10**9)
         _int_range("learner.train_freq", self.train_freq, 1, 10**6)
         _int_range("learner.learning_starts", self.learning_starts, 0, 10**12)

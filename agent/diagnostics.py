@@ -2,7 +2,9 @@
 
 Metrics (computed at each health check, every `watchdog.check_every` learner updates):
 - Agree%: share of sampled replay transitions whose stored action equals the online network's
-  greedy action now (percent). A healthy agent late in training mostly replays its own choices.
+  greedy action now (percent), twins that press the same ALE action (the documented set's +ZAP
+  where ZAP is inert) counted as equal. A healthy agent late in training mostly replays its own
+  choices.
 - greedy_dist / replay_dist: the same sample's greedy and stored actions, marginalised over
   movement onto the documented buttons (noop / ZAP / FIRE / FIRE+ZAP), shares summing to 1.
 - Q-range: min / mean / max of the online Q-values over a fixed probe batch of observations.

@@ -188,6 +188,13 @@ class ActionSet:
     def ale_actions(self) -> list[ale_py.Action]:
         return [getattr(ale_py.Action, n) for n in self.ale_names]
 
+    def outputs(self) -> tuple[int, ...]:
+        """Per index, the number of its distinct ALE action (in order of first appearance): the
+        network output it reads with learner.shared_outputs, and what Agree% compares. The
+        documented set repeats actions where ZAP is inert (Breakout: 12 indices, 6 distinct)."""
+        first: dict[str, int] = {}
+        return tuple(first.setdefault(name, len(first)) for name in self.ale_names)
+
     def layout(self) -> dict:
         """What a checkpoint records to check that it is played with the same actions."""
         return {"game": self.game, "kind": self.kind, "ale_names": list(self.ale_names)}

@@ -30,9 +30,12 @@ class HealthMonitor:
     """Measure, judge, roll back. `check()` returns "ok", "rollback" or "halt"."""
 
     def __init__(self, config: Config, learner, replay, buttons: np.ndarray, store, reporter,
-                 run_dir: Path, rng: np.random.Generator):
+                 run_dir: Path, rng: np.random.Generator, same: np.ndarray | None = None):
+        """`same[a]`: the number of action a's ALE action (ActionSet.outputs()), so that Agree%
+        counts a twin that presses the same ALE action as agreeing; None: every action apart."""
         self.config = config
         self.learner, self.replay, self.buttons = learner, replay, buttons
+        self.same = same
         self.store, self.reporter, self.run_dir = store, reporter, Path(run_dir)
         self.rng = rng
         self.watchdog = Watchdog(config.watchdog)
@@ -68,7 +71,8 @@ class HealthMonitor:
             self.pending = []
         batch = self.sample(self.config.run.diag_batch)
         greedy = self.learner.q_values(batch.obs).argmax(dim=1).cpu().numpy()
-        m["agree"] = agreement(greedy, batch.action)
+        same = (lambda a: a) if self.same is None else (lambda a: self.same[a])
+        m["agree"] = agreement(same(greedy), same(np.asarray(batch.action, np.int64)))
         m["greedy_dist"] = button_distribution(greedy, self.buttons)
         m["replay_dist"] = button_distribution(batch.action, self.buttons)
         q = self.learner.q_values(self.probe)

@@ -173,11 +173,15 @@ class Learner:
     """Online and target Q-networks, Adam, and the update step."""
 
     def __init__(self, config: LearnerConfig, n_actions: int, stack: int = 4,
-                 frame_shape: tuple[int, int] = (84, 84), device: torch.device | None = None):
+                 frame_shape: tuple[int, int] = (84, 84), device: torch.device | None = None,
+                 outputs: tuple[int, ...] | None = None):
+        """`outputs`: per action, its network output (QNetwork's), given with
+        config.shared_outputs (agent.train.network_outputs)."""
         self.config = config
         self.device = device if device is not None else resolve_device(config.device)
         self.bf16 = use_bf16(config.precision, self.device)
-        self.online = QNetwork(n_actions, stack, frame_shape, config.dueling).to(self.device)
+        self.online = QNetwork(n_actions, stack, frame_shape, config.dueling,
+                               outputs).to(self.device)
         self._channels_last = config.channels_last  # (see LearnerConfig.channels_last)
         if self._channels_last:
             self.online = self.online.to(memory_format=torch.channels_last)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from agent.collector import Collector
@@ -112,9 +113,13 @@ def test_the_envs_flags_become_the_replays_terminals_and_bootstraps():
     assert collector.episodes == 2 and collector.steps == 6
 
 
-def test_agree_is_the_share_of_replay_actions_that_the_greedy_policy_repeats(tmp_path):
+@pytest.mark.parametrize("same, agree", [(None, 75.0), ((0, 1, 2, 0), 100.0)])
+def test_agree_is_the_share_of_replay_actions_that_the_greedy_policy_repeats(tmp_path, same,
+                                                                            agree):
     """Frame value v makes the stub network's greedy action v % 4; the stored actions repeat
-    it in 3 transitions of 4, so Agree% is 75 and the distributions are known exactly."""
+    it in 3 transitions of 4, so Agree% is 75 and the distributions are known exactly. Where
+    action 3 presses the same ALE action as action 0 (`same`: ActionSet.outputs()), the fourth
+    transition agrees too: 100."""
     config = Config().replace(env={"frame_shape": [36, 36], "stack": 2},
                               learner={"n_step": 1, "learning_starts": 32},
                               replay={"capacity": 400}, run={"diag_batch": 200,
@@ -138,9 +143,10 @@ def test_agree_is_the_share_of_replay_actions_that_the_greedy_policy_repeats(tmp
     buttons = np.array([0, 1, 2, 3])
     monitor = HealthMonitor(config, Stub(), replay, buttons, None,
                             SimpleNamespace(event=lambda *a, **k: None), tmp_path,
-                            np.random.default_rng(0))
+                            np.random.default_rng(0),
+                            same=None if same is None else np.asarray(same))
     monitor.probe = replay.gather(np.arange(8)).obs.copy()
     m = monitor.measure()
-    assert m["agree"] == 75.0
+    assert m["agree"] == agree
     assert m["greedy_dist"] == {"noop": 0.25, "ZAP": 0.25, "FIRE": 0.25, "FIRE+ZAP": 0.25}
     assert m["replay_dist"] == {"noop": 0.5, "ZAP": 0.25, "FIRE": 0.25, "FIRE+ZAP": 0.0}
