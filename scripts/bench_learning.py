@@ -170,6 +170,8 @@ def make_settings(args) -> dict:
         torch_threads=args.threads, device=args.device,
         games=args.game, seeds=args.seeds, sides=args.sides,
     )
+    if args.shared_outputs:  # only when set: a benchmark from before the flag resumes as it was
+        s["shared_outputs"] = True
     return json.loads(json.dumps(s))  # tuples -> lists: equal to what results.json reads back
 
 
@@ -199,7 +201,8 @@ def ours_config(s: dict, game: str, seed: int, run_dir: Path):
                      max_grad_norm=s["max_grad_norm"], td_clip=0.0, double_dqn=False,
                      dueling=False, target_update=s["target_update_updates_ours"],
                      train_freq=s["train_freq"], learning_starts=s["learning_starts"],
-                     threads=s["torch_threads"], device=s["device"]),
+                     threads=s["torch_threads"], device=s["device"],
+                     shared_outputs=s.get("shared_outputs", False)),
         explore={**s["ours_explore"], "eval_epsilon": s["eval_epsilon"]},
         replay=dict(capacity=s["replay_capacity"], prioritized=False),
         run=dict(total_steps=s["steps"], seed=seed, envs=1, eval_every=0,
@@ -553,7 +556,8 @@ def eval_point(side: str, game: str, seed: int, run_dir: Path, entry: dict, s: d
         episodes = eval_sb3(path, protocol_env(s, game), s["eval_episodes"], workers)
         summary = summarize(episodes)
         mean, std, scores = summary["mean"], summary["std"], [e.score for e in episodes]
-    return dict(side=side, game=game, action_set=s["action_set"], seed=seed,
+    return dict(side=side, game=game, action_set=s["action_set"],
+                shared_outputs=s.get("shared_outputs", False), seed=seed,
                 steps=entry["steps"], wall_s=entry["wall_s"], mean=mean, std=std,
                 episodes=len(scores), scores=scores)
 
@@ -638,7 +642,7 @@ class Bench:
     """The benchmark in --out: results.json's object, kept and published after every point."""
 
     def __init__(self, args, res: dict, log):
-        self.args, self.res, self.log = args, res, log
+        self.args, self.res = args, res
         self.out = Path(args.out)
         self.s = res["settings"]
         self.new_points = 0
@@ -647,6 +651,11 @@ class Bench:
         # --parallel: one thread a run; results.json's object and the evaluations are shared
         self.lock = threading.RLock()
         self.procs: dict[str, subprocess.Popen] = {}
+        self._log = log
+
+    def log(self, message: str) -> None:
+        with self.lock:  # whole lines: --parallel's threads log too
+            self._log(message)
 
     def publish(self) -> None:
         with self.lock:
@@ -803,7 +812,8 @@ def report(res: dict, stopped: bool, out: Path) -> str:
     m, s = res["machine"], res["settings"]
     lines = [
         f"Machine: {describe_machine(m)}; Python {m['python']}; {describe_load(m)}.",
-        f"Games {', '.join(s['games'])} ({s['action_set']} actions; the orders of ours and "
+        f"Games {', '.join(s['games'])} ({s['action_set']} actions"
+        f"{', shared outputs' if s.get('shared_outputs') else ''}; the orders of ours and "
         f"gymnasium's checked equal), seeds {', '.join(map(str, s['seeds']))}, sides "
         f"{', '.join(s['sides'])}: {s['steps']:,} agent steps a run, learning from "
         f"{s['learning_starts']:,}; replay {s['replay_capacity']:,}, batch {s['batch_size']}, "
@@ -874,6 +884,9 @@ def parse_args(argv: list[str] | None):
                    help="ours, sb3 or both, comma-separated (both)")
     p.add_argument("--action-set", default="minimal", help="minimal (default) or documented "
                                                            "(ours only)")
+    p.add_argument("--shared-outputs", action="store_true",
+                   help="ours: one network output per distinct ALE action "
+                        "(learner.shared_outputs; matters with --action-set documented)")
     p.add_argument("--learning-starts", type=int,
                    help=f"agent steps before the first update ({LEARNING_STARTS:,}; quick "
                         f"{QUICK['learning_starts']})")
@@ -955,6 +968,9 @@ def check_args(args) -> None:
     if args.action_set not in ("minimal", "documented"):
         raise BenchError(f"unknown --action-set {args.action_set!r}: accepted: minimal, "
                          f"documented")
+    if args.shared_outputs and "sb3" in args.sides:
+        raise BenchError("--shared-outputs is a setting of ours (learner.shared_outputs): use "
+                         "it with --sides ours")
     if args.action_set != "minimal" and "sb3" in args.sides:
         raise BenchError(f"--action-set {args.action_set}: SB3 plays the minimal action set "
                          f"only; use --action-set minimal, or --sides ours")

@@ -141,6 +141,7 @@ def test_bench_learning_refuses_bad_input_in_one_line(tmp_path):
     assert "--steps must be a positive number of agent steps, got 0" in refused("--steps", "0")
     assert "--eval-every (8,000) must not exceed --steps (4,000)" in refused(
         "--steps", "4000", "--eval-every", "8000")
+    assert "--shared-outputs is a setting of ours" in refused("--shared-outputs")
     assert "--resume:" in refused("--resume", "--out", str(out))
     assert not out.exists()  # nothing made for a refused command
     out.mkdir()
