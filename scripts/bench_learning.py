@@ -10,6 +10,8 @@ Run from the repository root (the `agent` package built and installed; stable-ba
     python scripts/bench_learning.py --resume                # continue a cut benchmark in --out
     python scripts/bench_learning.py --json learning.json --png learning.png
     python scripts/bench_learning.py --parallel --threads 1 --eval-workers 1   # sides at once
+    python scripts/bench_learning.py --sides ours --action-set documented --out doc
+    python scripts/bench_learning.py --merge bench-learning,doc --out both   # one chart of both
 
 What it measures. For each game, seed and side ("ours": `agent.train.Trainer`; "sb3":
 stable-baselines3's `DQN("CnnPolicy")`), one training run of --steps agent steps that saves its
@@ -78,6 +80,12 @@ the random policy's mean as a dashed grey line; --json and --png write copies. R
 OUT/<game>/<side>-seed<seed>/ (ours: a run directory `atari-agent plot` reads, checkpoints/;
 sb3: model-<steps>.zip). The replay snapshots needed to resume are deleted once a run is done.
 At the end a table: side, game, seed, steps, wall minutes, mean +- std.
+
+Merge. `--merge DIR,DIR --out OUT` trains nothing: it overlays finished (or running)
+benchmarks whose settings differ only in games, seeds, sides, --action-set or --shared-outputs
+(anything else is refused, named) in OUT's results.json, curves.png and table. Each line is
+named by its side and, where not minimal, ours' action set ("ours documented shared"); each
+action set keeps its own random policy.
 
 Resume. `--resume` continues the benchmark in --out: points already in results.json are kept
 as they are (not recomputed), points a run saved but that were not evaluated yet are evaluated,
@@ -585,6 +593,18 @@ def _dashed(x0: float, x1: float, y: float, n: int = 24):
     return np.array(xs), np.array(ys)
 
 
+def series_name(p: dict) -> str:
+    """A point's line: its side, and ours' action set when not minimal (+ "shared" outputs)."""
+    name = p["side"]
+    if p.get("action_set", "minimal") != "minimal":
+        name += f" {p['action_set']}"
+    return name + (" shared" if p.get("shared_outputs") else "")
+
+
+def _series_order(p: dict) -> tuple:
+    return SIDES.index(p["side"]), series_name(p), p["seed"]
+
+
 def render_png(res: dict, width: int = PNG_WIDTH) -> bytes:
     """One row per game: score vs agent steps | score vs training wall-clock minutes."""
     import numpy as np
@@ -594,8 +614,10 @@ def render_png(res: dict, width: int = PNG_WIDTH) -> bytes:
     s = res["settings"]
     games = [g for g in s["games"] if any(p["game"] == g for p in res["points"])
              or any(r["game"] == g for r in res["random"])] or s["games"]
-    series = sorted({(p["side"], p["seed"]) for p in res["points"]},
-                    key=lambda k: (SIDES.index(k[0]), k[1]))
+    first = {}
+    for p in sorted(res["points"], key=_series_order):
+        first.setdefault((series_name(p), p["seed"]), p)
+    series = list(first)
     colors = {k: chart.palette(i) for i, k in enumerate(series)}
     grey = chart.MUTED
     panels: list[tuple[chart.Panel, tuple[float, float], str]] = []
@@ -605,7 +627,7 @@ def render_png(res: dict, width: int = PNG_WIDTH) -> bytes:
         by_steps = chart.Panel(f"{game}: score vs agent steps")
         by_wall = chart.Panel(f"{game}: score vs training wall-clock")
         for key in series:
-            pts = sorted((p for p in points if (p["side"], p["seed"]) == key),
+            pts = sorted((p for p in points if (series_name(p), p["seed"]) == key),
                          key=lambda p: p["steps"])
             if not pts:
                 continue
@@ -620,10 +642,11 @@ def render_png(res: dict, width: int = PNG_WIDTH) -> bytes:
                 by_wall.lines.append(chart.Line(grey, *_dashed(0, wall_max, r["mean"])))
         panels += [(by_steps, (0.0, float(s["steps"])), "agent steps"),
                    (by_wall, (0.0, wall_max), "training wall-clock (minutes)")]
-    legend = [chart.LegendEntry(f"{side}, seed {seed}", colors[(side, seed)])
-              for side, seed in series]
+    legend = [chart.LegendEntry(f"{name}, seed {seed}", colors[(name, seed)])
+              for name, seed in series]
     legend.append(chart.LegendEntry("random policy (dashed)", grey))
-    title = f"ours vs SB3 DQN: mean score of {s['eval_episodes']} evaluation episodes a point"
+    who = "ours vs SB3 DQN" if "sb3" in s["sides"] else "our DQN"
+    title = f"{who}: mean score of {s['eval_episodes']} evaluation episodes a point"
     # chart.render with one x axis per panel (steps, minutes)
     font = chart.Font()
     lay = chart.layout(width, len(panels), [e.text for e in legend], font)
@@ -827,19 +850,17 @@ def report(res: dict, stopped: bool, out: Path) -> str:
     ]
     for r in res["runs"].values():
         if r.get("library"):
-            lines.append(f"- {r['side']}/{r['game']}/seed {r['seed']}: {r['library']}, torch "
+            lines.append(f"- {series_name(r)}/{r['game']}/seed {r['seed']}: {r['library']}, torch "
                          f"{r['torch_version']}, {r['precision']}, {r['torch_threads']} torch "
                          f"threads, device {r['device']}; {r.get('state', 'running')}"
                          + (f" ({r['error']})" if r.get("error") else ""))
-    order = {side: i for i, side in enumerate(SIDES)}
-    rows = [[p["side"], p["game"], p["seed"], f"{p['steps']:,}", f"{p['wall_s'] / 60:.1f}",
-             f"{p['mean']:.1f} ± {p['std']:.1f}"]
+    rows = [[series_name(p), p["game"], p["seed"], f"{p['steps']:,}",
+             f"{p['wall_s'] / 60:.1f}", f"{p['mean']:.1f} ± {p['std']:.1f}"]
             for p in sorted(res["points"], key=lambda p: (s["games"].index(p["game"])
                                                           if p["game"] in s["games"] else 99,
-                                                          order[p["side"]], p["seed"],
-                                                          p["steps"]))]
-    rows += [["random", r["game"], "-", "-", "-", f"{r['mean']:.1f} ± {r['std']:.1f}"]
-             for r in res["random"]]
+                                                          *_series_order(p), p["steps"]))]
+    rows += [[series_name({"side": "random", "action_set": r.get("action_set")}), r["game"], "-",
+              "-", "-", f"{r['mean']:.1f} ± {r['std']:.1f}"] for r in res["random"]]
     lines += ["", *table(("side", "game", "seed", "steps", "wall min", "mean ± std"), rows), ""]
     if stopped:
         lines.append(f"Stopped after --stop-after-points; continue with --resume --out {out}.")
@@ -915,6 +936,9 @@ def parse_args(argv: list[str] | None):
                    help="train the sides of a game and seed at the same time, one process "
                         "each, so both see the same machine load (give each its share of the "
                         "cores with --threads)")
+    p.add_argument("--merge", type=_list("benchmark directories"), metavar="DIR,DIR",
+                   help="train nothing: overlay the benchmarks in these --out directories "
+                        "(e.g. one per action set) in --out's results.json and curves.png")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child is not None:
@@ -1022,10 +1046,67 @@ def open_bench(args, settings: dict) -> dict:
     return res
 
 
+VARIANTS = ("action_set", "shared_outputs")
+"""Settings in which --merge's benchmarks may differ, besides MERGED: each point names its own."""
+
+
+def merge(dirs: list[str]) -> dict:
+    """One results object of several benchmarks' (--merge): their points, randoms and runs,
+    settings checked equal but for MERGED and VARIANTS (so their curves compare)."""
+    results = []
+    for d in dirs:
+        path = Path(d) / RESULTS
+        try:
+            results.append(json.loads(path.read_text()))
+            results[-1]["settings"]["steps"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BenchError(f"--merge: {path} is not a benchmark's results ({exc})") from None
+    base = results[0]["settings"]
+    for d, r in zip(dirs[1:], results[1:]):
+        other = r["settings"]
+        for key in sorted((set(base) | set(other)) - {*MERGED, *VARIANTS}):
+            if base.get(key) != other.get(key):
+                raise BenchError(f"--merge: {d} ran with {key} = {json.dumps(other.get(key))} "
+                                 f"but {dirs[0]} with {json.dumps(base.get(key))}: only "
+                                 f"benchmarks that differ in {', '.join(MERGED + VARIANTS)} "
+                                 f"merge")
+    settings = {k: v for k, v in base.items() if k not in VARIANTS}
+    for key in MERGED:
+        settings[key] = list(dict.fromkeys(v for r in results for v in r["settings"][key]))
+    settings["action_set"] = ", ".join(dict.fromkeys(r["settings"]["action_set"]
+                                                     for r in results))
+    res = dict(settings=settings, points=[], random=[], runs={}, merged_from=list(dirs),
+               machine=results[0].get("machine", {}), quick=results[0].get("quick"))
+    for r in results:
+        variant = {k: r["settings"].get(k, False) for k in VARIANTS}
+        points = [{**variant, **p} for p in r["points"]]
+        res["points"] += points
+        res["random"] += [x for x in r["random"]  # the random policy of each action set
+                          if not any((y["game"], y["action_set"]) == (x["game"], x["action_set"])
+                                     for y in res["random"])]
+        for key, run in r["runs"].items():
+            name = series_name({"side": run["side"], **variant})
+            res["runs"][key.replace(run["side"], name, 1)] = {**run, **variant}
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child is not None:
         return child_main(args.child)
+    if args.merge:
+        try:
+            if any(Path(d).resolve() == Path(args.out).resolve() for d in args.merge):
+                raise BenchError(f"--merge writes into --out {args.out}, one of the merged "
+                                 f"benchmarks: choose another --out")
+            res = merge(args.merge)
+        except BenchError as exc:
+            print(f"bench_learning.py: error: {exc}", file=sys.stderr)
+            return 2
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        Bench(args, res, print).publish()
+        print(report(res, False, Path(args.out)))
+        return 0
     settings = make_settings(args)
     try:
         res = open_bench(args, settings)

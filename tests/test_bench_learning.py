@@ -67,6 +67,37 @@ def test_bench_learning_parallel_sides_write_the_documented_json(tmp_path):
     assert result["invocations"] == 1
     assert all(r["resumed_from"] is None for r in result["runs"].values())
     check_complete(result, proc.stdout, tmp_path)
+    check_merge(result, tmp_path)
+
+
+def check_merge(result: dict, tmp_path) -> None:
+    """--merge overlays benchmarks that differ only in sides, action set or shared outputs
+    (here: a copy of `result` as if ours had played the documented set with shared outputs)."""
+    other = json.loads(json.dumps(result))
+    other["settings"].update(action_set="documented", shared_outputs=True, sides=["ours"])
+    other["points"] = [{**p, "action_set": "documented", "shared_outputs": True}
+                       for p in other["points"] if p["side"] == "ours"]
+    other["runs"] = {k: r for k, r in other["runs"].items() if r["side"] == "ours"}
+    for r in other["random"]:
+        r.update(action_set="documented", mean=r["mean"] + 100)
+    (tmp_path / "doc").mkdir()
+    (tmp_path / "doc" / "results.json").write_text(json.dumps(other))
+    dirs = f"{tmp_path / 'out'},{tmp_path / 'doc'}"
+    proc = subprocess.run([sys.executable, "scripts/bench_learning.py", "--merge", dirs,
+                           "--out", str(tmp_path / "merged")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    merged = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert len(merged["points"]) == 6 and len(merged["random"]) == 2
+    assert set(merged["runs"]) == {*RUNS, "ours documented shared/breakout/seed0"}
+    assert "| ours documented shared | breakout | 0 | 2,000 |" in proc.stdout
+    assert "| random documented | breakout |" in proc.stdout
+    assert (tmp_path / "merged" / "curves.png").stat().st_size > 10_000
+    other["settings"]["steps"] = 3_000
+    (tmp_path / "doc" / "results.json").write_text(json.dumps(other))
+    assert "ran with steps = 3000 but" in refused("--merge", dirs, "--out", str(tmp_path / "m2"))
+    assert "one of the merged benchmarks" in refused("--merge", dirs, "--out",
+                                                     str(tmp_path / "doc"))
 
 
 def check_complete(result: dict, stdout: str, tmp_path) -> None:
