@@ -1,0 +1,313 @@
+"""Time to skill: minutes from `atari-agent train` to a greedy agent that scores a target under
+the evaluation protocol, the clock running from the command's start (issue 16: Pong, mean >= 0
+and >= 18 on a 2-core machine).
+
+Run from the repository root (the package installed):
+
+    python scripts/bench_time_to_skill.py -- --preset pong        # Pong to 0 and 18, 3 h cap
+    python scripts/bench_time_to_skill.py --game breakout --targets 10,30 -- --envs 2
+    python scripts/bench_time_to_skill.py --quick                  # smoke: a minute or two
+
+What runs: `atari-agent train --game GAME --eval-every E --eval-episodes K --checkpoint-every E
+--keep-last 100000 --total-steps MAX --runs-dir OUT --name run`, then whatever follows `--` (a
+preset, settings), the clock started just before the process. The run's own periodic
+evaluations are the stopwatch: each plays K episodes under the protocol (sticky actions 0.25,
+game over ends an episode, raw score, up to 30 no-op frames, epsilon 0.001; seeds 10,000 +
+step), and their time counts, as it does for a user. The first evaluation at or above a target
+crosses it. The run is stopped as Ctrl-C stops it (SIGINT to its pid: it saves and exits) once
+the highest target is crossed, or at --max-minutes; or it ends at --max-steps.
+
+Confirmation: afterwards, with the machine to itself, the checkpoint of each crossing (saved at
+that step, just before the evaluation) is scored over --confirm-episodes episodes under the
+protocol at evaluation seed 0, other games than the run's: "confirmed" when that mean is at or
+above the target too. The time reported is the crossing's; the table shows both scores.
+
+Output in --out (default bench-time-to-skill/): run/ (the training run: `atari-agent plot`,
+`play`, `evaluate` read it), run.log (its terminal output), results.json (machine, command,
+every evaluation, the crossings) and curves.png (score vs minutes since the command's start and
+vs agent steps, targets dashed); --json and --png write copies. A table at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchio  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIRM_SEED = 0
+EVAL_EPSILON = 0.001  # the protocol's
+STOP_GRACE_S = 300.0  # a stopped run saves its checkpoint (and its replay when asked) first
+QUICK = dict(game="pong", targets=[-21.0], eval_every=1_000, eval_episodes=1,
+             confirm_episodes=2, max_steps=3_000,
+             train_args=["--learning-starts", "500", "--capacity", "5000", "--threads", "1"])
+
+
+class BenchError(Exception):
+    """A bad argument or output path: said in one line, before anything runs."""
+
+
+def train_command(args, run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "agent", "train", "--game", args.game,
+            "--eval-every", str(args.eval_every), "--eval-episodes", str(args.eval_episodes),
+            "--checkpoint-every", str(args.eval_every), "--keep-last", "100000",
+            "--total-steps", str(args.max_steps), "--runs-dir", str(run_dir.parent),
+            "--name", run_dir.name, *args.train_args]
+
+
+def read_evals(metrics: Path, t0: float, offset: int, evals: list[dict]) -> int:
+    """Append the evaluation rows written since byte `offset` (whole lines only); the new
+    offset."""
+    try:
+        with open(metrics, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return offset
+    end = data.rfind(b"\n") + 1
+    for line in data[:end].splitlines():
+        row = json.loads(line)
+        if row.get("event") == "eval":
+            evals.append(dict(minutes=(row["time"] - t0) / 60, steps=int(row["steps"]),
+                              mean=float(row["mean"]), std=float(row["std"]),
+                              episodes=int(row["episodes"])))
+    return offset + end
+
+
+def crossings(evals: list[dict], targets: list[float]) -> list[dict]:
+    """The first evaluation at or above each target (None: not crossed)."""
+    out = []
+    for target in targets:
+        first = next((e for e in evals if e["mean"] >= target), None)
+        out.append(dict(target=target, **({"minutes": None, "steps": None, "in_run_mean": None}
+                                           if first is None else
+                                           {"minutes": first["minutes"], "steps": first["steps"],
+                                            "in_run_mean": first["mean"]})))
+    return out
+
+
+def stop(proc: subprocess.Popen, log) -> None:
+    """Stop the training run as Ctrl-C does (it saves, stops its env workers, exits)."""
+    if proc.poll() is not None:
+        return
+    log(f"stopping the run (SIGINT to pid {proc.pid})")
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        log(f"the run did not exit within {STOP_GRACE_S:.0f} s: killing pid {proc.pid}")
+        proc.kill()
+        proc.wait()
+
+
+def train(args, out: Path, log) -> tuple[list[dict], str, list[str]]:
+    """Run the training command until the highest target is crossed, --max-minutes or its end:
+    (its evaluations, why it stopped, the command)."""
+    run_dir = out / "run"
+    cmd = train_command(args, run_dir)
+    log("training: " + " ".join(cmd[2:]))
+    evals: list[dict] = []
+    offset, why = 0, "finished"
+    top = max(args.targets)
+    with open(out / "run.log", "w") as run_log:
+        t0 = time.time()  # the command's start: metrics.jsonl's "time" is time.time() too
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=run_log, stderr=subprocess.STDOUT)
+        try:
+            while True:
+                done = proc.poll() is not None
+                n = len(evals)
+                offset = read_evals(run_dir / "metrics.jsonl", t0, offset, evals)
+                for e in evals[n:]:
+                    log(f"step {e['steps']:,}, {e['minutes']:.1f} min: {e['mean']:.1f} ± "
+                        f"{e['std']:.1f} ({e['episodes']} episodes)")
+                if done:
+                    break
+                if evals and evals[-1]["mean"] >= top:
+                    why = "target"
+                    break
+                if time.time() - t0 >= args.max_minutes * 60:
+                    why = "max_minutes"
+                    break
+                time.sleep(1.0)
+        finally:
+            stop(proc, log)
+    if why == "finished" and proc.returncode != 0:
+        raise SystemExit(f"the training run failed with exit status {proc.returncode}: see "
+                         f"{out / 'run.log'}")
+    return evals, why, cmd
+
+
+def confirm(run_dir: Path, crossed: list[dict], episodes: int, log) -> None:
+    """Score each crossing's checkpoint over `episodes` protocol episodes (seed 0)."""
+    from agent.evaluate import checkpoint_targets, evaluate
+
+    scored: dict[int, dict] = {}
+    for c in crossed:
+        if c["steps"] is None:
+            continue
+        if c["steps"] not in scored:
+            path = run_dir / "checkpoints" / f"ckpt-{c['steps']:012d}.pt"
+            (r,) = evaluate(checkpoint_targets([path], {}), episodes, CONFIRM_SEED,
+                            EVAL_EPSILON, 0)
+            scored[c["steps"]] = dict(checkpoint=str(path), confirmed_mean=r["mean"],
+                                      confirmed_std=r["std"], confirmed_episodes=r["episodes"])
+            log(f"{path.name}: {r['mean']:.1f} ± {r['std']:.1f} over {r['episodes']} episodes")
+        c.update(scored[c["steps"]], confirmed=scored[c["steps"]]["confirmed_mean"] >= c["target"])
+
+
+def render_png(res: dict, width: int = 1100) -> bytes:
+    """Score vs minutes since the command's start | score vs agent steps; targets dashed."""
+    import numpy as np
+
+    from agent import chart
+
+    evals, s = res["evals"], res["settings"]
+    x_min = max([e["minutes"] for e in evals] + [1e-3])
+    x_steps = max([e["steps"] for e in evals] + [1])
+    by_min = chart.Panel(f"{s['game']}: score vs minutes since `atari-agent train` started")
+    by_steps = chart.Panel(f"{s['game']}: score vs agent steps")
+    y = np.array([e["mean"] for e in evals], float)
+    color = chart.palette(0)
+    by_min.lines.append(chart.Line(color, np.array([e["minutes"] for e in evals], float), y))
+    by_steps.lines.append(chart.Line(color, np.array([e["steps"] for e in evals], float), y))
+    for target in s["targets"]:
+        for panel, x1 in ((by_min, x_min), (by_steps, x_steps)):
+            xs = np.repeat(np.linspace(0, x1, 25), 3).reshape(-1, 3)
+            xs[:, 1] = xs[:, 0] + x1 / 48
+            xs[:, 2] = math.nan
+            ys = np.where(np.isnan(xs), math.nan, target)
+            panel.lines.append(chart.Line(chart.MUTED, xs.ravel(), ys.ravel()))
+    legend = [chart.LegendEntry(f"in-run evaluation ({s['eval_episodes']} episodes)", color),
+              chart.LegendEntry("targets (dashed)", chart.MUTED)]
+    font = chart.Font()
+    lay = chart.layout(width, 2, [e.text for e in legend], font)
+    img = np.full((lay.height, lay.width, 3), 255, np.uint8)
+    title = f"time to skill: {s['game']}, the clock from the command's start"
+    title_px = max(14, round(26 * lay.s))
+    font.draw(img, font.fit(title, title_px, width - 2 * lay.margin),
+              lay.margin + round(10 * lay.s), lay.margin + round(30 * lay.s), title_px)
+    chart.draw_panel(img, font, lay, 0, by_min, (0.0, x_min), "minutes")
+    chart.draw_panel(img, font, lay, 1, by_steps, (0.0, float(x_steps)), "agent steps")
+    chart.draw_legend(img, font, lay, legend)
+    return chart.encode_png(img)
+
+
+def report(res: dict) -> str:
+    s, m = res["settings"], res["machine"]
+    lines = [f"Machine: {benchio.describe_machine(m)}; {benchio.describe_load(m)}.",
+             f"Command: atari-agent {' '.join(res['command'][3:])}",
+             f"Stopped: {res['stopped']} after {res['minutes']:.1f} min; evaluations of "
+             f"{s['eval_episodes']} episodes every {s['eval_every']:,} steps, confirmations of "
+             f"{s['confirm_episodes']} (protocol, seed {CONFIRM_SEED}).", ""]
+    rows = []
+    for c in res["crossings"]:
+        if c["steps"] is None:
+            rows.append((f"{c['target']:g}", "not reached", "-", "-", "-", "-"))
+            continue
+        rows.append((f"{c['target']:g}", f"{c['minutes']:.1f}", f"{c['steps']:,}",
+                     f"{c['in_run_mean']:.1f}",
+                     f"{c['confirmed_mean']:.1f} ± {c['confirmed_std']:.1f}",
+                     "yes" if c["confirmed"] else "NO"))
+    lines += benchio.table(("target", "minutes", "steps", "in-run mean",
+                            f"{s['confirm_episodes']}-episode mean", "confirmed"), rows)
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    train_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    own = argv[:argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--game", default="pong", help="the game (pong)")
+    p.add_argument("--targets", help="mean scores to reach, comma-separated (0,18; quick "
+                                      "-21); the run stops at the highest")
+    p.add_argument("--max-minutes", type=float, default=180.0,
+                   help="stop the run after this many minutes (180)")
+    p.add_argument("--max-steps", type=int, default=10_000_000,
+                   help="the run's --total-steps (10,000,000)")
+    p.add_argument("--eval-every", type=int, default=25_000,
+                   help="agent steps between the run's evaluations (25,000)")
+    p.add_argument("--eval-episodes", type=int, default=10,
+                   help="episodes an evaluation (10)")
+    p.add_argument("--confirm-episodes", type=int, default=30,
+                   help="episodes scoring each crossing's checkpoint afterwards (30)")
+    p.add_argument("--out", default="bench-time-to-skill",
+                   help="directory of the run and results (bench-time-to-skill/)")
+    p.add_argument("--json", metavar="FILE", help="also write results.json here")
+    p.add_argument("--png", metavar="FILE", help="also write curves.png here")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke: Pong to -21 (any agent), 3,000 steps at most, an evaluation "
+                        "every 1,000")
+    args = p.parse_args(own)
+    args.train_args = train_args
+    targets = args.targets
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value if key != "train_args" else [*value, *train_args])
+    if targets is not None or not args.quick:
+        try:
+            args.targets = [float(t) for t in (targets or "0,18").split(",")]
+        except ValueError:
+            p.error(f"--targets must be comma-separated numbers, got {targets!r}")
+    for name in ("max_steps", "eval_every", "eval_episodes", "confirm_episodes"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.max_minutes <= 0:
+        p.error(f"--max-minutes must be positive, got {args.max_minutes:g}")
+    if (Path(args.out) / "run").exists():
+        p.error(f"{Path(args.out) / 'run'} exists (an earlier benchmark): choose another --out "
+                f"or remove it")
+    for path in (args.json, args.png):
+        if path and not Path(path).resolve().parent.is_dir():
+            p.error(f"{path}: its directory does not exist")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM as Ctrl-C: the finally block stops the training run by its pid
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = benchio.progress_log()
+    machine = benchio.machine_info(loadavg_start=benchio.loadavg())
+    t0 = time.time()
+    evals, why, cmd = train(args, out, log)
+    minutes = (time.time() - t0) / 60
+    crossed = crossings(evals, args.targets)
+    import torch
+
+    torch.set_num_threads(1)  # evaluation workers run one thread each
+    confirm(out / "run", crossed, args.confirm_episodes, log)
+    machine["loadavg_end"] = benchio.loadavg()
+    settings = dict(game=args.game, targets=args.targets, eval_every=args.eval_every,
+                    eval_episodes=args.eval_episodes, confirm_episodes=args.confirm_episodes,
+                    max_minutes=args.max_minutes, max_steps=args.max_steps,
+                    train_args=args.train_args, quick=args.quick)
+    res = dict(settings=settings, machine=machine, command=cmd, stopped=why, minutes=minutes,
+               evals=evals, crossings=crossed)
+    from agent.files import atomic_write
+
+    data = (json.dumps(res, indent=1) + "\n").encode()
+    png = render_png(res)
+    for path in filter(None, (out / "results.json", args.json)):
+        atomic_write(Path(path), lambda f: f.write(data))
+    for path in filter(None, (out / "curves.png", args.png)):
+        atomic_write(Path(path), lambda f: f.write(png))
+    print(report(res))
+    print(f"\nResults: {out / 'results.json'}, chart: {out / 'curves.png'}, run: {out / 'run'}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
