@@ -511,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser(
         "plot", help="PNG learning curves of runs",
-        description="Learning curves from RUN_DIR/metrics.jsonl: score, loss, Agree%%, "
+        description="Learning curves from RUN_DIR/metrics.jsonl: score, loss, Agree%, "
         "Q-range, GradNorm, ClipΔ and the greedy button distribution, several runs overlaid.")
     pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     pl.add_argument("--out", metavar="FILE.png",
