@@ -55,10 +55,14 @@ def test_quick_reaches_its_target_stops_the_run_and_confirms(tmp_path):
 
 def test_an_unreached_target_is_reported_and_max_minutes_stops_the_run(tmp_path):
     out = tmp_path / "out"
-    proc = bench("--quick", "--targets=-21,5", "--max-minutes", "0.5", "--out", str(out))
+    # quick's budget with a step cap far away, so that the clock stops the run
+    proc = bench("--targets=-21,5", "--max-minutes", "0.3", "--max-steps", "1000000",
+                 "--eval-every", "1000", "--eval-episodes", "1", "--confirm-episodes", "2",
+                 "--out", str(out), "--", "--learning-starts", "500", "--capacity", "5000",
+                 "--threads", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
-    assert res["stopped"] == "max_minutes" and 0.5 <= res["minutes"] < 5
+    assert res["stopped"] == "max_minutes" and 0.3 <= res["minutes"] < 5
     low, high = res["crossings"]
     assert high["target"] == 5 and high["steps"] is None and "confirmed" not in high
     assert "| 5 | not reached |" in proc.stdout
