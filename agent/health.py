@@ -33,6 +33,7 @@ class HealthMonitor:
                  run_dir: Path, rng: np.random.Generator, same: np.ndarray | None = None):
         """`same[a]`: the number of action a's ALE action (ActionSet.outputs()), so that Agree%
         counts a twin that presses the same ALE action as agreeing; None: every action apart."""
+        same = np.arange(len(buttons)) if same is None else np.asarray(same, np.int64)
         self.config = config
         self.learner, self.replay, self.buttons = learner, replay, buttons
         self.same = same
@@ -71,8 +72,7 @@ class HealthMonitor:
             self.pending = []
         batch = self.sample(self.config.run.diag_batch)
         greedy = self.learner.q_values(batch.obs).argmax(dim=1).cpu().numpy()
-        same = (lambda a: a) if self.same is None else (lambda a: self.same[a])
-        m["agree"] = agreement(same(greedy), same(np.asarray(batch.action, np.int64)))
+        m["agree"] = agreement(self.same[greedy], self.same[np.asarray(batch.action, np.int64)])
         m["greedy_dist"] = button_distribution(greedy, self.buttons)
         m["replay_dist"] = button_distribution(batch.action, self.buttons)
         q = self.learner.q_values(self.probe)

@@ -18,6 +18,16 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (its default, one per core, slows many times over on
+    a shared machine), restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """A 400-step Phoenix run (documented actions) with checkpoints at steps 200 and 400."""

@@ -24,12 +24,7 @@ STACK, HW, ACTIONS = 2, 36, 4
 LR = 2.0**-12  # exact in float32: a float learning rate and a float32 tensor one step alike
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_batch(seed: int, n: int = 8, channels_last: bool = False, big: bool = False):

@@ -21,13 +21,7 @@ from agent.network import QNetwork
 from agent.policy import load_agent
 from agent.train import Trainer, check_resume
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_the_documented_set_numbers_its_distinct_ale_actions():
