@@ -1,0 +1,308 @@
+"""The seed's collapse, reproduced and caught (issue 16): the same game trained twice, side by
+side, with (a) the defaults and (b) the broken configuration of the system we learn from:
+gradient-norm clipping off, TD-target clipping off, a learning rate 10x the default's. What the
+seed watched is reported for both over time (Agree%, loss, Q range, ClipΔ), with the watchdog's
+events (divergence, roll-back, halt), the periodic evaluations (the protocol) and the seed's
+success indicators for (a).
+
+Run from the repository root (the package installed):
+
+    python scripts/study_collapse.py                    # Pong, 300,000 steps each (~1 h here)
+    python scripts/study_collapse.py --quick            # smoke: a minute or two
+
+What runs: two `atari-agent train --game GAME --total-steps N --threads T --checkpoint-every C
+--eval-every E --eval-episodes K --runs-dir OUT --name a-defaults` processes at once (b-broken
+adds `--max-grad-norm 0 --td-clip 0 --lr 10*default`), then whatever follows `--`, for both.
+Checkpoints come often (every C steps) so that a roll-back has a recent healthy checkpoint to
+return to. A run already finished in OUT is reused as it is; one cut short continues with
+`--resume` (so a stopped study goes on). Ctrl-C stops both runs by their pids (they save).
+
+Output in --out (default study-collapse/): a-defaults/ and b-broken/ (the runs: `atari-agent
+plot`, `play` and `evaluate` read them), a.log and b.log (their terminal output), results.json
+(the commands, per run the diagnostics over time, events, evaluations and indicators) and
+collapse.png (`atari-agent plot` of both runs). A table at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchio  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ("a-defaults", "b-broken")
+STOP_GRACE_S = 300.0  # a stopped run saves its checkpoint first
+TABLE_ROWS = 12  # diagnostics rows in the printed table, evenly spaced over the run
+QUICK = dict(steps=3_000, report_seconds=1.0, checkpoint_every=1_000, eval_every=1_500,
+             eval_episodes=1,
+             train_args=["--learning-starts", "500", "--capacity", "5000", "--envs", "1",
+                         "--check-every", "50"])
+
+
+def broken_args(lr_factor: float) -> list[str]:
+    """The seed's broken configuration: no gradient clip, no TD-target clip, lr x factor."""
+    from agent.config import LearnerConfig
+
+    return ["--max-grad-norm", "0", "--td-clip", "0", "--lr", f"{LearnerConfig().lr * lr_factor:g}"]
+
+
+def train_command(args, out: Path, name: str) -> list[str]:
+    run_dir = out / name
+    if _state(run_dir) is not None:
+        start = ["--resume", str(run_dir)]  # flags below match the saved config
+    else:
+        start = ["--runs-dir", str(out), "--name", name]
+    return [sys.executable, "-m", "agent", "train", *start, "--game", args.game,
+            "--total-steps", str(args.steps), "--threads", str(args.threads),
+            "--checkpoint-every", str(args.checkpoint_every), "--eval-every",
+            str(args.eval_every), "--eval-episodes", str(args.eval_episodes),
+            "--report-seconds", f"{args.report_seconds:g}",
+            *(broken_args(args.lr_factor) if name == RUNS[1] else []),
+            *args.train_args]
+
+
+def _state(run_dir: Path) -> str | None:
+    """The run's state from status.json ("finished", "interrupted", ...) when it has
+    checkpoints; None for a run not started."""
+    try:
+        status = json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not any((run_dir / "checkpoints").glob("ckpt-*.pt")) and status.get("state") != "finished":
+        return None
+    return status.get("state")
+
+
+def _check_same(args, run_dir: Path) -> None:
+    """A finished run is reused only for the same game and budget."""
+    import tomllib
+
+    config = tomllib.loads((run_dir / "config.toml").read_text())
+    have = (config["env"]["game"], config["run"]["total_steps"])
+    if have != (args.game, args.steps):
+        raise SystemExit(f"{run_dir} is a finished run of {have[0]} for {have[1]:,} steps, not "
+                         f"{args.game} for {args.steps:,}: choose another --out or remove it")
+
+
+def stop(procs: dict[str, subprocess.Popen], log) -> None:
+    """Stop the runs still going as Ctrl-C does (SIGINT to each pid: they save and exit)."""
+    for name, proc in procs.items():
+        if proc.poll() is None:
+            log(f"stopping {name} (SIGINT to pid {proc.pid})")
+            proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for name, proc in procs.items():
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log(f"{name} did not exit within {STOP_GRACE_S:.0f} s: killing pid {proc.pid}")
+            proc.kill()
+            proc.wait()
+
+
+def train(args, out: Path, log) -> dict[str, list[str]]:
+    """Both runs to their end (at once); the commands run (empty for a reused run)."""
+    commands: dict[str, list[str]] = {}
+    procs: dict[str, subprocess.Popen] = {}
+    logs = []
+    try:
+        for name in RUNS:
+            if _state(out / name) == "finished":
+                _check_same(args, out / name)
+                log(f"{name}: finished in an earlier run of this script, reused")
+                commands[name] = []
+                continue
+            cmd = commands[name] = train_command(args, out, name)
+            log(f"{name}: " + " ".join(cmd[2:]))
+            logs.append(open(out / f"{name[0]}.log", "a"))
+            procs[name] = subprocess.Popen(cmd, cwd=ROOT, stdout=logs[-1],
+                                           stderr=subprocess.STDOUT)
+        for name, proc in procs.items():
+            proc.wait()
+            log(f"{name}: exit status {proc.returncode}")
+    finally:
+        stop(procs, log)
+        for f in logs:
+            f.close()
+    failed = [f"{n} (exit status {p.returncode}, see {out / (n[0] + '.log')})"
+              for n, p in procs.items() if p.returncode != 0]
+    if failed:
+        raise SystemExit("training failed: " + "; ".join(failed))
+    return commands
+
+
+# ---------------------------------------------------------------------------- the summary
+def _finite(values) -> list[float]:
+    return [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+
+
+def random_agreement(config: dict) -> float:
+    """Agree% of a fixed greedy action against uniformly random replay actions: 100 / the
+    number of distinct ALE actions (twins count as one, as Agree% counts them)."""
+    from agent.games import action_set
+
+    env = config["env"]
+    return 100.0 / len(set(action_set(env["game"], env["action_set"]).outputs()))
+
+
+def summarize(run_dir: Path) -> dict:
+    """What the seed watched, from the run's metrics.jsonl and config.toml."""
+    import tomllib
+
+    from agent.plot import load_metrics
+
+    rows, events = load_metrics(run_dir)
+    config = tomllib.loads((run_dir / "config.toml").read_text())
+    rows = [r for r in rows if r.get("loss") is not None]  # learner rows (after a check)
+    rows = list({r["steps"]: r for r in rows}.values())  # a final repeat row once
+    keys = ("steps", "agree", "loss", "q_min", "q_max", "grad_norm", "clip_delta", "epsilon")
+    series = [{k: r.get(k) for k in keys} for r in rows]
+    agree = _finite(r["agree"] for r in series)
+    loss = _finite(r["loss"] for r in series)
+    q = _finite([r["q_min"] for r in series] + [r["q_max"] for r in series])
+    clip = _finite(r["clip_delta"] for r in series)
+    random = random_agreement(config)
+    top = max(agree, default=float("nan"))
+    watchdog = [{k: e.get(k) for k in ("event", "steps", "reasons", "action", "rollback_to",
+                                       "checkpoint_steps", "message")}
+                for e in events if e.get("event") in ("divergence", "rollback", "halt")]
+    evals = [{k: e[k] for k in ("steps", "mean", "std", "episodes")}
+             for e in events if e.get("event") == "eval"]
+    limits = config["watchdog"]
+    indicators = {
+        # the seed's success indicators for a healthy run
+        "agree_rises": bool(agree) and top >= 2 * random,
+        "agree_holds": bool(agree) and agree[-1] >= top - limits["agree_drop"],
+        "loss_bounded": bool(loss) and max(loss) <= limits["loss_factor"] * _median(loss),
+        "q_under_100": bool(q) and max(abs(v) for v in q) < 100,
+        "clip_delta_below_1_sometimes": any(c < 1 for c in clip),
+    }
+    return dict(
+        run=run_dir.name, learner={k: config["learner"][k] for k in
+                                   ("lr", "max_grad_norm", "td_clip", "n_step", "double_dqn")},
+        steps=series[-1]["steps"] if series else 0, random_agree=random,
+        agree=dict(first=agree[0] if agree else None, max=top if agree else None,
+                   last=agree[-1] if agree else None),
+        loss=dict(median=_median(loss), max=max(loss, default=None)),
+        q=dict(min=min(q, default=None), max=max(q, default=None)),
+        clip_delta=dict(min=min(clip, default=None),
+                        below_1=sum(c < 1 for c in clip) / len(clip) if clip else None),
+        grad_norm_max=max(_finite(r["grad_norm"] for r in series), default=None),
+        watchdog=watchdog, evals=evals, indicators=indicators, series=series)
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return (s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2
+
+
+def _cell(x, spec=".3g") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def report(res: dict) -> str:
+    lines = []
+    for s in res["runs"]:
+        lines += ["", f"## {s['run']}: lr {s['learner']['lr']:g}, max_grad_norm "
+                  f"{s['learner']['max_grad_norm']:g}, td_clip {s['learner']['td_clip']:g} "
+                  f"({s['steps']:,} steps)", ""]
+        n = len(s["series"])
+        pick = sorted({round(i * (n - 1) / (TABLE_ROWS - 1)) for i in range(TABLE_ROWS)} if n
+                      else set())
+        lines += benchio.table(
+            ("steps", "Agree%", "loss", "Q min", "Q max", "GradNorm", "ClipΔ"),
+            ((f"{r['steps']:,}", _cell(r["agree"], ".1f"), _cell(r["loss"]), _cell(r["q_min"]),
+              _cell(r["q_max"]), _cell(r["grad_norm"]), _cell(r["clip_delta"], ".2f"))
+             for r in (s["series"][i] for i in pick)), "rrrrrrr")
+        lines += ["", "evaluations (protocol): " + (", ".join(
+            f"{e['steps']:,}: {e['mean']:.1f} ± {e['std']:.1f}" for e in s["evals"]) or "none")]
+        lines += ["watchdog: " + ("; ".join(e["message"] for e in s["watchdog"]) or "no event")]
+        lines += [f"Agree% random level {s['random_agree']:.1f}; indicators: " + ", ".join(
+            f"{k} {'yes' if v else 'NO'}" for k, v in s["indicators"].items())]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    train_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    own = argv[:argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--game", default="pong", help="the game (pong)")
+    p.add_argument("--steps", type=int, default=300_000, help="agent steps a run (300,000)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads a run (1: the two runs share the cores)")
+    p.add_argument("--checkpoint-every", type=int, default=10_000,
+                   help="agent steps between checkpoints (10,000): roll-back targets")
+    p.add_argument("--eval-every", type=int, default=50_000,
+                   help="agent steps between protocol evaluations (50,000)")
+    p.add_argument("--eval-episodes", type=int, default=10, help="episodes an evaluation (10)")
+    p.add_argument("--report-seconds", type=float, default=60.0,
+                   help="seconds between a run's diagnostics rows (60)")
+    p.add_argument("--lr-factor", type=float, default=10.0,
+                   help="(b)'s learning rate over the default's (10)")
+    p.add_argument("--out", default="study-collapse", help="directory (study-collapse/)")
+    p.add_argument("--json", metavar="FILE", help="also write results.json here")
+    p.add_argument("--png", metavar="FILE", help="also write collapse.png here")
+    p.add_argument("--quick", action="store_true", help="smoke: 3,000 steps a run")
+    args = p.parse_args(own)
+    args.train_args = train_args
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value if key != "train_args" else [*value, *train_args])
+    for name in ("steps", "threads", "checkpoint_every", "eval_every", "eval_episodes"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not args.report_seconds > 0:
+        p.error(f"--report-seconds must be positive, got {args.report_seconds:g}")
+    if not args.lr_factor > 0:
+        p.error(f"--lr-factor must be positive, got {args.lr_factor:g}")
+    for path in (args.json, args.png):
+        if path and not Path(path).resolve().parent.is_dir():
+            p.error(f"{path}: its directory does not exist")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM as Ctrl-C: the finally block stops the runs by their pids
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = benchio.progress_log()
+    machine = benchio.machine_info(loadavg_start=benchio.loadavg())
+    commands = train(args, out, log)
+    machine["loadavg_end"] = benchio.loadavg()
+    from agent.files import atomic_write
+    from agent.plot import plot_runs
+
+    res = dict(settings=dict(game=args.game, steps=args.steps, threads=args.threads,
+                             checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
+                             eval_episodes=args.eval_episodes, lr_factor=args.lr_factor,
+                             train_args=args.train_args, quick=args.quick),
+               machine=machine, commands=commands,
+               runs=[summarize(out / name) for name in RUNS])
+    data = (json.dumps(res, indent=1) + "\n").encode()
+    for path in filter(None, (out / "results.json", args.json)):
+        atomic_write(Path(path), lambda f: f.write(data))
+    for path in filter(None, (out / "collapse.png", args.png)):
+        plot_runs([out / name for name in RUNS], Path(path),
+                  title=f"{args.game}: (a) defaults vs (b) no clips, lr x{args.lr_factor:g}")
+    print(report(res))
+    print(f"\nResults: {out / 'results.json'}, chart: {out / 'collapse.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
