@@ -40,6 +40,14 @@ def button_distribution(actions: np.ndarray, buttons: np.ndarray) -> dict[str, f
     return {k: float(c) / total for k, c in zip(BUTTON_KEYS, counts, strict=True)}
 
 
+def format_buttons(shares: dict | None) -> str:
+    """A button distribution as "n/Z/F/FZ" percents, e.g. "40/5/50/5"; "-" when there is
+    none (before the first health check, or a result saved before buttons were counted)."""
+    if not shares:
+        return "-"
+    return "/".join(f"{100 * shares[k]:.0f}" for k in BUTTON_KEYS)
+
+
 def agreement(greedy: np.ndarray, stored: np.ndarray) -> float:
     """Agree%: percent of transitions whose stored action is the greedy action now."""
     return 100.0 * float(np.mean(np.asarray(greedy) == np.asarray(stored)))

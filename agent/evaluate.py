@@ -24,6 +24,7 @@ from pathlib import Path
 from agent import files, sigint
 from agent.checkpoint import CheckpointStore
 from agent.config import EnvConfig, from_dict
+from agent.diagnostics import format_buttons
 from agent.outputs import check_output
 from agent.protocol import Episode, episode_streams, play_episode, protocol_config, summarize
 from agent.references import human_normalized
@@ -316,13 +317,14 @@ def ranked(results: list[dict]) -> list[dict]:
 def table(results: list[dict]) -> str:
     # "episodes" in full: "eps" reads as epsilon, which the protocol line reports
     rows = [("#", "policy", "game", "steps", "episodes", "mean ± std", "median", "min", "max",
-             "length", "HNS %")]
+             "length", "HNS %", "buttons n/Z/F/FZ %")]
     for i, r in enumerate(ranked(results), 1):
         rows.append((str(i), r["label"], r["game"],
                      "-" if r["training_steps"] is None else f"{r['training_steps']:,}",
                      str(r["episodes"]), f"{r['mean']:,.1f} ± {r['std']:,.1f}",
                      f"{r['median']:,.1f}", f"{r['min']:,.0f}", f"{r['max']:,.0f}",
-                     f"{r['mean_length']:,.0f}", "-" if r["hns"] is None else f"{r['hns']:.1f}"))
+                     f"{r['mean_length']:,.0f}", "-" if r["hns"] is None else f"{r['hns']:.1f}",
+                     format_buttons(r.get("buttons"))))
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
     left = {1, 2}
     lines = ["  ".join(cell.ljust(w) if c in left else cell.rjust(w)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.config import EnvConfig
+from agent.diagnostics import BUTTON_KEYS
 
 PROTOCOL = {"repeat_action_probability": 0.25, "terminal_on_life_loss": False,
             "max_frames": 108_000, "noop_max": 30}
@@ -39,6 +40,10 @@ class Episode:
     """Agent steps."""
     truncated: bool = False
     """Ended by the frame cap rather than by game over."""
+    buttons: tuple[int, ...] = (0, 0, 0, 0)
+    """Agent steps that pressed each documented button combination (noop, ZAP, FIRE,
+    FIRE+ZAP; epsilon's random draws included): how much a policy leans on ZAP, e.g. Phoenix's
+    shield, which freezes the ship while it is up."""
 
 
 def episode_streams(seed: int, index: int) -> tuple[int, np.random.Generator]:
@@ -51,15 +56,19 @@ def play_episode(env, act: Callable[[np.ndarray], int] | None, rng: np.random.Ge
                  epsilon: float) -> Episode:
     """One whole episode on a fresh `env`; `act(stack) -> action`, None for a random policy."""
     n = len(env.actions)
+    button_of = env.actions.buttons
+    pressed = [0] * len(BUTTON_KEYS)
     obs = env.reset()
     while True:
         if act is None or rng.random() < epsilon:
             action = int(rng.integers(n))
         else:
             action = act(obs)
+        pressed[button_of[action]] += 1
         s = env.step(action)
         if s.terminated or s.truncated:
-            return Episode(float(env.episode_score), int(env.episode_steps), bool(s.truncated))
+            return Episode(float(env.episode_score), int(env.episode_steps), bool(s.truncated),
+                           tuple(pressed))
 
 
 def run_episodes(make_env: Callable, act: Callable[[np.ndarray], int] | None, episodes: int,
@@ -78,10 +87,14 @@ def run_episodes(make_env: Callable, act: Callable[[np.ndarray], int] | None, ep
 
 
 def summarize(episodes: list[Episode]) -> dict:
-    """Score statistics of `episodes` (at least one): count, mean, std, median, min, max and
-    mean length in agent steps."""
+    """Score statistics of `episodes` (at least one): count, mean, std, median, min, max, mean
+    length in agent steps, and the share of all their steps that pressed each button
+    combination (`buttons`, keyed as the training rows' distributions)."""
     scores = np.array([e.score for e in episodes], np.float64)
+    pressed = np.sum([e.buttons for e in episodes], axis=0, dtype=np.float64)
     return {"episodes": len(episodes), "mean": float(scores.mean()), "std": float(scores.std()),
             "median": float(np.median(scores)), "min": float(scores.min()),
             "max": float(scores.max()),
-            "mean_length": float(np.mean([e.length for e in episodes]))}
+            "mean_length": float(np.mean([e.length for e in episodes])),
+            "buttons": dict(zip(BUTTON_KEYS, (pressed / max(pressed.sum(), 1.0)).tolist(),
+                                strict=True))}

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from agent.diagnostics import BUTTON_KEYS
+from agent.diagnostics import format_buttons
 from agent.tensorboard import EventWriter
 
 ROW_KEYS = ("time", "steps", "updates", "sps", "epsilon", "episodes", "score_mean100", "loss",
@@ -38,8 +38,8 @@ _COLUMNS = (  # header, width, formatter of the row
     ("Score100", 9, lambda r: _num(r["score_mean100"], ".1f")),
     ("Loss", 8, lambda r: _num(r["loss"], ".4f")),
     ("Agree%", 6, lambda r: _num(r["agree"], ".1f")),
-    ("Greedy n/Z/F/FZ %", 17, lambda r: _dist(r["greedy_dist"])),
-    ("Replay n/Z/F/FZ %", 17, lambda r: _dist(r["replay_dist"])),
+    ("Greedy n/Z/F/FZ %", 17, lambda r: format_buttons(r["greedy_dist"])),
+    ("Replay n/Z/F/FZ %", 17, lambda r: format_buttons(r["replay_dist"])),
     ("Q min/mean/max", 20, lambda r: "-" if r["q_min"] is None else
      f"{r['q_min']:.2f}/{r['q_mean']:.2f}/{r['q_max']:.2f}"),
     ("GradNorm", 8, lambda r: _num(r["grad_norm"], ".3g")),
@@ -59,12 +59,6 @@ def _num(v, spec: str) -> str:
     if v is None:
         return "-"
     return f"{v:{spec}}" if math.isfinite(v) else str(v)
-
-
-def _dist(d: dict | None) -> str:
-    if d is None:
-        return "-"
-    return "/".join(f"{100 * d[k]:.0f}" for k in BUTTON_KEYS)
 
 
 def header() -> str:

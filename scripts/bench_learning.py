@@ -79,7 +79,9 @@ game (score vs agent steps, score vs training wall-clock minutes), one line per 
 the random policy's mean as a dashed grey line; --json and --png write copies. Run directories:
 OUT/<game>/<side>-seed<seed>/ (ours: a run directory `atari-agent plot` reads, checkpoints/;
 sb3: model-<steps>.zip). The replay snapshots needed to resume are deleted once a run is done.
-At the end a table: side, game, seed, steps, wall minutes, mean +- std.
+At the end a table: side, game, seed, steps, wall minutes, mean +- std. A point in
+results.json also keeps its episodes' scores and `buttons`: the shares of their agent steps
+that pressed noop, ZAP, FIRE, FIRE+ZAP (how much a policy leans on ZAP, e.g. Phoenix's shield).
 
 Merge. `--merge DIR,DIR --out OUT` trains nothing: it overlays finished (or running)
 benchmarks whose settings differ only in games, seeds, sides, --action-set or --shared-outputs
@@ -559,15 +561,13 @@ def eval_point(side: str, game: str, seed: int, run_dir: Path, entry: dict, s: d
 
         (r,) = evaluate(checkpoint_targets([path], {}), s["eval_episodes"], EVAL_SEED,
                         EVAL_EPSILON, workers)
-        mean, std, scores = r["mean"], r["std"], r["scores"]
     else:
         episodes = eval_sb3(path, protocol_env(s, game), s["eval_episodes"], workers)
-        summary = summarize(episodes)
-        mean, std, scores = summary["mean"], summary["std"], [e.score for e in episodes]
+        r = {**summarize(episodes), "scores": [e.score for e in episodes]}
     return dict(side=side, game=game, action_set=s["action_set"],
                 shared_outputs=s.get("shared_outputs", False), seed=seed,
-                steps=entry["steps"], wall_s=entry["wall_s"], mean=mean, std=std,
-                episodes=len(scores), scores=scores)
+                steps=entry["steps"], wall_s=entry["wall_s"], mean=r["mean"], std=r["std"],
+                episodes=len(r["scores"]), scores=r["scores"], buttons=r["buttons"])
 
 
 def eval_random(game: str, s: dict, workers: int) -> dict:

@@ -129,6 +129,7 @@ def check_complete(result: dict, stdout: str, tmp_path) -> None:
             assert math.isfinite(p["mean"]) and math.isfinite(p["std"]) and p["mean"] >= 0
             assert p["mean"] == pytest.approx(np.mean(p["scores"]))
             assert p["std"] == pytest.approx(np.std(p["scores"]))
+            assert sum(p["buttons"].values()) == pytest.approx(1.0)  # each side's presses
     (random,) = result["random"]
     assert random["game"] == "breakout" and random["episodes"] == 2
     assert math.isfinite(random["mean"]) and random["mean"] >= 0

@@ -27,7 +27,7 @@ CKPT_200 = "checkpoints/ckpt-000000000200.pt"
 CKPT_400 = "checkpoints/ckpt-000000000400.pt"
 JSON_KEYS = {"checkpoint", "label", "policy", "game", "training_steps", "episodes", "mean", "std",
              "median", "min", "max", "mean_length", "hns", "truncated", "scores", "lengths",
-             "protocol"}
+             "buttons", "protocol"}
 """The keys of each `--json` result: scripts read them, so they change only on purpose."""
 PROTOCOL_KEYS = {"repeat_action_probability", "terminal_on_life_loss", "max_frames",
                  "noop_max", "frameskip", "action_set", "epsilon", "score", "seed"}
@@ -45,6 +45,8 @@ def test_a_run_directory_to_json_beside_the_random_baseline(trained_run, tmp_pat
         assert r["game"] == "phoenix" and r["episodes"] == 2 and len(r["scores"]) == 2
         assert r["min"] <= r["median"] <= r["max"] and r["mean_length"] > 0
         assert r["hns"] == pytest.approx(human_normalized("phoenix", r["mean"]))
+        assert list(r["buttons"]) == ["noop", "ZAP", "FIRE", "FIRE+ZAP"]
+        assert sum(r["buttons"].values()) == pytest.approx(1.0)
         p = r["protocol"]
         assert (p["repeat_action_probability"], p["terminal_on_life_loss"], p["max_frames"],
                 p["noop_max"], p["seed"]) == (0.25, False, 108_000, 30, 0)
@@ -61,6 +63,29 @@ def test_a_run_directory_to_json_beside_the_random_baseline(trained_run, tmp_pat
     assert len(rows) == 3 and "random (documented actions)" in printed
     assert "ckpt-000000000400.pt" in printed and "sticky actions 0.25" in printed
     assert "epsilon 0.001 (random policy: 1.0)" in printed
+    assert "buttons n/Z/F/FZ %" in printed
+
+
+def test_an_episode_counts_the_buttons_its_policy_pressed():
+    """What evaluation reports about ZAP (Phoenix's shield): every agent step's button."""
+    from agent.config import EnvConfig
+    from agent.env import AtariEnv
+    from agent.protocol import protocol_config, run_episodes, summarize
+
+    config = protocol_config(EnvConfig(game="phoenix"), max_frames=3_000)
+
+    def make_env(seed):
+        return AtariEnv(config, seed)
+
+    shield = run_episodes(make_env, lambda obs: 1, 1, seed=0, epsilon=0.0)  # noop+ZAP only
+    (e,) = shield
+    assert e.buttons == (0, e.length, 0, 0) and e.length > 0
+    assert summarize(shield)["buttons"] == {"noop": 0.0, "ZAP": 1.0, "FIRE": 0.0,
+                                            "FIRE+ZAP": 0.0}
+    random = run_episodes(make_env, None, 2, seed=0, epsilon=1.0)
+    assert [sum(e.buttons) for e in random] == [e.length for e in random]
+    shares = summarize(random)["buttons"]
+    assert all(0.15 < v < 0.35 for v in shares.values()), shares  # uniform over 4 buttons
 
 
 def test_results_depend_on_the_seed_not_on_the_workers(trained_run):
@@ -70,6 +95,7 @@ def test_results_depend_on_the_seed_not_on_the_workers(trained_run):
     parallel = ev.evaluate(targets, episodes=3, seed=7, workers=2)
     assert [r["scores"] for r in serial] == [r["scores"] for r in parallel]
     assert [r["lengths"] for r in serial] == [r["lengths"] for r in parallel]
+    assert [r["buttons"] for r in serial] == [r["buttons"] for r in parallel]
     other = ev.evaluate(targets[1:], episodes=3, seed=8, workers=1)
     assert other[0]["lengths"] != serial[1]["lengths"]
 
@@ -115,9 +141,11 @@ def test_table_ranks_best_first_within_each_game():
 
     results = [result("pong", -20.0, "a"), result("breakout", 3.0, "b"),
                result("pong", 5.0, "c"), result("breakout", 30.5, "d")]
+    results[3]["buttons"] = {"noop": 0.4, "ZAP": 0.05, "FIRE": 0.5, "FIRE+ZAP": 0.05}
     assert [r["label"] for r in ev.ranked(results)] == ["c", "a", "d", "b"]
     lines = ev.table(results).splitlines()
-    assert lines[2].split()[:3] == ["1", "c", "pong"] and lines[4].endswith("100.0")
+    assert lines[2].split()[:3] == ["1", "c", "pong"] and lines[2].endswith(" -")
+    assert lines[4].split()[-2:] == ["100.0", "40/5/50/5"]  # HNS %, buttons n/Z/F/FZ %
     # "eps" read as epsilon: the episode count's column says what it is
     header = lines[0].split()
     assert "episodes" in header and "eps" not in header
