@@ -12,15 +12,16 @@ Run from the repository root (the package installed):
 
 What runs: two `atari-agent train --game GAME --total-steps N --threads T --checkpoint-every C
 --eval-every E --eval-episodes K --runs-dir OUT --name a-defaults` processes at once (b-broken
-adds `--max-grad-norm 0 --td-clip 0 --lr 10*default`), then whatever follows `--`, for both.
+adds `--max-grad-norm 0 --td-clip 0 --lr 10*default`; with --mse a third, c-broken-mse, is
+b-broken with a squared-error loss: `--huber-delta 1e9`), then whatever follows `--`, for all.
 Checkpoints come often (every C steps) so that a roll-back has a recent healthy checkpoint to
 return to. A run already finished in OUT is reused as it is; one cut short continues with
-`--resume` (so a stopped study goes on). Ctrl-C stops both runs by their pids (they save).
+`--resume` (so a stopped study goes on). Ctrl-C stops the runs by their pids (they save).
 
-Output in --out (default study-collapse/): a-defaults/ and b-broken/ (the runs: `atari-agent
-plot`, `play` and `evaluate` read them), a.log and b.log (their terminal output), results.json
-(the commands, per run the diagnostics over time, events, evaluations and indicators) and
-collapse.png (`atari-agent plot` of both runs). A table at the end.
+Output in --out (default study-collapse/): a-defaults/, b-broken/, c-broken-mse/ (the runs:
+`atari-agent plot`, `play` and `evaluate` read them), a.log, b.log, c.log (their output),
+results.json (the commands, per run the diagnostics over time, events, evaluations and
+indicators) and collapse.png (`atari-agent plot` of the runs). A table at the end.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import benchio  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ("a-defaults", "b-broken")
+MSE_RUN = "c-broken-mse"
 STOP_GRACE_S = 300.0  # a stopped run saves its checkpoint first
 TABLE_ROWS = 12  # diagnostics rows in the printed table, evenly spaced over the run
 QUICK = dict(steps=3_000, report_seconds=1.0, checkpoint_every=1_000, eval_every=1_500,
@@ -48,11 +50,19 @@ QUICK = dict(steps=3_000, report_seconds=1.0, checkpoint_every=1_000, eval_every
                          "--check-every", "50"])
 
 
-def broken_args(lr_factor: float) -> list[str]:
-    """The seed's broken configuration: no gradient clip, no TD-target clip, lr x factor."""
+def run_args(name: str, lr_factor: float) -> list[str]:
+    """What a run changes from the defaults. (b) the seed's broken configuration: no gradient
+    clip, no TD-target clip, lr x factor; (c) the same with a squared-error loss (a Huber
+    threshold far above any TD error) instead of Huber's."""
     from agent.config import LearnerConfig
 
-    return ["--max-grad-norm", "0", "--td-clip", "0", "--lr", f"{LearnerConfig().lr * lr_factor:g}"]
+    broken = ["--max-grad-norm", "0", "--td-clip", "0",
+              "--lr", f"{LearnerConfig().lr * lr_factor:g}"]
+    return {RUNS[0]: [], RUNS[1]: broken, MSE_RUN: [*broken, "--huber-delta", "1e9"]}[name]
+
+
+def run_names(args) -> tuple[str, ...]:
+    return (*RUNS, MSE_RUN) if args.mse else RUNS
 
 
 def train_command(args, out: Path, name: str) -> list[str]:
@@ -66,7 +76,7 @@ def train_command(args, out: Path, name: str) -> list[str]:
             "--checkpoint-every", str(args.checkpoint_every), "--eval-every",
             str(args.eval_every), "--eval-episodes", str(args.eval_episodes),
             "--report-seconds", f"{args.report_seconds:g}",
-            *(broken_args(args.lr_factor) if name == RUNS[1] else []),
+            *run_args(name, args.lr_factor),
             *args.train_args]
 
 
@@ -115,7 +125,7 @@ def train(args, out: Path, log) -> dict[str, list[str]]:
     procs: dict[str, subprocess.Popen] = {}
     logs = []
     try:
-        for name in RUNS:
+        for name in run_names(args):
             if _state(out / name) == "finished":
                 _check_same(args, out / name)
                 log(f"{name}: finished in an earlier run of this script, reused")
@@ -188,7 +198,8 @@ def summarize(run_dir: Path) -> dict:
     }
     return dict(
         run=run_dir.name, learner={k: config["learner"][k] for k in
-                                   ("lr", "max_grad_norm", "td_clip", "n_step", "double_dqn")},
+                                   ("lr", "max_grad_norm", "td_clip", "huber_delta", "n_step",
+                                    "double_dqn")},
         steps=series[-1]["steps"] if series else 0, random_agree=random,
         agree=dict(first=agree[0] if agree else None, max=top if agree else None,
                    last=agree[-1] if agree else None),
@@ -215,7 +226,8 @@ def report(res: dict) -> str:
     lines = []
     for s in res["runs"]:
         lines += ["", f"## {s['run']}: lr {s['learner']['lr']:g}, max_grad_norm "
-                  f"{s['learner']['max_grad_norm']:g}, td_clip {s['learner']['td_clip']:g} "
+                  f"{s['learner']['max_grad_norm']:g}, td_clip {s['learner']['td_clip']:g}, "
+                  f"huber_delta {s['learner']['huber_delta']:g} "
                   f"({s['steps']:,} steps)", ""]
         n = len(s["series"])
         pick = sorted({round(i * (n - 1) / (TABLE_ROWS - 1)) for i in range(TABLE_ROWS)} if n
@@ -251,6 +263,8 @@ def parse_args(argv: list[str] | None):
                    help="seconds between a run's diagnostics rows (60)")
     p.add_argument("--lr-factor", type=float, default=10.0,
                    help="(b)'s learning rate over the default's (10)")
+    p.add_argument("--mse", action="store_true",
+                   help="also (c): (b) with a squared-error loss instead of Huber's")
     p.add_argument("--out", default="study-collapse", help="directory (study-collapse/)")
     p.add_argument("--json", metavar="FILE", help="also write results.json here")
     p.add_argument("--png", metavar="FILE", help="also write collapse.png here")
@@ -291,13 +305,14 @@ def main(argv: list[str] | None = None) -> int:
                              eval_episodes=args.eval_episodes, lr_factor=args.lr_factor,
                              train_args=args.train_args, quick=args.quick),
                machine=machine, commands=commands,
-               runs=[summarize(out / name) for name in RUNS])
+               runs=[summarize(out / name) for name in run_names(args)])
     data = (json.dumps(res, indent=1) + "\n").encode()
     for path in filter(None, (out / "results.json", args.json)):
         atomic_write(Path(path), lambda f: f.write(data))
     for path in filter(None, (out / "collapse.png", args.png)):
-        plot_runs([out / name for name in RUNS], Path(path),
-                  title=f"{args.game}: (a) defaults vs (b) no clips, lr x{args.lr_factor:g}")
+        plot_runs([out / name for name in run_names(args)], Path(path),
+                  title=f"{args.game}: (a) defaults vs (b) no clips, lr x{args.lr_factor:g}"
+                  + (", (c) (b) with squared error" if args.mse else ""))
     print(report(res))
     print(f"\nResults: {out / 'results.json'}, chart: {out / 'collapse.png'}")
     return 0

@@ -37,19 +37,22 @@ def alive(pid: int) -> bool:
 
 def test_quick_trains_both_configurations_and_a_finished_study_is_reused(tmp_path):
     out = tmp_path / "out"
-    proc = study("--quick", "--out", str(out))
+    proc = study("--quick", "--mse", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
-    a, b = res["runs"]
-    assert (a["run"], b["run"]) == ("a-defaults", "b-broken")
+    a, b, c = res["runs"]
+    assert (a["run"], b["run"], c["run"]) == ("a-defaults", "b-broken", "c-broken-mse")
     # (b) is the seed's configuration: no clips, 10x the default learning rate
     assert (a["learner"]["lr"], a["learner"]["max_grad_norm"], a["learner"]["td_clip"]) == (
         1e-4, 10.0, 50.0)
     assert (b["learner"]["lr"], b["learner"]["max_grad_norm"], b["learner"]["td_clip"]) == (
         1e-3, 0.0, 0.0)
+    assert (a["learner"]["huber_delta"], b["learner"]["huber_delta"]) == (1.0, 1.0)
+    assert {**c["learner"], "huber_delta": 1.0} == b["learner"]
+    assert c["learner"]["huber_delta"] == 1e9
     assert "--max-grad-norm" in res["commands"]["b-broken"]
     assert "--max-grad-norm" not in res["commands"]["a-defaults"]
-    for run in (a, b):
+    for run in (a, b, c):
         assert run["steps"] == 3_000 and len(run["series"]) >= 5
         assert [e["steps"] for e in run["evals"]] == [1_500, 3_000]
         assert abs(run["random_agree"] - 100 / 6) < 1e-9  # Pong: 6 distinct ALE actions
@@ -58,10 +61,10 @@ def test_quick_trains_both_configurations_and_a_finished_study_is_reused(tmp_pat
                                           "q_under_100", "clip_delta_below_1_sometimes"}
         status = json.loads((out / run["run"] / "status.json").read_text())
         assert status["state"] == "finished" and not alive(status["pid"])
-    assert "## a-defaults" in proc.stdout and "## b-broken" in proc.stdout
+    assert all(f"## {r}" in proc.stdout for r in ("a-defaults", "b-broken", "c-broken-mse"))
     img = cv2.imdecode(np.fromfile(out / "collapse.png", np.uint8), cv2.IMREAD_COLOR)
     assert img is not None and img.shape[1] > 1000
-    # run again: both finished runs are reused, nothing trains
+    # run again (without c): the finished runs are reused, nothing trains
     again = study("--quick", "--out", str(out), "--json", str(tmp_path / "copy.json"))
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("reused") == 2
@@ -77,7 +80,8 @@ def _write_run(run_dir, rows, events):
     run_dir.mkdir()
     (run_dir / "config.toml").write_text(
         '[env]\ngame = "pong"\naction_set = "minimal"\n'
-        "[learner]\nlr = 0.001\nmax_grad_norm = 0.0\ntd_clip = 0.0\nn_step = 3\n"
+        "[learner]\nlr = 0.001\nmax_grad_norm = 0.0\ntd_clip = 0.0\nhuber_delta = 1.0\n"
+        "n_step = 3\n"
         "double_dqn = true\n[watchdog]\nagree_drop = 30.0\nloss_factor = 50.0\n"
         "[run]\ntotal_steps = 1000\n")
     with open(run_dir / "metrics.jsonl", "w") as f:
