@@ -171,12 +171,13 @@ worker process died or hung (named by env index and pid); the last good checkpoi
 def _train(args: argparse.Namespace) -> int:
     from agent.checkpoint import CheckpointError, CheckpointStore
     from agent.learner import resolve_device
-    from agent.runs import archive, has_checkpoints, latest_run, new_run_dir
+    from agent.runs import archive, has_checkpoints, latest_run, lock_run, new_run_dir
     from agent.train import check_resume, train
     from agent.workers import WorkerError
 
     made = None  # the run directory this command created, while nothing is in it
     run_dir = None
+    held = []  # the run directory's lock (runs.lock_run), held while this command trains
     try:
         resume_from = None
         if args.resume is not None:
@@ -189,6 +190,7 @@ def _train(args: argparse.Namespace) -> int:
                                  f"{runs_dir}/ (see `atari-agent runs`)")
             if not (run_dir / "config.toml").is_file():
                 raise ValueError(f"{run_dir} is not a run directory (no config.toml)")
+            held.append(lock_run(run_dir))
             store = CheckpointStore(run_dir)
             resume_from = store.latest()
             if resume_from is None:
@@ -205,6 +207,8 @@ def _train(args: argparse.Namespace) -> int:
             config = _config(args)
             resolve_device(config.learner.device)  # refused before a run directory is made
             named = Path(config.run.runs_dir) / config.run.name if config.run.name else None
+            if named is not None and named.is_dir():  # claimed before its files are judged
+                held.append(lock_run(named))
             if named is not None and has_checkpoints(named):
                 if not args.fresh:
                     raise ValueError(
@@ -214,6 +218,8 @@ def _train(args: argparse.Namespace) -> int:
             existed = named is not None and named.exists()
             run_dir = new_run_dir(config.run.runs_dir, config.env.game, config.run.name)
             made = None if existed else run_dir
+            if not existed:
+                held.append(lock_run(run_dir))
             print(f"run directory: {run_dir}")
         result = train(config, run_dir, resume_from=resume_from)
     except (ValueError, CheckpointError) as exc:
@@ -252,8 +258,13 @@ def _complete(run_dir: Path, done: int, total: int) -> str:
 
 
 def _remove_if_empty(path: Path | None) -> None:
+    """Remove a run directory this command made if nothing but its lock file is in it."""
+    from agent.runs import LOCK_NAME
+
     if path is None:
         return
+    if [p.name for p in path.iterdir()] == [LOCK_NAME]:
+        (path / LOCK_NAME).unlink()
     try:
         path.rmdir()
     except OSError:  # not empty: the run wrote something there, which stays

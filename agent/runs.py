@@ -1,11 +1,13 @@
 """Run directories: naming, finding the one to resume, listing, archiving for --fresh.
 
 A run directory holds config.toml (the effective config), metrics.jsonl, TensorBoard events,
-checkpoints/, incidents/ and status.json (state, steps, last update time).
+checkpoints/, incidents/, status.json (state, steps, last update time) and .train.lock (held
+by the one `atari-agent train` that writes there).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -27,6 +29,28 @@ def new_run_dir(runs_dir: str | Path, game: str, name: str = "") -> Path:
     except OSError as exc:
         raise ValueError(f"cannot create run directory {path}: {exc.strerror}") from None
     return path
+
+
+LOCK_NAME = ".train.lock"
+
+
+def lock_run(run_dir: Path):
+    """Claim `run_dir` for this process's training: an exclusive flock on RUN_DIR/.train.lock,
+    held until the returned file is closed or the process ends (however it ends: the kernel
+    drops the lock). ValueError, naming the holder, when another process holds it — two
+    trainers in one run directory would interleave checkpoints and metrics, and --fresh would
+    archive a running run's files."""
+    f = open(Path(run_dir) / LOCK_NAME, "a+b")  # noqa: SIM115 (held for the run's lifetime)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        pid = read_status(run_dir).get("pid")
+        holder = f"pid {pid}" if isinstance(pid, int) and pid_alive(pid) else "another process"
+        raise ValueError(f"{run_dir} is in use by another `atari-agent train` ({holder}): "
+                         f"wait for it to end or stop it (Ctrl-C), or choose another "
+                         f"--name") from None
+    return f
 
 
 def has_checkpoints(run_dir: Path) -> bool:
@@ -107,7 +131,7 @@ def archive(run_dir: Path) -> Path:
         dest, n = run_dir / f"archive-{time.strftime('%Y%m%d-%H%M%S')}-{n}", n + 1
     dest.mkdir()
     for p in run_dir.iterdir():
-        if p != dest and not p.name.startswith("archive-"):
+        if p != dest and not p.name.startswith("archive-") and p.name != LOCK_NAME:
             p.rename(dest / p.name)
     return dest
 

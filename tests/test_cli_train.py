@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -122,6 +123,29 @@ def test_a_second_ctrl_c_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch)
     assert main(["train", "--runs-dir", str(tmp_path), "--name", "r"]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["atari-agent train: aborted by a second Ctrl-C; no checkpoint was saved"]
+
+
+def test_a_run_directory_in_use_by_another_trainer_is_refused_untouched(tmp_path, capsys):
+    from agent.runs import lock_run
+
+    assert _train(tmp_path, "--name", "r1", "--total-steps", "100") == 0
+    run = tmp_path / "r1"
+    before = _files(run)
+    capsys.readouterr()
+    held = lock_run(run)  # as a trainer still running there holds it
+    try:
+        for extra in (["--resume", str(run), "--total-steps", "200"], ["--name", "r1", "--fresh"],
+                      ["--name", "r1"]):
+            assert _train(tmp_path, *extra) == 2, extra
+            err = capsys.readouterr().err
+            assert f"{run} is in use by another `atari-agent train` (pid {os.getpid()})" in err
+            assert err.count("\n") == 1
+        assert _files(run) == before  # nothing archived, written or touched
+    finally:
+        held.close()
+    # its end releases the run: it resumes
+    assert _train(tmp_path, "--resume", str(run), "--total-steps", "200") == 0
+    assert (run / "checkpoints" / "ckpt-000000000200.pt").is_file()
 
 
 def test_resume_with_nothing_to_resume(tmp_path, capsys):
