@@ -427,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "[explore], [replay], [watchdog], [run] tables")
     t.add_argument("--preset", choices=presets(),
                    help="a settings file that comes with atari-agent (agent/presets/NAME.toml: "
-                   "fast-gpu, for one GPU machine with many cores); flags override it")
+                   "fast-gpu, for one GPU machine with many cores; fast-cpu, for a CPU "
+                   "machine with few cores; demo, the demo's run); flags override it")
     t.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
                    help="continue a run from its latest checkpoint (default: the most recently "
                    "updated run under --runs-dir); flags given override its saved config")

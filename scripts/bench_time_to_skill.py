@@ -4,7 +4,7 @@ and >= 18 on a 2-core machine).
 
 Run from the repository root (the package installed):
 
-    python scripts/bench_time_to_skill.py -- --preset pong        # Pong to 0 and 18, 3 h cap
+    python scripts/bench_time_to_skill.py -- --preset fast-cpu --action-set minimal  # 0, 18
     python scripts/bench_time_to_skill.py --game breakout --targets 10,30 -- --envs 2
     python scripts/bench_time_to_skill.py --quick                  # smoke: a minute or two
 

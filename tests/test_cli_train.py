@@ -125,6 +125,17 @@ def test_a_second_ctrl_c_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch)
     assert err == ["atari-agent train: aborted by a second Ctrl-C; no checkpoint was saved"]
 
 
+def test_the_fast_cpu_preset_is_read_and_flags_override_it(tmp_path):
+    assert _train(tmp_path, "--preset", "fast-cpu", "--name", "c", "--total-steps", "200",
+                  "--learning-starts", "128", "--capacity", "5000") == 0
+    text = (tmp_path / "c" / "config.toml").read_text()
+    for line in ("terminal_on_life_loss = true", "target_update = 500", "envs = 1",
+                 "eps_decay_steps = 100000", "eval_episodes = 10",
+                 # flags over the preset's 10,000, 300,000 and 50,000 (TINY's --eval-every 0)
+                 "learning_starts = 128", "capacity = 5000", "eval_every = 0"):
+        assert line in text, line
+
+
 def test_a_run_directory_in_use_by_another_trainer_is_refused_untouched(tmp_path, capsys):
     from agent.runs import lock_run
 
