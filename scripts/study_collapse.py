@@ -15,8 +15,9 @@ What runs: two `atari-agent train --game GAME --total-steps N --threads T --chec
 adds `--max-grad-norm 0 --td-clip 0 --lr 10*default`; with --mse a third, c-broken-mse, is
 b-broken with a squared-error loss: `--huber-delta 1e9`), then whatever follows `--`, for all.
 Checkpoints come often (every C steps) so that a roll-back has a recent healthy checkpoint to
-return to. A run already finished in OUT is reused as it is; one cut short continues with
-`--resume` (so a stopped study goes on). Ctrl-C stops the runs by their pids (they save).
+return to. A run that ended in OUT (finished, or halted by the watchdog) is reused as it is; one
+cut short continues with `--resume` (so a stopped study goes on). Ctrl-C stops the runs by
+their pids (they save).
 
 Output in --out (default study-collapse/): a-defaults/, b-broken/, c-broken-mse/ (the runs:
 `atari-agent plot`, `play` and `evaluate` read them), a.log, b.log, c.log (their output),
@@ -43,6 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ("a-defaults", "b-broken")
 MSE_RUN = "c-broken-mse"
 STOP_GRACE_S = 300.0  # a stopped run saves its checkpoint first
+ENDED = {"finished": 0, "halted": 3}
+"""A run's end states that are results (the watchdog's halt is one), with train's exit codes."""
 TABLE_ROWS = 12  # diagnostics rows in the printed table, evenly spaced over the run
 QUICK = dict(steps=3_000, report_seconds=1.0, checkpoint_every=1_000, eval_every=1_500,
              eval_episodes=1,
@@ -87,19 +90,19 @@ def _state(run_dir: Path) -> str | None:
         status = json.loads((run_dir / "status.json").read_text())
     except (OSError, ValueError):
         return None
-    if not any((run_dir / "checkpoints").glob("ckpt-*.pt")) and status.get("state") != "finished":
+    if not any((run_dir / "checkpoints").glob("ckpt-*.pt")) and status.get("state") not in ENDED:
         return None
     return status.get("state")
 
 
 def _check_same(args, run_dir: Path) -> None:
-    """A finished run is reused only for the same game and budget."""
+    """An ended run is reused only for the same game and budget."""
     import tomllib
 
     config = tomllib.loads((run_dir / "config.toml").read_text())
     have = (config["env"]["game"], config["run"]["total_steps"])
     if have != (args.game, args.steps):
-        raise SystemExit(f"{run_dir} is a finished run of {have[0]} for {have[1]:,} steps, not "
+        raise SystemExit(f"{run_dir} is an ended run of {have[0]} for {have[1]:,} steps, not "
                          f"{args.game} for {args.steps:,}: choose another --out or remove it")
 
 
@@ -126,9 +129,9 @@ def train(args, out: Path, log) -> dict[str, list[str]]:
     logs = []
     try:
         for name in run_names(args):
-            if _state(out / name) == "finished":
+            if (state := _state(out / name)) in ENDED:
                 _check_same(args, out / name)
-                log(f"{name}: finished in an earlier run of this script, reused")
+                log(f"{name}: {state} in an earlier run of this script, reused")
                 commands[name] = []
                 continue
             cmd = commands[name] = train_command(args, out, name)
@@ -144,7 +147,7 @@ def train(args, out: Path, log) -> dict[str, list[str]]:
         for f in logs:
             f.close()
     failed = [f"{n} (exit status {p.returncode}, see {out / (n[0] + '.log')})"
-              for n, p in procs.items() if p.returncode != 0]
+              for n, p in procs.items() if p.returncode not in ENDED.values()]
     if failed:
         raise SystemExit("training failed: " + "; ".join(failed))
     return commands
@@ -196,8 +199,12 @@ def summarize(run_dir: Path) -> dict:
         "q_under_100": bool(q) and max(abs(v) for v in q) < 100,
         "clip_delta_below_1_sometimes": any(c < 1 for c in clip),
     }
+    try:
+        state = json.loads((run_dir / "status.json").read_text()).get("state")
+    except (OSError, ValueError):
+        state = None
     return dict(
-        run=run_dir.name, learner={k: config["learner"][k] for k in
+        run=run_dir.name, state=state, learner={k: config["learner"][k] for k in
                                    ("lr", "max_grad_norm", "td_clip", "huber_delta", "n_step",
                                     "double_dqn")},
         steps=series[-1]["steps"] if series else 0, random_agree=random,
@@ -228,7 +235,7 @@ def report(res: dict) -> str:
         lines += ["", f"## {s['run']}: lr {s['learner']['lr']:g}, max_grad_norm "
                   f"{s['learner']['max_grad_norm']:g}, td_clip {s['learner']['td_clip']:g}, "
                   f"huber_delta {s['learner']['huber_delta']:g} "
-                  f"({s['steps']:,} steps)", ""]
+                  f"({s['state'] or 'state unknown'} at {s['steps']:,} steps)", ""]
         n = len(s["series"])
         pick = sorted({round(i * (n - 1) / (TABLE_ROWS - 1)) for i in range(TABLE_ROWS)} if n
                       else set())

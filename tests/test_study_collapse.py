@@ -60,7 +60,7 @@ def test_quick_trains_both_configurations_and_a_finished_study_is_reused(tmp_pat
         assert set(run["indicators"]) == {"agree_rises", "agree_holds", "loss_bounded",
                                           "q_under_100", "clip_delta_below_1_sometimes"}
         status = json.loads((out / run["run"] / "status.json").read_text())
-        assert status["state"] == "finished" and not alive(status["pid"])
+        assert status["state"] == run["state"] == "finished" and not alive(status["pid"])
     assert all(f"## {r}" in proc.stdout for r in ("a-defaults", "b-broken", "c-broken-mse"))
     img = cv2.imdecode(np.fromfile(out / "collapse.png", np.uint8), cv2.IMREAD_COLOR)
     assert img is not None and img.shape[1] > 1000
@@ -73,7 +73,7 @@ def test_quick_trains_both_configurations_and_a_finished_study_is_reused(tmp_pat
     # another budget does not silently reuse them
     other = study("--steps", "4000", "--out", str(out))
     assert other.returncode != 0
-    assert "finished run of pong for 3,000 steps, not pong for 4,000" in other.stderr
+    assert "an ended run of pong for 3,000 steps, not pong for 4,000" in other.stderr
 
 
 def _write_run(run_dir, rows, events):
@@ -102,8 +102,9 @@ def test_the_summary_says_what_went_wrong(tmp_path):
               dict(event="rollback", steps=400, checkpoint_steps=300, message="restored"),
               dict(event="eval", steps=400, mean=-20.0, std=1.0, episodes=10)]
     _write_run(tmp_path / "b", rows, events)
+    (tmp_path / "b" / "status.json").write_text('{"state": "halted", "pid": 1}')
     s = load_script().summarize(tmp_path / "b")
-    assert [r["steps"] for r in s["series"]] == [200, 300, 400]
+    assert s["state"] == "halted" and [r["steps"] for r in s["series"]] == [200, 300, 400]
     assert s["agree"] == dict(first=17.0, max=60.0, last=20.0)
     assert s["q"] == dict(min=-500.0, max=500.0) and s["loss"]["max"] == 900.0
     assert s["indicators"] == dict(agree_rises=True, agree_holds=False, loss_bounded=False,
