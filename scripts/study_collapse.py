@@ -47,7 +47,7 @@ STOP_GRACE_S = 300.0  # a stopped run saves its checkpoint first
 ENDED = {"finished": 0, "halted": 3}
 """A run's end states that are results (the watchdog's halt is one), with train's exit codes."""
 TABLE_ROWS = 12  # diagnostics rows in the printed table, evenly spaced over the run
-QUICK = dict(steps=3_000, report_seconds=1.0, checkpoint_every=1_000, eval_every=1_500,
+QUICK = dict(steps=2_000, report_seconds=1.0, checkpoint_every=1_000, eval_every=1_000,
              eval_episodes=1,
              train_args=["--learning-starts", "500", "--capacity", "5000", "--envs", "1",
                          "--check-every", "50"])
@@ -275,7 +275,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--out", default="study-collapse", help="directory (study-collapse/)")
     p.add_argument("--json", metavar="FILE", help="also write results.json here")
     p.add_argument("--png", metavar="FILE", help="also write collapse.png here")
-    p.add_argument("--quick", action="store_true", help="smoke: 3,000 steps a run")
+    p.add_argument("--quick", action="store_true", help="smoke: 2,000 steps a run")
     args = p.parse_args(own)
     args.train_args = train_args
     if args.quick:
