@@ -237,6 +237,12 @@ class WatchdogConfig:
     1/(1-gamma) = 100 ceiling of clipped rewards at gamma 0.99)."""
     agree_drop: float = 30.0
     """Alarm when Agree% falls this many points below its plateau (its best median so far)."""
+    dead_q_std: float = 1e-6
+    """Alarm when the probe's Q-values vary across its observations by at most this (std over
+    the probe, mean over actions): a dead network, whose output no longer depends on what it
+    sees (every unit of a layer off: ReLUs killed by too large steps). Such a run neither
+    blows up nor learns: Pong at 10x the learning rate without clips lost every conv unit and
+    scored -21 for 300,000 steps (docs/learning.md). 0 turns the check off."""
     agree_window: int = 5
     """Checks in the median that smooths Agree% before comparing with the plateau."""
     on_divergence: str = "rollback"
@@ -248,6 +254,7 @@ class WatchdogConfig:
     def validate(self) -> WatchdogConfig:
         _int_range("watchdog.check_every", self.check_every, 1, 10**9)
         _float_range("watchdog.loss_factor", self.loss_factor, 1.0, 1e12, low_open=True)
+        _float_range("watchdog.dead_q_std", self.dead_q_std, 0.0, 1.0)
         _int_range("watchdog.loss_history", self.loss_history, 1, 10**6)
         _int_range("watchdog.min_history", self.min_history, 1, 10**6)
         _float_range("watchdog.q_limit", self.q_limit, 0.0, 1e12, low_open=True)

@@ -7,14 +7,18 @@ Metrics (computed at each health check, every `watchdog.check_every` learner upd
   choices.
 - greedy_dist / replay_dist: the same sample's greedy and stored actions, marginalised over
   movement onto the documented buttons (noop / ZAP / FIRE / FIRE+ZAP), shares summing to 1.
-- Q-range: min / mean / max of the online Q-values over a fixed probe batch of observations.
+- Q-range: min / mean / max of the online Q-values over a fixed probe batch of observations;
+  q_state_std: their std across the probe's observations, mean over actions (0: the output no
+  longer depends on the observation).
 - loss, grad_norm (pre-clip), clip_delta (post-clip / pre-clip norm; 1.0 = not clipped),
   td_clip_frac: means over the updates since the previous check.
 
 The watchdog flags, at each check: NaN/Inf in the loss, the gradients or the weights; a loss
 explosion (the check's mean loss above `loss_factor` times the median of earlier checks); a Q
 blow-up (any |Q| on the probe above `q_limit`); an agreement collapse (the median Agree% of the
-last `agree_window` checks `agree_drop` points or more below its plateau, the best such median).
+last `agree_window` checks `agree_drop` points or more below its plateau, the best such median);
+a dead network (q_state_std at most `dead_q_std`: too large steps switched off every unit of a
+layer, and a run that neither blows up nor learns would otherwise go on unseen).
 """
 
 from __future__ import annotations
@@ -68,7 +72,8 @@ class Watchdog:
     """Best median Agree% seen since the start (or the last roll-back)."""
 
     def check(self, m: dict, weights_finite: bool = True) -> list[str]:
-        """Judge one health check's metrics (`loss`, `grad_norm`, `q_min`, `q_max`, `agree`)."""
+        """Judge one health check's metrics (`loss`, `grad_norm`, `q_min`, `q_max`, `agree`,
+        `q_state_std`)."""
         cfg = self.config
         reasons = []
         if not finite(m["loss"]):
@@ -87,6 +92,13 @@ class Watchdog:
             if m["loss"] > cfg.loss_factor * median and median > 0:
                 reasons.append(f"loss explosion: {m['loss']:.4g} > {cfg.loss_factor:g} x running "
                                f"median {median:.4g}")
+        spread = m.get("q_state_std")
+        if cfg.dead_q_std > 0 and spread is not None and finite(spread) \
+                and spread <= cfg.dead_q_std:
+            reasons.append(f"dead network: the Q-values no longer depend on the observation "
+                           f"(their std across the probe's observations is {spread:.2g} <= "
+                           f"dead_q_std {cfg.dead_q_std:g}); a smaller learning rate or the "
+                           f"gradient clip keeps its units alive")
         agree_now = None
         if m.get("agree") is not None:
             window = [*list(self.agrees)[-(cfg.agree_window - 1):], m["agree"]] \

@@ -63,6 +63,12 @@ class HealthMonitor:
         index = self.replay.draw_valid(n, int(self.rng.integers(2**63)))
         return self.replay.gather(index, channels_last=self.learner.channels_last)
 
+    @property
+    def _probe_varies(self) -> bool:
+        """Whether the probe holds at least two different observations (a game whose replay
+        so far shows one screen cannot show whether Q depends on it)."""
+        return self.probe is not None and bool((self.probe != self.probe[:1]).any())
+
     def measure(self) -> dict:
         """The seed system's diagnostics now (consumes the pending per-update stats)."""
         m: dict = dict.fromkeys(STAT_NAMES)
@@ -77,6 +83,8 @@ class HealthMonitor:
         m["replay_dist"] = button_distribution(batch.action, self.buttons)
         q = self.learner.q_values(self.probe)
         m["q_min"], m["q_mean"], m["q_max"] = (float(q.min()), float(q.mean()), float(q.max()))
+        # (None where the probe holds one observation repeated: no spread to judge)
+        m["q_state_std"] = float(q.std(dim=0).mean()) if self._probe_varies else None
         m["target_age"] = self.learner.target_age
         return m
 

@@ -3,7 +3,8 @@
 metrics.jsonl is a stable interface: one JSON object per line. A diagnostics row holds at least
 
     time, steps, updates, sps, epsilon, episodes, score_mean100, loss, agree, greedy_dist,
-    replay_dist, q_min, q_mean, q_max, grad_norm, clip_delta, td_clip_frac, target_age
+    replay_dist, q_min, q_mean, q_max, q_state_std, grad_norm, clip_delta, td_clip_frac,
+    target_age
 
 (`agree` in percent 0-100; the two distributions map "noop", "ZAP", "FIRE", "FIRE+ZAP" to shares
 summing to 1; learner fields are null before the first health check). Watchdog incidents and
@@ -25,8 +26,8 @@ from agent.diagnostics import format_buttons
 from agent.tensorboard import EventWriter
 
 ROW_KEYS = ("time", "steps", "updates", "sps", "epsilon", "episodes", "score_mean100", "loss",
-            "agree", "greedy_dist", "replay_dist", "q_min", "q_mean", "q_max", "grad_norm",
-            "clip_delta", "td_clip_frac", "target_age")
+            "agree", "greedy_dist", "replay_dist", "q_min", "q_mean", "q_max", "q_state_std",
+            "grad_norm", "clip_delta", "td_clip_frac", "target_age")
 """Every key of a diagnostics row in metrics.jsonl, in order."""
 
 _COLUMNS = (  # header, width, formatter of the row

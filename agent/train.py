@@ -293,8 +293,8 @@ class Trainer:
                "episodes": self.episodes,
                "score_mean100": float(np.mean(self.scores)) if self.scores else None,
                **{k: m.get(k) for k in ("loss", "agree", "greedy_dist", "replay_dist", "q_min",
-                                        "q_mean", "q_max", "grad_norm", "clip_delta",
-                                        "td_clip_frac")},
+                                        "q_mean", "q_max", "q_state_std", "grad_norm",
+                                        "clip_delta", "td_clip_frac")},
                "target_age": self.learner.target_age}
         self.reporter.row(row)
         self._write_status()

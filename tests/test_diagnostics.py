@@ -36,9 +36,16 @@ def test_a_steady_run_raises_nothing():
     ({"loss": 0.05 * 60}, "loss explosion"),
     ({"q_max": 150.0}, "Q blow-up"),
     ({"q_min": -9827.0}, "Q blow-up"),
+    ({"q_state_std": 0.0}, "dead network: the Q-values no longer depend on the observation"),
 ])
 def test_each_rule_fires(changes, words):
     assert any(words in r for r in warmed().check(healthy(**changes)))
+
+
+def test_a_network_that_still_tells_observations_apart_is_not_dead():
+    assert warmed().check(healthy(q_state_std=1e-3)) == []
+    assert warmed().check(healthy(q_state_std=None)) == []  # a probe of one screen: not judged
+    assert warmed(dead_q_std=0.0).check(healthy(q_state_std=0.0)) == []  # the rule turned off
 
 
 def test_nan_weights_fire():

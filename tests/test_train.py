@@ -195,6 +195,30 @@ def test_watchdog_catches_an_injected_divergence_and_rolls_back(tmp_path):
     assert record["reasons"]
 
 
+def test_watchdog_catches_a_dead_network_and_rolls_back(tmp_path):
+    """The failure of too large steps that neither blows up nor learns: every conv unit off,
+    the same Q-values for every observation."""
+    trainer = toy_trainer(tmp_path)
+    trainer.run(stop_after=600)
+    healthy = trainer.store.latest_healthy()
+    assert trainer.health.last_check["q_state_std"] > 1e-4  # a live network tells them apart
+    with torch.no_grad():
+        for layer in trainer.learner.online.features:
+            if isinstance(layer, torch.nn.Conv2d):
+                layer.bias.fill_(-1e4)  # no input can switch a unit on
+    for _ in range(2_000):
+        trainer._step()
+        trainer._update()
+        if trainer.incidents:
+            break
+    (incident,) = (trainer.run_dir / "incidents").glob("incident-*.json")
+    record = json.loads(incident.read_text())
+    assert any(r.startswith("dead network") for r in record["reasons"]), record["reasons"]
+    assert record["metrics"]["q_state_std"] <= 1e-6
+    assert record["action"] == "rollback" and record["rollback_to"] == healthy.name
+    assert trainer.health.measure()["q_state_std"] > 1e-4  # the restored weights see again
+
+
 def test_watchdog_halt_stops_the_run(tmp_path):
     trainer = toy_trainer(tmp_path, watchdog={"check_every": 50, "on_divergence": "halt"})
     trainer.run(stop_after=600)
