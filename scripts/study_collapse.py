@@ -21,8 +21,9 @@ their pids (they save).
 
 Output in --out (default study-collapse/): a-defaults/, b-broken/, c-broken-mse/ (the runs:
 `atari-agent plot`, `play` and `evaluate` read them), a.log, b.log, c.log (their output),
-results.json (the commands, per run the diagnostics over time, events, evaluations and
-indicators) and collapse.png (`atari-agent plot` of the runs). A table at the end.
+results.json (the commands; per run the diagnostics over time, events, evaluations,
+indicators, and its last checkpoint scored over --final-episodes protocol episodes beside the
+random policy) and collapse.png (`atari-agent plot` of the runs). A table at the end.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ ENDED = {"finished": 0, "halted": 3}
 """A run's end states that are results (the watchdog's halt is one), with train's exit codes."""
 TABLE_ROWS = 12  # diagnostics rows in the printed table, evenly spaced over the run
 QUICK = dict(steps=2_000, report_seconds=1.0, checkpoint_every=1_000, eval_every=1_000,
-             eval_episodes=1,
+             eval_episodes=1, final_episodes=2,
              train_args=["--learning-starts", "500", "--capacity", "5000", "--envs", "1",
                          "--check-every", "50"])
 
@@ -218,6 +219,30 @@ def summarize(run_dir: Path) -> dict:
         watchdog=watchdog, evals=evals, indicators=indicators, series=series)
 
 
+def score_runs(run_dirs: list[Path], episodes: int, log) -> tuple[list[dict | None], dict]:
+    """Each run's last checkpoint (a halted run's: its last healthy one, which the halt kept;
+    None for a run without one) and the random policy, scored under the protocol: `episodes`
+    episodes at seed 0."""
+    import tomllib
+
+    import torch
+
+    from agent.checkpoint import CheckpointStore
+    from agent.config import from_dict
+    from agent.evaluate import checkpoint_targets, evaluate, random_target
+
+    torch.set_num_threads(1)  # the evaluation workers run one thread each
+    paths = [CheckpointStore(d).latest() for d in run_dirs]
+    targets = checkpoint_targets([p for p in paths if p is not None], {})
+    env = from_dict(tomllib.loads((run_dirs[0] / "config.toml").read_text()),
+                    source=str(run_dirs[0] / "config.toml")).env
+    targets.append(random_target(env, {}))
+    log(f"scoring {', '.join(t.label for t in targets)}: {episodes} protocol episodes each")
+    keys = ("checkpoint", "training_steps", "episodes", "mean", "std", "buttons")
+    *scored, random = [{k: r[k] for k in keys} for r in evaluate(targets, episodes, seed=0)]
+    return [None if p is None else scored.pop(0) for p in paths], random
+
+
 def _median(values: list[float]) -> float | None:
     if not values:
         return None
@@ -247,6 +272,11 @@ def report(res: dict) -> str:
         lines += ["", "evaluations (protocol): " + (", ".join(
             f"{e['steps']:,}: {e['mean']:.1f} ± {e['std']:.1f}" for e in s["evals"]) or "none")]
         lines += ["watchdog: " + ("; ".join(e["message"] for e in s["watchdog"]) or "no event")]
+        if s.get("final"):
+            f = s["final"]
+            lines += [f"last checkpoint ({f['training_steps']:,} steps): {f['mean']:.1f} ± "
+                      f"{f['std']:.1f} over {f['episodes']} protocol episodes (random "
+                      f"{res['random']['mean']:.1f} ± {res['random']['std']:.1f})"]
         lines += [f"Agree% random level {s['random_agree']:.1f}; indicators: " + ", ".join(
             f"{k} {'yes' if v else 'NO'}" for k, v in s["indicators"].items())]
     return "\n".join(lines)
@@ -268,6 +298,9 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes an evaluation (10)")
     p.add_argument("--report-seconds", type=float, default=60.0,
                    help="seconds between a run's diagnostics rows (60)")
+    p.add_argument("--final-episodes", type=int, default=30,
+                   help="protocol episodes scoring each run's last checkpoint and the random "
+                        "policy at the end (30)")
     p.add_argument("--lr-factor", type=float, default=10.0,
                    help="(b)'s learning rate over the default's (10)")
     p.add_argument("--mse", action="store_true",
@@ -281,7 +314,8 @@ def parse_args(argv: list[str] | None):
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value if key != "train_args" else [*value, *train_args])
-    for name in ("steps", "threads", "checkpoint_every", "eval_every", "eval_episodes"):
+    for name in ("steps", "threads", "checkpoint_every", "eval_every", "eval_episodes",
+                 "final_episodes"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if not args.report_seconds > 0:
@@ -307,12 +341,17 @@ def main(argv: list[str] | None = None) -> int:
     from agent.files import atomic_write
     from agent.plot import plot_runs
 
+    names = run_names(args)
+    runs = [summarize(out / name) for name in names]
+    finals, random = score_runs([out / name for name in names], args.final_episodes, log)
+    for run, final in zip(runs, finals, strict=True):
+        run["final"] = final
     res = dict(settings=dict(game=args.game, steps=args.steps, threads=args.threads,
                              checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
                              eval_episodes=args.eval_episodes, lr_factor=args.lr_factor,
-                             train_args=args.train_args, quick=args.quick),
-               machine=machine, commands=commands,
-               runs=[summarize(out / name) for name in run_names(args)])
+                             final_episodes=args.final_episodes, train_args=args.train_args,
+                             quick=args.quick),
+               machine=machine, commands=commands, runs=runs, random=random)
     data = (json.dumps(res, indent=1) + "\n").encode()
     for path in filter(None, (out / "results.json", args.json)):
         atomic_write(Path(path), lambda f: f.write(data))

@@ -53,15 +53,28 @@ def test_quick_trains_both_configurations_and_a_finished_study_is_reused(tmp_pat
     assert "--max-grad-norm" in res["commands"]["b-broken"]
     assert "--max-grad-norm" not in res["commands"]["a-defaults"]
     for run in (a, b, c):
-        assert run["steps"] == 2_000 and len(run["series"]) >= 3
-        assert [e["steps"] for e in run["evals"]] == [1_000, 2_000]
         assert abs(run["random_agree"] - 100 / 6) < 1e-9  # Pong: 6 distinct ALE actions
         assert 0 <= run["agree"]["last"] <= 100 and run["loss"]["max"] > 0
         assert set(run["indicators"]) == {"agree_rises", "agree_holds", "loss_bounded",
                                           "q_under_100", "clip_delta_below_1_sometimes"}
         status = json.loads((out / run["run"] / "status.json").read_text())
-        assert status["state"] == run["state"] == "finished" and not alive(status["pid"])
+        assert status["state"] == run["state"] and not alive(status["pid"])
+    # (a) trains to the end; its last checkpoint is scored under the protocol
+    assert a["state"] == "finished" and a["steps"] == 2_000 and len(a["series"]) >= 3
+    assert [e["steps"] for e in a["evals"]] == [1_000, 2_000] and not a["watchdog"]
+    assert (a["final"]["training_steps"], a["final"]["episodes"]) == (2_000, 2)
+    assert a["final"]["checkpoint"].endswith("ckpt-000000002000.pt")
+    for run in (b, c):  # the broken ones may kill the network this soon: then they halt
+        assert run["state"] in ("finished", "halted")
+        if run["state"] == "halted":
+            assert run["watchdog"][0]["message"].startswith("step ")
+            assert "dead network" in run["watchdog"][0]["message"]
+            assert run["watchdog"][-1]["event"] == "halt"
+        if run["final"] is not None:  # (a halt keeps the last healthy checkpoint)
+            assert run["final"]["training_steps"] <= run["steps"]
     assert all(f"## {r}" in proc.stdout for r in ("a-defaults", "b-broken", "c-broken-mse"))
+    assert res["random"]["checkpoint"] is None and res["random"]["episodes"] == 2
+    assert "last checkpoint (2,000 steps): " in proc.stdout
     img = cv2.imdecode(np.fromfile(out / "collapse.png", np.uint8), cv2.IMREAD_COLOR)
     assert img is not None and img.shape[1] > 1000
     # run again (without c): the finished runs are reused, nothing trains
