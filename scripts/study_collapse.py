@@ -254,6 +254,16 @@ def _cell(x, spec=".3g") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _event(e: dict) -> str:
+    """One watchdog event in a few words: "dead network at 22,996 -> rollback to 20,000"."""
+    if e["event"] == "divergence":
+        what = " & ".join(r.split(":")[0] for r in e.get("reasons") or []) or "divergence"
+        return f"{what} at {e['steps']:,} -> {e['action']}"
+    if e["event"] == "rollback":
+        return f"restored step {e['checkpoint_steps']:,}"
+    return f"halted at {e['steps']:,}"
+
+
 def report(res: dict) -> str:
     lines = []
     for s in res["runs"]:
@@ -271,7 +281,7 @@ def report(res: dict) -> str:
              for r in (s["series"][i] for i in pick)), "rrrrrrr")
         lines += ["", "evaluations (protocol): " + (", ".join(
             f"{e['steps']:,}: {e['mean']:.1f} ± {e['std']:.1f}" for e in s["evals"]) or "none")]
-        lines += ["watchdog: " + ("; ".join(e["message"] for e in s["watchdog"]) or "no event")]
+        lines += ["watchdog: " + (", ".join(map(_event, s["watchdog"])) or "no event")]
         if s.get("final"):
             f = s["final"]
             lines += [f"last checkpoint ({f['training_steps']:,} steps): {f['mean']:.1f} ± "

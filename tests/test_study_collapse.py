@@ -110,7 +110,7 @@ def test_the_summary_says_what_went_wrong(tmp_path):
     rows = [dict(steps=100, loss=None)]  # before the first health check: skipped
     rows += [row(200, 17.0, 0.1, 1.0, 1.0), row(300, 60.0, 0.1, 2.0, 1.0),
              row(400, 20.0, 900.0, 500.0, 1.0)]
-    events = [dict(event="divergence", steps=400, reasons=["Q out of range"],
+    events = [dict(event="divergence", steps=400, reasons=["Q blow-up: |Q| reached 500"],
                    action="rollback", rollback_to="ckpt-300.pt", message="step 400: Q"),
               dict(event="rollback", steps=400, checkpoint_steps=300, message="restored"),
               dict(event="eval", steps=400, mean=-20.0, std=1.0, episodes=10)]
@@ -125,6 +125,9 @@ def test_the_summary_says_what_went_wrong(tmp_path):
     assert [(e["event"], e["steps"]) for e in s["watchdog"]] == [("divergence", 400),
                                                                  ("rollback", 400)]
     assert s["evals"] == [dict(steps=400, mean=-20.0, std=1.0, episodes=10)]
+    module = load_script()
+    assert [module._event(e) for e in s["watchdog"]] == [
+        "Q blow-up at 400 -> rollback", "restored step 300"]
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path):
