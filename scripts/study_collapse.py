@@ -9,6 +9,7 @@ Run from the repository root (the package installed):
 
     python scripts/study_collapse.py                    # Pong, 300,000 steps each (~1 h here)
     python scripts/study_collapse.py --quick            # smoke: a minute or two
+    python scripts/study_collapse.py --summarize-only --out DIR   # runs made by hand
 
 What runs: two `atari-agent train --game GAME --total-steps N --threads T --checkpoint-every C
 --eval-every E --eval-episodes K --runs-dir OUT --name a-defaults` processes at once (b-broken
@@ -243,6 +244,41 @@ def score_runs(run_dirs: list[Path], episodes: int, log) -> tuple[list[dict | No
     return [None if p is None else scored.pop(0) for p in paths], random
 
 
+def network_alive(checkpoint: Path, frames: int = 128) -> dict:
+    """How much of a checkpoint's network still responds to what it sees, on `frames`
+    observations of random play (the protocol's env, seed 0; every 8th step): the share of the
+    last conv layer's units (channel x position) on for at least one of them, and the Q-values'
+    std across them (q_state_std, the watchdog's dead-network measure)."""
+    import numpy as np
+    import torch
+
+    from agent.env import AtariEnv
+    from agent.policy import load_agent
+    from agent.protocol import protocol_config
+
+    agent = load_agent(checkpoint)
+    net = agent.network.float()
+    env = AtariEnv(protocol_config(agent.config.env), 0)
+    rng = np.random.default_rng(0)
+    obs, t = [], 0
+    try:
+        env.reset()
+        while len(obs) < frames:
+            s = env.step(int(rng.integers(len(env.actions))))
+            t += 1
+            if t % 8 == 0:
+                obs.append(env.observation.copy())
+            if s.terminated or s.truncated:
+                env.reset()
+    finally:
+        env.close()
+    x = torch.from_numpy(np.stack(obs))
+    with torch.no_grad():
+        units_on = (net.features(x.float() / 255.0) > 0).any(dim=0).float().mean()
+        q = net(x).float()
+    return {"units_on": float(units_on), "q_state_std": float(q.std(dim=0).mean())}
+
+
 def _median(values: list[float]) -> float | None:
     if not values:
         return None
@@ -286,7 +322,9 @@ def report(res: dict) -> str:
             f = s["final"]
             lines += [f"last checkpoint ({f['training_steps']:,} steps): {f['mean']:.1f} ± "
                       f"{f['std']:.1f} over {f['episodes']} protocol episodes (random "
-                      f"{res['random']['mean']:.1f} ± {res['random']['std']:.1f})"]
+                      f"{res['random']['mean']:.1f} ± {res['random']['std']:.1f}); "
+                      f"{100 * f['units_on']:.0f}% of its last conv layer's units respond to "
+                      f"random play's screens, Q std across them {f['q_state_std']:.2g}"]
         lines += [f"Agree% random level {s['random_agree']:.1f}; indicators: " + ", ".join(
             f"{k} {'yes' if v else 'NO'}" for k, v in s["indicators"].items())]
     return "\n".join(lines)
@@ -318,6 +356,9 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--out", default="study-collapse", help="directory (study-collapse/)")
     p.add_argument("--json", metavar="FILE", help="also write results.json here")
     p.add_argument("--png", metavar="FILE", help="also write collapse.png here")
+    p.add_argument("--summarize-only", action="store_true",
+                   help="train nothing: summarize and score the runs in --out as they are (a "
+                        "study cut short, or runs made by hand with the same commands)")
     p.add_argument("--quick", action="store_true", help="smoke: 2,000 steps a run")
     args = p.parse_args(own)
     args.train_args = train_args
@@ -335,6 +376,12 @@ def parse_args(argv: list[str] | None):
     for path in (args.json, args.png):
         if path and not Path(path).resolve().parent.is_dir():
             p.error(f"{path}: its directory does not exist")
+    if args.summarize_only:
+        missing = [n for n in run_names(args)
+                   if not (Path(args.out) / n / "metrics.jsonl").is_file()]
+        if missing:
+            p.error(f"--summarize-only: no run {', '.join(missing)} in {args.out} (expected "
+                    f"{', '.join(run_names(args))}, made by this script or its commands)")
     return args
 
 
@@ -346,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     log = benchio.progress_log()
     machine = benchio.machine_info(loadavg_start=benchio.loadavg())
-    commands = train(args, out, log)
+    commands = {} if args.summarize_only else train(args, out, log)
     machine["loadavg_end"] = benchio.loadavg()
     from agent.files import atomic_write
     from agent.plot import plot_runs
@@ -356,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     finals, random = score_runs([out / name for name in names], args.final_episodes, log)
     for run, final in zip(runs, finals, strict=True):
         run["final"] = final
+        if final is not None:
+            final.update(network_alive(Path(final["checkpoint"])))
     res = dict(settings=dict(game=args.game, steps=args.steps, threads=args.threads,
                              checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
                              eval_episodes=args.eval_episodes, lr_factor=args.lr_factor,

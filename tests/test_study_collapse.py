@@ -64,6 +64,8 @@ def test_quick_trains_both_configurations_and_a_finished_study_is_reused(tmp_pat
     assert [e["steps"] for e in a["evals"]] == [1_000, 2_000] and not a["watchdog"]
     assert (a["final"]["training_steps"], a["final"]["episodes"]) == (2_000, 2)
     assert a["final"]["checkpoint"].endswith("ckpt-000000002000.pt")
+    # how much of its network responds to what it sees (a live young network: most units)
+    assert 0.5 < a["final"]["units_on"] <= 1 and a["final"]["q_state_std"] > 1e-6
     for run in (b, c):  # the broken ones may kill the network this soon: then they halt
         assert run["state"] in ("finished", "halted")
         if run["state"] == "halted":
@@ -83,6 +85,10 @@ def test_quick_trains_both_configurations_and_a_finished_study_is_reused(tmp_pat
     assert again.stderr.count("reused") == 2
     copy = json.loads((tmp_path / "copy.json").read_text())
     assert [r["series"] for r in copy["runs"]] == [a["series"], b["series"]]
+    # --summarize-only trains nothing, whatever the runs' state
+    only = study("--quick", "--summarize-only", "--out", str(out))
+    assert only.returncode == 0 and "reused" not in only.stderr, only.stderr[-3000:]
+    assert "## a-defaults" in only.stdout and "% of its last conv layer's units" in only.stdout
     # another budget does not silently reuse them
     other = study("--steps", "4000", "--out", str(out))
     assert other.returncode != 0
@@ -133,6 +139,7 @@ def test_the_summary_says_what_went_wrong(tmp_path):
 def test_bad_arguments_are_one_line_errors(tmp_path):
     for args, needle in ((["--steps", "0"], "--steps must be at least 1, got 0"),
                          (["--lr-factor", "0"], "--lr-factor must be positive, got 0"),
-                         (["--json", str(tmp_path / "no" / "x.json")], "does not exist")):
+                         (["--json", str(tmp_path / "no" / "x.json")], "does not exist"),
+                         (["--summarize-only"], "--summarize-only: no run a-defaults, b-broken")):
         proc = study(*args, "--out", str(tmp_path / "o"))
         assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
