@@ -242,7 +242,7 @@ class WatchdogConfig:
     the probe, mean over actions): a dead network, whose output no longer depends on what it
     sees (every unit of a layer off: ReLUs killed by too large steps). Such a run neither
     blows up nor learns: Pong at 10x the learning rate without clips lost every conv unit and
-    scored -21 for 300,000 steps (docs/learning.md). 0 turns the check off."""
+    scored -21 for 216,000 steps (docs/learning.md). 0 turns the check off."""
     agree_window: int = 5
     """Checks in the median that smooths Agree% before comparing with the plateau."""
     on_divergence: str = "rollback"
