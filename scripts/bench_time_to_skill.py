@@ -34,7 +34,6 @@ import argparse
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -95,20 +94,6 @@ def crossings(evals: list[dict], targets: list[float]) -> list[dict]:
     return out
 
 
-def stop(proc: subprocess.Popen, log) -> None:
-    """Stop the training run as Ctrl-C does (it saves, stops its env workers, exits)."""
-    if proc.poll() is not None:
-        return
-    log(f"stopping the run (SIGINT to pid {proc.pid})")
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        log(f"the run did not exit within {STOP_GRACE_S:.0f} s: killing pid {proc.pid}")
-        proc.kill()
-        proc.wait()
-
-
 def train(args, out: Path, log) -> tuple[list[dict], str, list[str]]:
     """Run the training command until the highest target is crossed, --max-minutes or its end:
     (its evaluations, why it stopped, the command)."""
@@ -139,7 +124,7 @@ def train(args, out: Path, log) -> tuple[list[dict], str, list[str]]:
                     break
                 time.sleep(1.0)
         finally:
-            stop(proc, log)
+            benchio.stop_runs({"the run": proc}, log, STOP_GRACE_S)
     if why == "finished" and proc.returncode != 0:
         raise SystemExit(f"the training run failed with exit status {proc.returncode}: see "
                          f"{out / 'run.log'}")
@@ -223,9 +208,7 @@ def report(res: dict) -> str:
 
 
 def parse_args(argv: list[str] | None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    train_args = argv[argv.index("--") + 1:] if "--" in argv else []
-    own = argv[:argv.index("--")] if "--" in argv else argv
+    own, train_args = benchio.split_passthrough(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--game", default="pong", help="the game (pong)")
     p.add_argument("--targets", help="mean scores to reach, comma-separated (0,18; quick "
@@ -266,20 +249,13 @@ def parse_args(argv: list[str] | None):
     if (Path(args.out) / "run").exists():
         p.error(f"{Path(args.out) / 'run'} exists (an earlier benchmark): choose another --out "
                 f"or remove it")
-    for path in (args.json, args.png):
-        if path and not Path(path).resolve().parent.is_dir():
-            p.error(f"{path}: its directory does not exist")
+    benchio.check_copy_paths(p, args.json, args.png)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # SIGTERM as Ctrl-C: the finally block stops the training run by its pid
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = benchio.progress_log()
-    machine = benchio.machine_info(loadavg_start=benchio.loadavg())
+    out, log, machine = benchio.start(args.out)  # SIGTERM then stops the run by its pid
     t0 = time.time()
     evals, why, cmd = train(args, out, log)
     minutes = (time.time() - t0) / 60

@@ -7,7 +7,9 @@ its load, how it formats numbers and ratios, and how it prints its tables and wr
   a phase, from /proc/stat: `load_mark` at its start and end, then `other_load`;
 - numbers: `ratio` (None when a side is missing), `fmt`, `fmt_int`, `fmt_ratio`;
 - output: `table` and `targets_table` (Markdown), `progress_log` (timestamped lines on stderr),
-  `emit` (print the report, write the JSON).
+  `emit` (print the report, write the JSON);
+- scripts that drive `atari-agent train` (bench_time_to_skill.py, study_collapse.py): `start`,
+  `split_passthrough` (arguments after `--`), `check_copy_paths`, `stop_runs` (by pid).
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 
 # ---------------------------------------------------------------------------------- machine
@@ -152,3 +157,44 @@ def emit(report: str, result: dict, json_path: str | None) -> None:
         with open(json_path, "w") as f:
             json.dump(result, f, indent=2)
             f.write("\n")
+
+
+def split_passthrough(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """(the script's own arguments, those after `--`, passed on to `atari-agent train`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        return argv, []
+    return argv[:argv.index("--")], argv[argv.index("--") + 1:]
+
+
+def check_copy_paths(parser, *paths: str | None) -> None:
+    """Refuse (parser.error) an output copy (--json, --png) whose directory does not exist."""
+    for path in paths:
+        if path and not Path(path).resolve().parent.is_dir():
+            parser.error(f"{path}: its directory does not exist")
+
+
+def stop_runs(procs: dict, log, grace_s: float) -> None:
+    """Stop the training runs still going as Ctrl-C does (SIGINT to each pid: they save their
+    checkpoint and exit), then kill by pid any that has not exited within `grace_s`."""
+    for name, proc in procs.items():
+        if proc.poll() is None:
+            log(f"stopping {name} (SIGINT to pid {proc.pid})")
+            proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    for name, proc in procs.items():
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log(f"{name} did not exit within {grace_s:.0f} s: killing pid {proc.pid}")
+            proc.kill()
+            proc.wait()
+
+
+def start(out: str) -> tuple[Path, Callable[[str], None], dict]:
+    """A training script's start: SIGTERM acts as Ctrl-C (sys.exit, so `finally` blocks stop
+    the runs it started by their pids), --out made; (out, progress log, machine info)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    return path, progress_log(), machine_info(loadavg_start=loadavg())

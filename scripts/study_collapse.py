@@ -33,10 +33,8 @@ import argparse
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -108,22 +106,6 @@ def _check_same(args, run_dir: Path) -> None:
                          f"{args.game} for {args.steps:,}: choose another --out or remove it")
 
 
-def stop(procs: dict[str, subprocess.Popen], log) -> None:
-    """Stop the runs still going as Ctrl-C does (SIGINT to each pid: they save and exit)."""
-    for name, proc in procs.items():
-        if proc.poll() is None:
-            log(f"stopping {name} (SIGINT to pid {proc.pid})")
-            proc.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + STOP_GRACE_S
-    for name, proc in procs.items():
-        try:
-            proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log(f"{name} did not exit within {STOP_GRACE_S:.0f} s: killing pid {proc.pid}")
-            proc.kill()
-            proc.wait()
-
-
 def train(args, out: Path, log) -> dict[str, list[str]]:
     """Both runs to their end (at once); the commands run (empty for a reused run)."""
     commands: dict[str, list[str]] = {}
@@ -145,7 +127,7 @@ def train(args, out: Path, log) -> dict[str, list[str]]:
             proc.wait()
             log(f"{name}: exit status {proc.returncode}")
     finally:
-        stop(procs, log)
+        benchio.stop_runs(procs, log, STOP_GRACE_S)
         for f in logs:
             f.close()
     failed = [f"{n} (exit status {p.returncode}, see {out / (n[0] + '.log')})"
@@ -331,9 +313,7 @@ def report(res: dict) -> str:
 
 
 def parse_args(argv: list[str] | None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    train_args = argv[argv.index("--") + 1:] if "--" in argv else []
-    own = argv[:argv.index("--")] if "--" in argv else argv
+    own, train_args = benchio.split_passthrough(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--game", default="pong", help="the game (pong)")
     p.add_argument("--steps", type=int, default=300_000, help="agent steps a run (300,000)")
@@ -373,9 +353,7 @@ def parse_args(argv: list[str] | None):
         p.error(f"--report-seconds must be positive, got {args.report_seconds:g}")
     if not args.lr_factor > 0:
         p.error(f"--lr-factor must be positive, got {args.lr_factor:g}")
-    for path in (args.json, args.png):
-        if path and not Path(path).resolve().parent.is_dir():
-            p.error(f"{path}: its directory does not exist")
+    benchio.check_copy_paths(p, args.json, args.png)
     if args.summarize_only:
         missing = [n for n in run_names(args)
                    if not (Path(args.out) / n / "metrics.jsonl").is_file()]
@@ -387,12 +365,7 @@ def parse_args(argv: list[str] | None):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # SIGTERM as Ctrl-C: the finally block stops the runs by their pids
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = benchio.progress_log()
-    machine = benchio.machine_info(loadavg_start=benchio.loadavg())
+    out, log, machine = benchio.start(args.out)  # SIGTERM then stops the runs by their pids
     commands = {} if args.summarize_only else train(args, out, log)
     machine["loadavg_end"] = benchio.loadavg()
     from agent.files import atomic_write

@@ -3,7 +3,6 @@ the command's start to an evaluation at a target, stops the run by its pid, conf
 crossing's checkpoint under the protocol, and says when a target was not reached."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import cv2
 import numpy as np
 
 from tests.benchrun import ROOT
+from tests.procs import proc_running
 
 SCRIPT = "scripts/bench_time_to_skill.py"
 
@@ -18,14 +18,6 @@ SCRIPT = "scripts/bench_time_to_skill.py"
 def bench(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_quick_reaches_its_target_stops_the_run_and_confirms(tmp_path):
@@ -46,7 +38,7 @@ def test_quick_reaches_its_target_stops_the_run_and_confirms(tmp_path):
     assert "| -21 | " in proc.stdout and "| yes |" in proc.stdout
     # the run was stopped as Ctrl-C stops it: its process is gone, its checkpoints saved
     status = json.loads((out / "run" / "status.json").read_text())
-    assert status["state"] in ("stopped", "interrupted") and not alive(status["pid"])
+    assert status["state"] in ("stopped", "interrupted") and not proc_running(status["pid"])
     assert status["steps"] < 3_000
     for png in (out / "curves.png", tmp_path / "copy.png"):
         img = cv2.imdecode(np.fromfile(png, np.uint8), cv2.IMREAD_COLOR)

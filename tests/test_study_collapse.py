@@ -3,7 +3,6 @@ side on a real game, what the seed watched summarized for both, a finished study
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import cv2
 import numpy as np
 
 from tests.benchrun import ROOT
+from tests.procs import proc_running
 
 SCRIPT = "scripts/study_collapse.py"
 
@@ -25,14 +25,6 @@ def load_script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_quick_trains_both_configurations_and_a_finished_study_is_reused(tmp_path):
@@ -58,7 +50,7 @@ def test_quick_trains_both_configurations_and_a_finished_study_is_reused(tmp_pat
         assert set(run["indicators"]) == {"agree_rises", "agree_holds", "loss_bounded",
                                           "q_under_100", "clip_delta_below_1_sometimes"}
         status = json.loads((out / run["run"] / "status.json").read_text())
-        assert status["state"] == run["state"] and not alive(status["pid"])
+        assert status["state"] == run["state"] and not proc_running(status["pid"])
     # (a) trains to the end; its last checkpoint is scored under the protocol
     assert a["state"] == "finished" and a["steps"] == 2_000 and len(a["series"]) >= 3
     assert [e["steps"] for e in a["evals"]] == [1_000, 2_000] and not a["watchdog"]
