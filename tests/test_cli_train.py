@@ -129,9 +129,9 @@ def test_the_fast_cpu_preset_is_read_and_flags_override_it(tmp_path):
     assert _train(tmp_path, "--preset", "fast-cpu", "--name", "c", "--total-steps", "200",
                   "--learning-starts", "128", "--capacity", "5000") == 0
     text = (tmp_path / "c" / "config.toml").read_text()
-    for line in ("terminal_on_life_loss = true", "target_update = 500", "envs = 1",
-                 "eps_decay_steps = 100000", "eval_episodes = 10",
-                 # flags over the preset's 10,000, 300,000 and 50,000 (TINY's --eval-every 0)
+    for line in ("terminal_on_life_loss = true", "target_update = 250", "envs = 1",
+                 "eps_decay_steps = 40000", "eval_episodes = 10",
+                 # flags over the preset's 10,000, 100,000 and 50,000 (TINY's --eval-every 0)
                  "learning_starts = 128", "capacity = 5000", "eval_every = 0"):
         assert line in text, line
 
@@ -210,7 +210,7 @@ def test_the_fast_gpu_preset_is_read_and_flags_override_it(tmp_path, capsys):
     assert _train(tmp_path, "--preset", "fast-gpu", "--device", "cpu", "--name", "p",
                   "--total-steps", "200", "--envs", "2", "--learning-starts", "128") == 0
     text = (tmp_path / "p" / "config.toml").read_text()
-    for line in ("batch_size = 128", "train_freq = 16", "lr = 0.00025", "target_update = 500",
+    for line in ("batch_size = 128", "train_freq = 16", "lr = 0.00025", "target_update = 250",
                  "eps_decay_steps = 200000", 'device = "cpu"', "envs = 2",
                  "learning_starts = 128"):  # (the flag over the preset's 20,000)
         assert line in text, line
