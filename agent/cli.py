@@ -119,6 +119,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                                                                                        "%%")}
             if f"{section}.{f.name}" == "run.envs":
                 kwargs.update(type=_parse_envs, metavar="N|auto")
+            elif f"{section}.{f.name}" == "ray.address":  # --ray alone: a local instance
+                flag = "--ray"
+                kwargs.update(nargs="?", const="local", metavar="ADDRESS")
             elif isinstance(default, bool):
                 kwargs["action"] = argparse.BooleanOptionalAction
             elif isinstance(default, tuple):

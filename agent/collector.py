@@ -55,6 +55,11 @@ def resolve_envs(envs: int) -> int:
     return envs if envs > 0 else available_cores()
 
 
+def streams(config: Config) -> int:
+    """Replay streams of a run (run.envs resolved): one per env, over all actors with Ray."""
+    return config.run.envs * (config.ray.actors if config.ray.enabled else 1)
+
+
 def check_streams(config: Config, envs: int) -> None:
     """Refuse a replay too small to give each of `envs` streams a full stack and n-step window."""
     need = config.env.stack + config.learner.n_step
