@@ -78,7 +78,8 @@ class ActorCore:
 
     def set_weights(self, weights: dict) -> None:
         """Act with the learner's published weights {"version", "state": {name: array}}."""
-        state = {k: torch.from_numpy(np.asarray(v)) for k, v in weights["state"].items()}
+        # (Ray hands over read-only views of its object store: copied, as torch wants.)
+        state = {k: torch.from_numpy(np.array(v)) for k, v in weights["state"].items()}
         self.network.load_state_dict(state)
         self.version = int(weights["version"])
 
@@ -87,13 +88,18 @@ class ActorCore:
         obs = torch.from_numpy(np.stack([env.observation for env in self.envs]))
         return self.network(obs).argmax(dim=1).numpy()
 
-    def collect(self, steps: int, weights: dict | None = None,
-                epsilon: float | None = None) -> dict:
+    def collect(self, steps: int, weights: dict | None = None, epsilon: float | None = None,
+                seed: int | None = None) -> dict:
         """Act `steps` agent steps in each env (epsilon-greedy: `epsilon` when given, e.g. 1.0
         before learning starts, else this actor's own) and return the chunk. `weights`: newer
-        weights to act with from now on."""
-        if not self.envs:
-            raise RuntimeError(f"actor {self.index}: collect() before start()")
+        weights to act with from now on. `seed`: the seed to open the envs with if they are not
+        open (a process that Ray restarted after a crash gets this call first): the chunk then
+        says `started`, and begins with their first frames."""
+        started = not self.envs
+        if started:
+            if seed is None:
+                raise RuntimeError(f"actor {self.index}: collect() before start() without a seed")
+            self.start(seed)
         t0 = time.perf_counter()
         if weights is not None:
             self.set_weights(weights)
@@ -123,8 +129,10 @@ class ActorCore:
                 elif s.learn_terminal:  # a lost life: a new segment at this frame
                     records.append((RESET, j, 0, 0.0, False, False,
                                     env.observation[-1].copy()))
-        return pack(self.index, self.version, records, scores, int(steps) * len(self.envs),
-                    time.perf_counter() - t0)
+        chunk = pack(self.index, self.version, records, scores, int(steps) * len(self.envs),
+                     time.perf_counter() - t0)
+        chunk.update(started=started, pid=os.getpid())
+        return chunk
 
     def close(self) -> None:
         for env in self.envs:

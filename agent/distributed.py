@@ -16,9 +16,11 @@ an actor that acts with older weights gets the reference with its next request.
 
 Faults: an actor whose process dies (a crash, `kill -9`) is restarted by Ray (`max_restarts`);
 one that sends nothing for `ray.actor_timeout` seconds is killed and restarted the same way.
-The learner goes on with the others meanwhile, records an `actor_restart` event, and the
-restarted actor begins new episodes in its streams (the replay keeps everything already in it).
-Past `max_restarts` an actor is dropped (`actor_lost`); with none left the run fails, its
+The learner goes on with the others meanwhile. A request that failed (`actor_failed` event) is
+sent again after a pause; the restarted process opens its envs with the seed that comes with
+every request, begins new episodes in its streams (the replay keeps everything already in it),
+and its first chunk says so (`actor_restart` event, with the new pid). Past `max_restarts`
+failures in a row an actor is dropped (`actor_lost`); with none left the run fails, its
 checkpoints intact.
 """
 
@@ -38,6 +40,7 @@ from agent.native import FrameReplay
 from agent.workers import WorkerError
 
 INSTALL = 'Ray is not installed: pip install -e ".[ray]" (or pip install "ray>=2.60,<3")'
+RETRY_S = 1.0  # after an actor failed: time for Ray to see the death and begin the restart
 OBJECT_STORE_BYTES = 512 * 2**20  # a local instance's store: chunks and weights are small
 
 
@@ -48,6 +51,7 @@ class RayUnavailable(ValueError):
 def import_ray():
     try:
         import ray
+        import ray.exceptions  # noqa: F401 - (RayCollector reads its error types)
     except ImportError:
         raise RayUnavailable(f"--ray needs {INSTALL}") from None
     return ray
@@ -110,16 +114,18 @@ class RayCollector:
         self._pids: list[int | None] = []
         self._alive: list[bool] = []
         self._restarts: list[int] = []
+        self._failures: list[int] = []
         self._inflight: dict = {}  # object ref -> actor index
+        self._retry_at: dict = {}  # actor index -> when to ask a failed actor again
+        self._unavailable_since: dict = {}  # actor index -> first "unavailable" of a streak
         self._sent_at: list[float] = []
         self._version_at: list[int] = []  # the weights version each actor acts with
-        self._steps_at: list[int] = []
-        self._seconds_at: list[float] = []
         self._sps: list[float] = []
         self._weights = None  # the newest published weights: (version, object ref)
         self._published_at = -10**18
         self.learner = None
         self.reporter = None
+        self.ingest_seconds = 0.0  # spent writing chunks into the replay (scripts/bench_ray.py)
         # Connected now, so that a missing Ray or an unreachable cluster refuses the run
         # before anything is written in its directory.
         self.ray, self._started_ray = connect(c.ray.address, c.ray.actors * c.ray.actor_cpus)
@@ -146,12 +152,11 @@ class RayCollector:
         self._actors = [remote.remote(config, i, self.epsilons[i], self._make_env)
                         for i in range(n)]
         self._alive = [True] * n
-        self._restarts = [0] * n
+        self._restarts = [0] * n  # restarts seen (a chunk from a new process)
+        self._failures = [0] * n  # failed requests in a row
         self._pids = [None] * n
         self._sent_at = [0.0] * n
         self._version_at = [-1] * n
-        self._steps_at = [0] * n
-        self._seconds_at = [0.0] * n
         self._sps = [0.0] * n
         self._publish(force=True)
         starts = [a.start.remote(self._seed()) for a in self._actors]
@@ -161,16 +166,11 @@ class RayCollector:
             raise WorkerError(f"the Ray actors did not start: {_first_line(exc)}", -1,
                               None) from None
         for i in range(n):
-            self.replay_reset_streams(i)
             self._request(i)
         self.open = True
 
     def _seed(self) -> int:
         return int(self._seeds.spawn(1)[0].generate_state(1)[0] & 0x7FFFFFFF)
-
-    def replay_reset_streams(self, i: int) -> None:
-        """Nothing to do: a (re)started actor's first records are RESETs, which close the open
-        episodes of its streams (as truncated) before new ones begin."""
 
     def _publish(self, force: bool = False) -> None:
         """Put the online weights in the object store if `ray.sync_every` steps have passed."""
@@ -194,7 +194,8 @@ class RayCollector:
             weights = self._weights[1]
             self._version_at[i] = self._weights[0]
         eps = 1.0 if self.collected < c.learner.learning_starts else None
-        ref = self._actors[i].collect.remote(c.ray.chunk, weights, eps)
+        # The seed is used only by an actor whose envs are not open: one that Ray restarted.
+        ref = self._actors[i].collect.remote(c.ray.chunk, weights, eps, self._seed())
         self._inflight[ref] = i
         self._sent_at[i] = time.monotonic()
 
@@ -204,9 +205,14 @@ class RayCollector:
         ray = self.ray
         timeout = self.config.ray.actor_timeout
         while True:
+            self._retry_due()
+            if not self._inflight and self._retry_at:  # only retries pending: wait for them
+                time.sleep(max(0.0, min(self._retry_at.values()) - time.monotonic()))
+                continue
             if not self._inflight:
-                raise WorkerError("every Ray actor failed (past ray.max_restarts each); the "
-                                  "checkpoints saved so far are intact", -1, None)
+                raise WorkerError(f"every Ray actor failed (more than ray.max_restarts "
+                                  f"{self.config.ray.max_restarts} times in a row each); the "
+                                  f"checkpoints saved so far are intact", -1, None)
             self._publish()
             ready, _ = ray.wait(list(self._inflight), num_returns=1, timeout=1.0)
             if ready:
@@ -215,51 +221,75 @@ class RayCollector:
             for i in list(self._inflight.values()):
                 if now - self._sent_at[i] > timeout:
                     self._event("actor_hung", f"actor {i} (pid {self._pids[i]}) sent nothing "
-                                f"for {timeout:g} s: restarting it", actor=i)
+                                f"for {timeout:g} s: killing it for Ray to restart", actor=i)
                     ray.kill(self._actors[i], no_restart=False)
-                    self._sent_at[i] = now  # its ref fails as the actor dies
+                    self._sent_at[i] = now  # its request fails or runs in the new process
         ref = ready[0]
         i = self._inflight.pop(ref)
         try:
             chunk = ray.get(ref)
-        except Exception as exc:  # the actor died (RayActorError) or its task failed
-            self._restart(i, exc)
+        except Exception as exc:  # the actor died (RayActorError) or its call raised
+            self._failed(i, exc)
             return 0
+        self._failures[i] = 0
+        self._unavailable_since.pop(i, None)
+        if chunk["started"]:  # a new process: Ray restarted the actor
+            self._restarts[i] += 1
+            self._event("actor_restart", f"actor {i} restarted by Ray (pid {self._pids[i]} -> "
+                        f"{chunk['pid']}); its envs began new episodes, the replay keeps what "
+                        f"it had", actor=i, restarts=self._restarts[i], pid=chunk["pid"])
+            self._pids[i] = chunk["pid"]
+        self._version_at[i] = chunk["version"]  # (-1 in a new process: it gets the weights)
+        t0 = time.perf_counter()
         n = ingest(self.replay, chunk, i * self.per_actor)
+        self.ingest_seconds += time.perf_counter() - t0
         for _, score, _ in chunk["scores"]:
             self.scores.append(float(score))
             self.episodes += 1
         self.steps += n
         self.collected += n
-        self._steps_at[i] += n
-        self._seconds_at[i] += chunk["seconds"]
         if chunk["seconds"] > 0:
             self._sps[i] = n / chunk["seconds"]
         self._request(i)
         return n
 
-    def _restart(self, i: int, exc: BaseException) -> None:
-        self._restarts[i] += 1
+    def _failed(self, i: int, exc: BaseException) -> None:
+        """Actor i's request failed: its process died (Ray restarts it, up to ray.max_restarts)
+        or the call raised. Ask again after a pause that doubles with each failure in a row;
+        past max_restarts failures in a row the actor is dropped."""
         c = self.config.ray
         why = _first_line(exc)
-        if self._restarts[i] > c.max_restarts:
+        now = time.monotonic()
+        if isinstance(exc, self.ray.exceptions.ActorUnavailableError):
+            # Ray is restarting it (a new process starts, imports torch, opens its envs): ask
+            # again every RETRY_S without counting, for up to ray.actor_timeout.
+            since = self._unavailable_since.setdefault(i, now)
+            if now - since < c.actor_timeout:
+                if since == now:
+                    self._event("actor_failed", f"actor {i} (pid {self._pids[i]}) is "
+                                f"unavailable ({why}); asking again while Ray restarts it",
+                                actor=i, failures=self._failures[i])
+                self._retry_at[i] = now + RETRY_S
+                return
+            del self._unavailable_since[i]
+        self._failures[i] += 1
+        if self._failures[i] > c.max_restarts:
             self._alive[i] = False
-            self._event("actor_lost", f"actor {i} (pid {self._pids[i]}) failed again ({why}): "
-                        f"past ray.max_restarts {c.max_restarts}, the run goes on without it",
-                        actor=i)
+            self._event("actor_lost", f"actor {i} (pid {self._pids[i]}) failed "
+                        f"{self._failures[i]} times in a row ({why}): past ray.max_restarts "
+                        f"{c.max_restarts}, the run goes on without it", actor=i)
             return
-        self._event("actor_restart", f"actor {i} (pid {self._pids[i]}) failed ({why}); "
-                    f"restarted by Ray ({self._restarts[i]} of {c.max_restarts}); its envs "
-                    f"begin new episodes, the replay keeps what it had", actor=i,
-                    restarts=self._restarts[i])
-        self._version_at[i] = -1  # a new process: it needs the weights again
-        try:
-            self._pids[i] = self.ray.get(self._actors[i].start.remote(self._seed()),
-                                         timeout=max(60.0, c.actor_timeout))
-        except Exception as again:
-            self._restart(i, again)
-            return
-        self._request(i)
+        pause = RETRY_S * 2 ** (self._failures[i] - 1)
+        self._event("actor_failed", f"actor {i} (pid {self._pids[i]}) failed ({why}); asking "
+                    f"again in {pause:g} s", actor=i, failures=self._failures[i])
+        self._retry_at[i] = time.monotonic() + pause
+
+    def _retry_due(self) -> None:
+        now = time.monotonic()
+        for i, at in list(self._retry_at.items()):
+            if at <= now:
+                del self._retry_at[i]
+                self._request(i)
 
     def _event(self, kind: str, message: str, **fields) -> None:
         if self.reporter is not None:
