@@ -285,7 +285,8 @@ class RunConfig:
     envs: int = 0
     """Environments stepped at once (one process each beyond the first; one batched forward
     pass acts for all). 0 = "auto": one per CPU core this process may use. 1 runs the single
-    env in this process, with no worker pool."""
+    env in this process, with no worker pool. With ray.address set: the envs of each actor
+    ("auto": 1)."""
     overlap: str = "auto"
     """With several envs, whether the learner's updates run while the env workers emulate
     ("on": every env in a worker, the round's updates between sending the actions and

@@ -39,7 +39,7 @@ from agent.config import Config, to_dict
 from agent.native import FrameReplay
 from agent.workers import WorkerError
 
-INSTALL = 'Ray is not installed: pip install -e ".[ray]" (or pip install "ray>=2.60,<3")'
+INSTALL = 'pip install -e ".[ray]" (or pip install "ray>=2.60,<3")'
 RETRY_S = 1.0  # after an actor failed: time for Ray to see the death and begin the restart
 OBJECT_STORE_BYTES = 512 * 2**20  # a local instance's store: chunks and weights are small
 
@@ -53,7 +53,7 @@ def import_ray():
         import ray
         import ray.exceptions  # noqa: F401 - (RayCollector reads its error types)
     except ImportError:
-        raise RayUnavailable(f"--ray needs {INSTALL}") from None
+        raise RayUnavailable(f"--ray needs Ray, which is not installed here: {INSTALL}") from None
     return ray
 
 
@@ -93,6 +93,9 @@ class RayCollector:
     def __init__(self, config: Config, make_env, env_seed: int, replay_seed: int):
         self.config = c = config
         r = c.ray
+        # Connected first, so that a missing Ray or an unreachable cluster refuses the run
+        # before anything is built or written in its directory.
+        self.ray, self._started_ray = connect(r.address, r.actors * r.actor_cpus)
         self.per_actor = c.run.envs
         self.num_envs = r.actors * self.per_actor
         self.epsilons = r.epsilons()
@@ -126,9 +129,6 @@ class RayCollector:
         self.learner = None
         self.reporter = None
         self.ingest_seconds = 0.0  # spent writing chunks into the replay (scripts/bench_ray.py)
-        # Connected now, so that a missing Ray or an unreachable cluster refuses the run
-        # before anything is written in its directory.
-        self.ray, self._started_ray = connect(c.ray.address, c.ray.actors * c.ray.actor_cpus)
 
     def attach(self, learner, reporter) -> None:
         """The learner whose weights the actors get, and where events go."""
@@ -161,10 +161,12 @@ class RayCollector:
         self._publish(force=True)
         starts = [a.start.remote(self._seed()) for a in self._actors]
         try:
-            self._pids = list(ray.get(starts, timeout=max(60.0, c.ray.actor_timeout)))
+            self._pids = list(ray.get(starts, timeout=c.ray.actor_timeout))
         except Exception as exc:
-            raise WorkerError(f"the Ray actors did not start: {_first_line(exc)}", -1,
-                              None) from None
+            raise WorkerError(
+                f"the Ray actors did not start within ray.actor_timeout {c.ray.actor_timeout:g} "
+                f"s ({_first_line(exc)}): does the cluster have {n} x ray.actor_cpus "
+                f"{c.ray.actor_cpus:g} CPUs free (`ray status`)?", -1, None) from None
         for i in range(n):
             self._request(i)
         self.open = True

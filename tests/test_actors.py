@@ -122,3 +122,28 @@ def test_without_ray_installed_the_run_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     with pytest.raises(RayUnavailable, match=r'pip install -e "\.\[ray\]"'):
         import_ray()
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--ray", "nowhere"], "ray.address must be 'local', 'auto', HOST:PORT or ray://HOST:PORT"),
+    (["--ray", "--actors", "0"], "ray.actors must be"),
+])
+def test_train_refuses_bad_ray_settings_in_one_line(tmp_path, capsys, args, said):
+    from agent.cli import main
+
+    assert main(["train", "--runs-dir", str(tmp_path), "--name", "r", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and said in err[0], err
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_with_ray_missing_says_how_to_install_it_and_writes_nothing(tmp_path, capsys,
+                                                                          monkeypatch):
+    from agent.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert main(["train", "--runs-dir", str(tmp_path), "--name", "r", "--ray"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ['atari-agent train: --ray needs Ray, which is not installed here: '
+                   'pip install -e ".[ray]" (or pip install "ray>=2.60,<3")'], err
+    assert not (tmp_path / "r").exists()

@@ -21,7 +21,7 @@ from tests.toygame import make_fire_game
 
 pytest.importorskip("ray")
 
-RAY = {"address": "local", "actors": 2, "chunk": 25, "sync_every": 100, "actor_timeout": 60.0}
+RAY = {"address": "local", "actors": 2, "chunk": 25, "sync_every": 100, "actor_timeout": 180.0}
 
 
 def _rows(run_dir):
