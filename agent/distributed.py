@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import sys
 import time
 
@@ -62,6 +63,8 @@ def connect(address: str, cpus: float):
     Returns (ray, started): `started` when this call started the instance (the run shuts it
     down)."""
     ray = import_ray()
+    if address not in ("local", "auto"):
+        _check_reachable(address)
     if ray.is_initialized():  # (e.g. a test's own instance): used as it is, left running
         return ray, False
     # The actors import this package and a test's env factory: give them this process's path.
@@ -81,6 +84,18 @@ def connect(address: str, cpus: float):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RayUnavailable(f"cannot connect to the Ray cluster at {address!r}: {first} "
                              f"(start one with `ray start --head`, or use --ray local)") from None
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse at once a HOST:PORT (or ray://HOST:PORT) where nothing listens: Ray itself keeps
+    trying for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise RayUnavailable(f"cannot reach the Ray cluster at {address!r}: "
+                             f"{exc.strerror or exc} (start one with `ray start --head`, or use "
+                             f"--ray local)") from None
 
 
 class RayCollector:

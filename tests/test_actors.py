@@ -26,21 +26,22 @@ def test_a_chunk_fills_the_replay_as_the_collector_records_the_same_steps():
     """Breakout with lost lives as learning terminals and game overs: the actor's chunks,
     ingested, leave the replay bit for bit as the collector leaves it playing the same actions
     in the same emulator."""
-    config = Config().replace(env={"game": "breakout", "terminal_on_life_loss": True},
+    config = Config().replace(env={"game": "breakout", "terminal_on_life_loss": True,
+                                   "max_frames": 1_600},  # (truncations too)
                               replay={"capacity": 3_000}, learner={"n_step": 3},
                               run={"envs": 1})
     make = lambda seed, env_config: default_env(7, env_config)  # noqa: E731 - same emulator
     actor = ActorCore(to_dict(config), 0, epsilon=1.0, make_env=make)
     actor.start(seed=11)
     ours = _replay(config)
-    chunks = [actor.collect(400) for _ in range(3)]  # every action random (no weights yet)
+    chunks = [actor.collect(300) for _ in range(2)]  # every action random (no weights yet)
     for chunk in chunks:
-        assert ingest(ours, chunk, 0) == 400
+        assert ingest(ours, chunk, 0) == 300
     actor.close()
     ops = np.concatenate([c["op"] for c in chunks])
     actions = np.concatenate([c["action"] for c in chunks])[ops == ADD]
-    assert (ops == RESET).sum() > 3  # lost lives and at least one game over happened
-    assert sum(len(c["scores"]) for c in chunks) >= 1
+    assert (ops == RESET).sum() > 3  # lost lives, and a game over or a truncation
+    assert sum(len(c["scores"]) for c in chunks) >= 1  # an episode ended (over or truncated)
 
     collector = Collector(config, 1, make, env_seed=0, replay_seed=1,
                           explore_seed=np.random.SeedSequence(2))
@@ -127,6 +128,7 @@ def test_without_ray_installed_the_run_says_how_to_install_it(monkeypatch):
 @pytest.mark.parametrize("args, said", [
     (["--ray", "nowhere"], "ray.address must be 'local', 'auto', HOST:PORT or ray://HOST:PORT"),
     (["--ray", "--actors", "0"], "ray.actors must be"),
+    (["--ray", "127.0.0.1:1"], "cannot reach the Ray cluster at '127.0.0.1:1'"),
 ])
 def test_train_refuses_bad_ray_settings_in_one_line(tmp_path, capsys, args, said):
     from agent.cli import main
