@@ -210,7 +210,7 @@ def test_the_fast_gpu_preset_is_read_and_flags_override_it(tmp_path, capsys):
     assert _train(tmp_path, "--preset", "fast-gpu", "--device", "cpu", "--name", "p",
                   "--total-steps", "200", "--envs", "2", "--learning-starts", "128") == 0
     text = (tmp_path / "p" / "config.toml").read_text()
-    for line in ("batch_size = 128", "train_freq = 16", "lr = 0.00025", "target_update = 250",
+    for line in ("batch_size = 128", "train_freq = 16", "lr = 0.00025", "target_update = 500",
                  "eps_decay_steps = 200000", 'device = "cpu"', "envs = 2",
                  "learning_starts = 128"):  # (the flag over the preset's 20,000)
         assert line in text, line
