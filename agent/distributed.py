@@ -31,11 +31,12 @@ import os
 import socket
 import sys
 import time
+from collections import deque
 
 import numpy as np
 
 from agent.actors import ActorCore, ingest
-from agent.collector import available_cores
+from agent.collector import available_cores, load_book
 from agent.config import Config, to_dict
 from agent.native import FrameReplay
 from agent.workers import WorkerError
@@ -125,7 +126,6 @@ class RayCollector:
         self._seeds = np.random.SeedSequence(env_seed)
         self._make_env = make_env
         self.steps = self.episodes = self.collected = 0
-        from collections import deque
         self.scores: deque[float] = deque(maxlen=100)
         self.open = False
         self._actors: list = []
@@ -332,19 +332,11 @@ class RayCollector:
                 "scores": list(self.scores)}
 
     def load_state_dict(self, state: dict, replay: dict | None) -> None:
-        from collections import deque
-
         envs = state["env"]
         n = len(envs) if isinstance(envs, list) else 1
         if n != self.num_envs:
             raise ValueError(f"the checkpoint holds {n} env(s), this run has {self.num_envs}")
-        self.steps, self.episodes = int(state["steps"]), int(state["episodes"])
-        self.scores = deque((float(s) for s in state["scores"]), maxlen=100)
-        if replay is not None:
-            self.replay.load_state_dict(replay)
-            self.collected = int(state["collected"])
-        else:
-            self.collected = 0
+        load_book(self, state, replay)
         # open stays False: start() connects and the actors' first records begin new episodes
 
     def close(self) -> None:
