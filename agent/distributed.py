@@ -68,16 +68,17 @@ def connect(address: str, cpus: float):
         _check_reachable(address)
     if ray.is_initialized():  # (e.g. a test's own instance): used as it is, left running
         return ray, False
-    # The actors import this package and a test's env factory: give them this process's path.
-    path = os.pathsep.join(p for p in sys.path if p)
-    runtime = {"env_vars": {"PYTHONPATH": path}}
     try:
         if address == "local":
+            # The actors import this package and a test's env factory: on this machine they
+            # get this process's path. (On a cluster each machine has the package installed.)
+            path = os.pathsep.join(p for p in sys.path if p)
             ray.init(num_cpus=max(available_cores(), math.ceil(cpus)), include_dashboard=False,
-                     object_store_memory=OBJECT_STORE_BYTES, runtime_env=runtime,
-                     configure_logging=False, log_to_driver=True)
+                     object_store_memory=OBJECT_STORE_BYTES,
+                     runtime_env={"env_vars": {"PYTHONPATH": path}}, configure_logging=False,
+                     log_to_driver=True)
             return ray, True
-        ray.init(address=address, runtime_env=runtime, configure_logging=False)
+        ray.init(address=address, configure_logging=False)
         return ray, False
     except Exception as exc:  # ConnectionError, a timeout, a bad address inside Ray
         if ray.is_initialized():
@@ -156,7 +157,7 @@ class RayCollector:
         return [p for p, a in zip(self._pids, self._alive, strict=True) if a and p]
 
     def start(self) -> None:
-        """Connect to Ray, start the actors, and send each its first request."""
+        """Start the actors (each opens its envs) and send each its first request."""
         c = self.config
         ray = self.ray
         remote = ray.remote(ActorCore).options(num_cpus=c.ray.actor_cpus,
