@@ -101,6 +101,15 @@ def _parse_envs(text: str) -> int:
     return value
 
 
+FLAG_NAMES = {"ray.address": "--ray"}
+"""Fields whose flag is not --<field-name> (`--ray [ADDRESS]`: alone it means "local")."""
+
+
+def config_flag(section: str, name: str) -> str:
+    """The train flag of config field section.name (docs/config.md shows the same)."""
+    return FLAG_NAMES.get(f"{section}.{name}", "--" + name.replace("_", "-"))
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per config field (--lr, --batch-size, --double-dqn/--no-double-dqn, ...)."""
     defaults = Config()
@@ -110,7 +119,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         docs = field_docs(type(obj))
         group = parser.add_argument_group(f"[{section}] settings (TOML table [{section}])")
         for f in dataclasses.fields(obj):
-            flag = "--" + f.name.replace("_", "-")
+            flag = config_flag(section, f.name)
             assert flag not in seen, f"{flag} is both {seen[flag]} and {section}.{f.name}"
             seen[flag] = f"{section}.{f.name}"
             default = getattr(obj, f.name)
@@ -119,6 +128,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                                                                                        "%%")}
             if f"{section}.{f.name}" == "run.envs":
                 kwargs.update(type=_parse_envs, metavar="N|auto")
+            elif f"{section}.{f.name}" == "ray.address":  # --ray alone: a local instance
+                kwargs.update(nargs="?", const="local", metavar="ADDRESS")
             elif isinstance(default, bool):
                 kwargs["action"] = argparse.BooleanOptionalAction
             elif isinstance(default, tuple):

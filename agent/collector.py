@@ -55,6 +55,11 @@ def resolve_envs(envs: int) -> int:
     return envs if envs > 0 else available_cores()
 
 
+def streams(config: Config) -> int:
+    """Replay streams of a run (run.envs resolved): one per env, over all actors with Ray."""
+    return config.run.envs * (config.ray.actors if config.ray.enabled else 1)
+
+
 def check_streams(config: Config, envs: int) -> None:
     """Refuse a replay too small to give each of `envs` streams a full stack and n-step window."""
     need = config.env.stack + config.learner.n_step
@@ -64,6 +69,20 @@ def check_streams(config: Config, envs: int) -> None:
             f"replay.capacity {config.replay.capacity:,} split over {envs} envs leaves {per:,} "
             f"slots per env, which must be more than env.stack + learner.n_step = {need}; use "
             f"--capacity {envs * (need + 1):,} or more, or fewer --envs")
+
+
+def load_book(collector, state: dict, replay: dict | None) -> bool:
+    """Restore a collector's counters and score book from its `state_dict()`, and its replay
+    from a snapshot when there is one (else learning waits to refill it: collected 0). Returns
+    whether the replay was restored."""
+    collector.steps, collector.episodes = int(state["steps"]), int(state["episodes"])
+    collector.scores = deque((float(s) for s in state["scores"]), maxlen=100)
+    if replay is None:
+        collector.collected = 0
+        return False
+    collector.replay.load_state_dict(replay)
+    collector.collected = int(state["collected"])
+    return True
 
 
 class Collector:
@@ -258,15 +277,9 @@ class Collector:
             self._vec.set_states(envs)
         for rng, s in zip(self.explore, state["explore"], strict=True):
             rng.bit_generator.state = s
-        self.steps, self.episodes = int(state["steps"]), int(state["episodes"])
-        self.scores = deque((float(s) for s in state["scores"]), maxlen=100)
-        if replay is not None:
-            self.replay.load_state_dict(replay)
-            self.collected = int(state["collected"])
-        else:
+        if not load_book(self, state, replay):
             for i in range(self.num_envs):
                 self.replay.reset(self.observations[i][-1], i)
-            self.collected = 0
         self.open = True
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ ACTION_SETS = ("documented", "minimal")
 PRECISIONS = ("auto", "fp32", "bf16")
 SAVE_ERROR_ACTIONS = ("stop", "continue")
 OVERLAP_MODES = ("auto", "on", "off")
+_ADDRESS = re.compile(r"(ray://)?[A-Za-z0-9_.\-]+:[0-9]{1,5}")
 
 
 @dataclass(frozen=True)
@@ -283,7 +285,8 @@ class RunConfig:
     envs: int = 0
     """Environments stepped at once (one process each beyond the first; one batched forward
     pass acts for all). 0 = "auto": one per CPU core this process may use. 1 runs the single
-    env in this process, with no worker pool."""
+    env in this process, with no worker pool. With ray.address set: the envs of each actor
+    ("auto": 1)."""
     overlap: str = "auto"
     """With several envs, whether the learner's updates run while the env workers emulate
     ("on": every env in a worker, the round's updates between sending the actions and
@@ -346,7 +349,66 @@ class RunConfig:
         return self
 
 
-SECTIONS = ("env", "learner", "explore", "replay", "watchdog", "run")
+@dataclass(frozen=True)
+class RayConfig:
+    """Ape-X-style distributed acting on Ray (the optional extra: pip install -e ".[ray]"):
+    actors with their own epsilon fill the learner's replay, which learns as a one-machine
+    run does (docs/distributed.md)."""
+
+    address: str = ""
+    """Empty: no Ray (the envs of run.envs run here). "local": start a Ray instance inside this
+    run and shut it down with it (tests, one big machine). "auto" or "HOST:PORT": join a running
+    cluster (`ray start --head`); "ray://HOST:PORT": join one through Ray Client."""
+    actors: int = 2
+    """Actor processes; each steps run.envs envs (run.envs "auto" is one per actor) and acts
+    with a CPU copy of the online network."""
+    eps_base: float = 0.4
+    """Ape-X's epsilon ladder: actor i of N explores with eps_base ** (1 + eps_alpha * i /
+    (N - 1)) (Horgan et al. 2018: 0.4 and 7), fixed for the whole run; one actor: eps_base.
+    Before learner.learning_starts every actor acts uniformly at random, as a one-machine run."""
+    eps_alpha: float = 7.0
+    """The ladder's exponent (see eps_base)."""
+    chunk: int = 50
+    """Agent steps per env in one message from an actor (Ape-X's local buffer of 50)."""
+    sync_every: int = 400
+    """Agent steps, summed over all actors, between publishing the online network's weights;
+    an actor takes the newest with its next chunk (Ape-X: every 400 frames)."""
+    actor_cpus: float = 1.0
+    """CPUs Ray reserves for each actor (the learner is this process)."""
+    max_restarts: int = 3
+    """Times Ray restarts an actor that died (its process killed, a crash) or was stopped as
+    hung; past that the run goes on without it, and fails only when no actor is left."""
+    actor_timeout: float = 120.0
+    """Seconds without a chunk from an actor before it counts as hung and is restarted."""
+
+    def validate(self) -> RayConfig:
+        if not isinstance(self.address, str) or not (
+                self.address in ("", "local", "auto") or _ADDRESS.fullmatch(self.address)):
+            raise ValueError(f"ray.address must be 'local', 'auto', HOST:PORT or "
+                             f"ray://HOST:PORT (empty: no Ray), got {self.address!r}")
+        _int_range("ray.actors", self.actors, 1, 4096)
+        _float_range("ray.eps_base", self.eps_base, 0.0, 1.0)
+        _float_range("ray.eps_alpha", self.eps_alpha, 0.0, 1e3)
+        _int_range("ray.chunk", self.chunk, 1, 100_000)
+        _int_range("ray.sync_every", self.sync_every, 1, 10**9)
+        _float_range("ray.actor_cpus", self.actor_cpus, 0.0, 1024.0)
+        _int_range("ray.max_restarts", self.max_restarts, 0, 10**6)
+        _float_range("ray.actor_timeout", self.actor_timeout, 0.0, 1e6, low_open=True)
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.address)
+
+    def epsilons(self) -> list[float]:
+        """Each actor's fixed epsilon (the Ape-X ladder)."""
+        n = self.actors
+        if n == 1:
+            return [self.eps_base]
+        return [self.eps_base ** (1 + self.eps_alpha * i / (n - 1)) for i in range(n)]
+
+
+SECTIONS = ("env", "learner", "explore", "replay", "watchdog", "run", "ray")
 
 
 @dataclass(frozen=True)
@@ -359,6 +421,7 @@ class Config:
     replay: ReplayConfig = ReplayConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
     run: RunConfig = RunConfig()
+    ray: RayConfig = RayConfig()
 
     def validate(self) -> Config:
         for name in SECTIONS:

@@ -148,6 +148,9 @@ class Reporter:
             for name in ("greedy_dist", "replay_dist"):
                 if row.get(name):
                     scalars.update({f"{name}/{k}": v for k, v in row[name].items()})
+            for name in ("actor_sps", "weights_age"):  # a Ray run's rows: one per actor
+                scalars.update({f"{name}/{i}": v for i, v in enumerate(row.get(name) or ())
+                                if v is not None})
             try:
                 if self._tb is None or self._tb.closed:  # reopened after close(): a new file
                     self._tb = EventWriter(self.run_dir)

@@ -32,7 +32,7 @@ import torch
 from agent import checkpoint as ckpt_io
 from agent import runstate
 from agent.checkpoint import CheckpointError, CheckpointStore
-from agent.collector import Collector, EnvFactory, check_streams, resolve_envs
+from agent.collector import Collector, EnvFactory, check_streams, resolve_envs, streams
 from agent.config import Config, EnvConfig, dump_toml
 from agent.env import AtariEnv
 from agent.games import action_set
@@ -116,10 +116,11 @@ class Trainer:
     def __init__(self, config: Config, run_dir: Path, make_env: EnvFactory | None = None,
                  out=None, tensorboard: bool = True):
         c = config.validate()
-        envs = resolve_envs(c.run.envs)
+        # "auto" envs: one per core here; one per actor with Ray (each actor is a process).
+        envs = (c.run.envs or 1) if c.ray.enabled else resolve_envs(c.run.envs)
         if envs != c.run.envs:  # "auto" resolved: config.toml records the count used
             c = c.replace(run={"envs": envs})
-        check_streams(c, envs)
+        check_streams(c, streams(c))
         check_replay_memory(c)
         self.config = c
         self.run_dir = Path(run_dir)
@@ -131,8 +132,13 @@ class Trainer:
         env_s, replay_s, torch_s, explore_s, diag_s = np.random.SeedSequence(c.run.seed).spawn(5)
         torch.manual_seed(_seed(torch_s, 63))
         overlap = c.run.overlap == "on" or (c.run.overlap == "auto" and device.type == "cuda")
-        self.collector = Collector(c, envs, self.make_env, _seed(env_s), _seed(replay_s, 63),
-                                   explore_s, overlap=overlap)
+        if c.ray.enabled:  # actors on Ray fill the replay (agent/distributed.py)
+            from agent.distributed import RayCollector
+
+            self.collector = RayCollector(c, self.make_env, _seed(env_s), _seed(replay_s, 63))
+        else:
+            self.collector = Collector(c, envs, self.make_env, _seed(env_s),
+                                       _seed(replay_s, 63), explore_s, overlap=overlap)
         self.replay = self.collector.replay
         self.actions = self.collector.actions
         self.buttons = np.asarray(self.actions.buttons, np.int64)
@@ -144,6 +150,8 @@ class Trainer:
         self.health = HealthMonitor(c, self.learner, self.replay, self.buttons, self.store,
                                     self.reporter, self.run_dir, np.random.default_rng(diag_s),
                                     same=np.asarray(self.actions.outputs(), np.int64))
+        if c.ray.enabled:
+            self.collector.attach(self.learner, self.reporter)
         self.batch: Batch | None = None
         self.state = "running"
         self.last_checkpoint: Path | None = None
@@ -242,7 +250,12 @@ class Trainer:
                 f"`atari-agent train --resume {self.run_dir}`")
 
     def _epsilon(self) -> float:
-        return self.config.explore.epsilon(self.steps, self.config.learner.learning_starts)
+        c = self.config
+        if c.ray.enabled:  # the actors' fixed ladder (random acting until learning starts)
+            if self.collector.collected < c.learner.learning_starts:
+                return 1.0
+            return float(np.mean(self.collector.epsilons))
+        return c.explore.epsilon(self.steps, c.learner.learning_starts)
 
     def _step(self) -> int:
         """One round: every env acts and steps (agent/collector.py); the agent steps taken."""
@@ -296,6 +309,8 @@ class Trainer:
                                         "q_mean", "q_max", "q_state_std", "grad_norm",
                                         "clip_delta", "td_clip_frac")},
                "target_age": self.learner.target_age}
+        if self.config.ray.enabled:
+            row.update(self.collector.actor_stats())
         self.reporter.row(row)
         self._write_status()
 
@@ -460,8 +475,8 @@ class Trainer:
 
 def _envs_mismatch(path: Path, saved: int, asked: int) -> str:
     return (f"checkpoint {path} is of a run with {saved} env(s) (its emulators and replay "
-            f"streams), but {asked} were asked for: a run keeps its number of envs; resume "
-            f"without --envs, or start a new run")
+            f"streams), but {asked} were asked for (--envs, times --actors with --ray): a run "
+            f"keeps its number of envs; resume without --envs and --actors, or start a new run")
 
 
 def check_resume(config: Config, path: Path) -> Config:
@@ -470,7 +485,8 @@ def check_resume(config: Config, path: Path) -> Config:
     the config to resume with: run.envs "auto" takes the checkpoint's number of envs."""
     saved = ckpt_io.load(path)
     if config.run.envs == 0:
-        config = config.replace(run={"envs": runstate.saved_envs(saved)})
+        actors = config.ray.actors if config.ray.enabled else 1
+        config = config.replace(run={"envs": max(1, runstate.saved_envs(saved) // actors)})
     _check_resumable(saved, path, config, action_set(config.env.game, config.env.action_set))
     return config
 
@@ -484,8 +500,8 @@ def _check_resumable(saved: dict, path: Path, config: Config, actions) -> Path |
                        config.learner.dueling, network_outputs(config, actions)).spec()
     ckpt_io.verify(saved, path, network=network, layout=actions.layout())
     envs = runstate.saved_envs(saved)
-    if config.run.envs != envs:
-        raise CheckpointError(_envs_mismatch(path, envs, config.run.envs))
+    if streams(config) != envs:
+        raise CheckpointError(_envs_mismatch(path, envs, streams(config)))
     name = saved.get("replay_file")
     snapshot = path.parent / name if name else None
     if snapshot is None or not snapshot.is_file():

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: agent/ is found from the root
     sys.path.insert(0, str(ROOT))
 
+from agent.cli import config_flag  # noqa: E402
 from agent.config import SECTIONS, Config, field_docs  # noqa: E402
 
 DOC = ROOT / "docs" / "config.md"
@@ -57,11 +58,13 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _flag(name: str, default) -> str:
-    """The train flag for a field, named as agent/cli.py's add_config_flags names it."""
-    flag = "--" + name.replace("_", "-")
+def _flag(section: str, name: str, default) -> str:
+    """The train flag for a field, as agent/cli.py's add_config_flags names it."""
+    flag = config_flag(section, name)
     if isinstance(default, bool):
         return f"`{flag}` / `--no-{flag[2:]}`"
+    if flag == "--ray":
+        return "`--ray [ADDRESS]` (alone: `local`)"
     return f"`{flag}`"
 
 
@@ -79,7 +82,7 @@ def generate() -> str:
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
             out.append(f"| `{f.name}` | `{f.type}` | `{_default(value)}` | "
-                       f"{_flag(f.name, value)} | {_cell(docs.get(f.name, ''))} |")
+                       f"{_flag(section, f.name, value)} | {_cell(docs.get(f.name, ''))} |")
     out += ["", END]
     return "\n".join(out) + "\n"
 
