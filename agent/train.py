@@ -475,8 +475,8 @@ class Trainer:
 
 def _envs_mismatch(path: Path, saved: int, asked: int) -> str:
     return (f"checkpoint {path} is of a run with {saved} env(s) (its emulators and replay "
-            f"streams), but {asked} were asked for (--envs, times --actors with --ray): a run "
-            f"keeps its number of envs; resume without --envs and --actors, or start a new run")
+            f"streams), but {asked} were asked for: a run keeps its number of envs (--envs, "
+            f"times --actors with --ray); resume without --envs and --actors, or start a new run")
 
 
 def check_resume(config: Config, path: Path) -> Config:
