@@ -48,7 +48,7 @@ class ActorCore:
         self.rng = np.random.default_rng(0)
         self.network: QNetwork | None = None
         self.version = -1  # the learner update whose weights this actor acts with; -1: none
-        self._pending: list[tuple] = []  # records made by start(), sent with the next chunk
+        self._records = Records(self.config.env.frame_shape)  # the next chunk's, being made
         self._scores: list[tuple[int, float, int]] = []
         torch.set_num_threads(max(1, int(threads)))
 
@@ -70,10 +70,10 @@ class ActorCore:
             outputs = actions.outputs() if c.learner.shared_outputs else None
             self.network = QNetwork(self.n_actions, c.env.stack, c.env.frame_shape,
                                     c.learner.dueling, outputs).eval()
-        self._pending = []
+        self._records.clear()
         for j, env in enumerate(self.envs):
             env.reset()
-            self._pending.append((RESET, j, 0, 0.0, False, False, env.observation[-1].copy()))
+            self._records.add(RESET, j, 0, 0.0, False, False, env.observation[-1])
         return os.getpid()
 
     def set_weights(self, weights: dict) -> None:
@@ -104,8 +104,8 @@ class ActorCore:
         if weights is not None:
             self.set_weights(weights)
         eps = self.epsilon if epsilon is None else float(epsilon)
-        records = self._pending
-        self._pending = []
+        records = self._records
+        records.reserve(int(steps) * len(self.envs) * 2)  # at most an ADD and a RESET a step
         scores, self._scores = self._scores, []
         for _ in range(int(steps)):
             explore = self.rng.random(len(self.envs)) < eps
@@ -118,20 +118,17 @@ class ActorCore:
                     action = int(greedy[j])
                 s = env.step(action)
                 ended = s.terminated or s.truncated
-                records.append((ADD, j, action, s.reward, s.learn_terminal,
-                                s.truncated and not s.learn_terminal,
-                                env.observation[-1].copy()))
+                records.add(ADD, j, action, s.reward, s.learn_terminal,
+                            s.truncated and not s.learn_terminal, env.observation[-1])
                 if ended:
                     scores.append((j, float(env.episode_score), int(env.episode_steps)))
                     env.reset()
-                    records.append((RESET, j, 0, 0.0, False, False,
-                                    env.observation[-1].copy()))
+                    records.add(RESET, j, 0, 0.0, False, False, env.observation[-1])
                 elif s.learn_terminal:  # a lost life: a new segment at this frame
-                    records.append((RESET, j, 0, 0.0, False, False,
-                                    env.observation[-1].copy()))
-        chunk = pack(self.index, self.version, records, scores, int(steps) * len(self.envs),
-                     time.perf_counter() - t0)
-        chunk.update(started=started, pid=os.getpid())
+                    records.add(RESET, j, 0, 0.0, False, False, env.observation[-1])
+        chunk = {"actor": self.index, "version": self.version,
+                 "steps": int(steps) * len(self.envs), "seconds": time.perf_counter() - t0,
+                 **records.take(), "scores": scores, "started": started, "pid": os.getpid()}
         return chunk
 
     def close(self) -> None:
@@ -140,18 +137,55 @@ class ActorCore:
         self.envs = []
 
 
-def pack(actor: int, version: int, records: list[tuple], scores: list, steps: int,
-         seconds: float) -> dict:
-    """A chunk (module docstring) from (op, env, action, reward, terminal, truncated, frame)
-    records."""
-    op, env, action, reward, term, trunc, frames = zip(*records, strict=True) if records else (
-        (),) * 7
-    return {"actor": actor, "version": version, "steps": steps, "seconds": seconds,
-            "op": np.asarray(op, np.uint8), "env": np.asarray(env, np.int32),
-            "action": np.asarray(action, np.int64), "reward": np.asarray(reward, np.float32),
-            "terminal": np.asarray(term, bool), "truncated": np.asarray(trunc, bool),
-            "frames": np.stack(frames) if frames else np.zeros((0, 0, 0), np.uint8),
-            "scores": list(scores)}
+class Records:
+    """A chunk's records in growing arrays: each frame is copied once, from the env into its
+    row (then Ray serializes the arrays as they are)."""
+
+    FIELDS = (("op", np.uint8), ("env", np.int32), ("action", np.int64),
+              ("reward", np.float32), ("terminal", bool), ("truncated", bool))
+
+    def __init__(self, frame_shape, capacity: int = 64):
+        self.frame_shape = tuple(frame_shape)
+        self.n = 0
+        self._alloc(capacity)
+
+    def _alloc(self, capacity: int) -> None:
+        self.cols = {name: np.zeros(capacity, dtype) for name, dtype in self.FIELDS}
+        self.frames = np.zeros((capacity, *self.frame_shape), np.uint8)
+
+    def reserve(self, more: int) -> None:
+        """Room for `more` records after those held (kept, in a larger array if needed)."""
+        need = self.n + more
+        if need <= len(self.frames):
+            return
+        cols, frames, n = self.cols, self.frames, self.n
+        self._alloc(max(need, 2 * len(frames)))
+        for name, col in cols.items():
+            self.cols[name][:n] = col[:n]
+        self.frames[:n] = frames[:n]
+
+    def add(self, op, env, action, reward, terminal, truncated, frame) -> None:
+        if self.n == len(self.frames):
+            self.reserve(1)
+        k = self.n
+        c = self.cols
+        c["op"][k], c["env"][k], c["action"][k] = op, env, action
+        c["reward"][k], c["terminal"][k], c["truncated"][k] = reward, terminal, truncated
+        self.frames[k] = frame
+        self.n = k + 1
+
+    def take(self) -> dict:
+        """The records held, as a chunk's arrays (module docstring); then none are held. (The
+        arrays handed out are not written again: the next records go into new ones.)"""
+        n = self.n
+        out = {name: col[:n] for name, col in self.cols.items()}
+        out["frames"] = self.frames[:n]
+        self._alloc(len(self.frames))
+        self.n = 0
+        return out
+
+    def clear(self) -> None:
+        self.n = 0
 
 
 def ingest(replay, chunk: dict, first_stream: int) -> int:

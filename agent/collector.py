@@ -251,6 +251,18 @@ class Collector:
         elif learn_terminal:  # a lost life ends a learning segment; the game goes on
             self.replay.reset(self.observations[i][-1], i)
 
+    def attach(self, learner, reporter) -> None:
+        """(RayCollector's actors need the learner; the envs here get the actions instead.)"""
+
+    def epsilon(self) -> float:
+        """The exploration rate of the next round (explore's schedule at these steps)."""
+        c = self.config
+        return c.explore.epsilon(self.steps, c.learner.learning_starts)
+
+    def stats(self) -> dict:
+        """Extra keys for the metrics rows (none here; RayCollector's per-actor ones)."""
+        return {}
+
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         """What a resume needs besides the replay: every env's emulator state, every

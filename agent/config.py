@@ -379,7 +379,8 @@ class RayConfig:
     """Times Ray restarts an actor that died (its process killed, a crash) or was stopped as
     hung; past that the run goes on without it, and fails only when no actor is left."""
     actor_timeout: float = 120.0
-    """Seconds without a chunk from an actor before it counts as hung and is restarted."""
+    """Seconds an acting actor may send nothing before it counts as hung: it is killed, and Ray
+    restarts it. (Starting the actors may take the longer of this and 120 s.)"""
 
     def validate(self) -> RayConfig:
         if not isinstance(self.address, str) or not (

@@ -32,6 +32,7 @@ import socket
 import sys
 import time
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,6 +44,8 @@ from agent.workers import WorkerError
 
 INSTALL = 'pip install -e ".[ray]" (or pip install "ray>=2.60,<3")'
 RETRY_S = 1.0  # after an actor failed: time for Ray to see the death and begin the restart
+START_S = 120.0  # at least this long for the first start (scheduling, imports, opening envs):
+# ray.actor_timeout judges an actor that is acting, and may be set much shorter
 OBJECT_STORE_BYTES = 512 * 2**20  # a local instance's store: chunks and weights are small
 
 
@@ -100,6 +103,20 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
                              f"--ray local)") from None
 
 
+@dataclass
+class _Actor:
+    """The learner's view of one actor."""
+
+    handle: object  # the Ray actor
+    pid: int | None = None
+    alive: bool = True
+    restarts: int = 0  # restarts seen (a chunk from a new process)
+    failures: int = 0  # failed requests in a row
+    sent_at: float = 0.0  # when its request in flight was sent
+    version: int = -1  # the weights version it acts with (-1: none yet)
+    sps: float = 0.0  # agent steps/s of its last chunk's acting
+
+
 class RayCollector:
     """The actors of one run, the replay they fill, and the episode book (see the module
     docstring). Same interface as agent.collector.Collector for the trainer."""
@@ -129,17 +146,10 @@ class RayCollector:
         self.steps = self.episodes = self.collected = 0
         self.scores: deque[float] = deque(maxlen=100)
         self.open = False
-        self._actors: list = []
-        self._pids: list[int | None] = []
-        self._alive: list[bool] = []
-        self._restarts: list[int] = []
-        self._failures: list[int] = []
+        self.actors: list[_Actor] = []
         self._inflight: dict = {}  # object ref -> actor index
         self._retry_at: dict = {}  # actor index -> when to ask a failed actor again
         self._unavailable_since: dict = {}  # actor index -> first "unavailable" of a streak
-        self._sent_at: list[float] = []
-        self._version_at: list[int] = []  # the weights version each actor acts with
-        self._sps: list[float] = []
         self._weights = None  # the newest published weights: (version, object ref)
         self._published_at = -10**18
         self.learner = None
@@ -150,11 +160,18 @@ class RayCollector:
         """The learner whose weights the actors get, and where events go."""
         self.learner, self.reporter = learner, reporter
 
+    def epsilon(self) -> float:
+        """The actors' mean epsilon (for the rows): 1 until learning starts, then the Ape-X
+        ladder's."""
+        if self.collected < self.config.learner.learning_starts:
+            return 1.0
+        return float(np.mean(self.epsilons))
+
     # ------------------------------------------------------------------ actors
     @property
     def worker_pids(self) -> list[int]:
         """The live actors' pids."""
-        return [p for p, a in zip(self._pids, self._alive, strict=True) if a and p]
+        return [a.pid for a in self.actors if a.alive and a.pid]
 
     def start(self) -> None:
         """Start the actors (each opens its envs) and send each its first request."""
@@ -165,23 +182,19 @@ class RayCollector:
                                                max_task_retries=0)
         config = to_dict(c)
         n = c.ray.actors
-        self._actors = [remote.remote(config, i, self.epsilons[i], self._make_env)
-                        for i in range(n)]
-        self._alive = [True] * n
-        self._restarts = [0] * n  # restarts seen (a chunk from a new process)
-        self._failures = [0] * n  # failed requests in a row
-        self._pids = [None] * n
-        self._sent_at = [0.0] * n
-        self._version_at = [-1] * n
-        self._sps = [0.0] * n
+        self.actors = [_Actor(remote.remote(config, i, self.epsilons[i], self._make_env))
+                       for i in range(n)]
         self._publish(force=True)
-        starts = [a.start.remote(self._seed()) for a in self._actors]
+        starts = [a.handle.start.remote(self._seed()) for a in self.actors]
+        wait = max(START_S, c.ray.actor_timeout)
         try:
-            self._pids = list(ray.get(starts, timeout=c.ray.actor_timeout))
+            for actor, pid in zip(self.actors, ray.get(starts, timeout=wait), strict=True):
+                actor.pid = pid
         except Exception as exc:
             raise WorkerError(
-                f"the Ray actors did not start within ray.actor_timeout {c.ray.actor_timeout:g} "
-                f"s ({_first_line(exc)}): does the cluster have {n} x ray.actor_cpus "
+                f"the Ray actors did not start within {wait:g} s (the longer of "
+                f"{START_S:g} s and ray.actor_timeout) ({_first_line(exc)}): does the "
+                f"cluster have {n} x ray.actor_cpus "
                 f"{c.ray.actor_cpus:g} CPUs free (`ray status`)?", -1, None) from None
         for i in range(n):
             self._request(i)
@@ -207,21 +220,21 @@ class RayCollector:
 
     def _request(self, i: int) -> None:
         c = self.config
+        actor = self.actors[i]
         weights = None
-        if self._weights is not None and self._version_at[i] != self._weights[0]:
+        if self._weights is not None and actor.version != self._weights[0]:
             weights = self._weights[1]
-            self._version_at[i] = self._weights[0]
+            actor.version = self._weights[0]
         eps = 1.0 if self.collected < c.learner.learning_starts else None
         # The seed is used only by an actor whose envs are not open: one that Ray restarted.
-        ref = self._actors[i].collect.remote(c.ray.chunk, weights, eps, self._seed())
+        ref = actor.handle.collect.remote(c.ray.chunk, weights, eps, self._seed())
         self._inflight[ref] = i
-        self._sent_at[i] = time.monotonic()
+        actor.sent_at = time.monotonic()
 
     def step(self, act=None, epsilon: float | None = None) -> int:
         """Ingest the next chunk any actor sends (waiting for one); returns its agent steps (0
         when the wait ended with an actor's failure instead)."""
         ray = self.ray
-        timeout = self.config.ray.actor_timeout
         while True:
             self._retry_due()
             if not self._inflight and self._retry_at:  # only retries pending: wait for them
@@ -232,32 +245,27 @@ class RayCollector:
                                   f"{self.config.ray.max_restarts} times in a row each); the "
                                   f"checkpoints saved so far are intact", -1, None)
             self._publish()
+            self._kill_hung()
             ready, _ = ray.wait(list(self._inflight), num_returns=1, timeout=1.0)
             if ready:
                 break
-            now = time.monotonic()
-            for i in list(self._inflight.values()):
-                if now - self._sent_at[i] > timeout:
-                    self._event("actor_hung", f"actor {i} (pid {self._pids[i]}) sent nothing "
-                                f"for {timeout:g} s: killing it for Ray to restart", actor=i)
-                    ray.kill(self._actors[i], no_restart=False)
-                    self._sent_at[i] = now  # its request fails or runs in the new process
         ref = ready[0]
         i = self._inflight.pop(ref)
+        actor = self.actors[i]
         try:
             chunk = ray.get(ref)
         except Exception as exc:  # the actor died (RayActorError) or its call raised
             self._failed(i, exc)
             return 0
-        self._failures[i] = 0
+        actor.failures = 0
         self._unavailable_since.pop(i, None)
         if chunk["started"]:  # a new process: Ray restarted the actor
-            self._restarts[i] += 1
-            self._event("actor_restart", f"actor {i} restarted by Ray (pid {self._pids[i]} -> "
+            actor.restarts += 1
+            self._event("actor_restart", f"actor {i} restarted by Ray (pid {actor.pid} -> "
                         f"{chunk['pid']}); its envs began new episodes, the replay keeps what "
-                        f"it had", actor=i, restarts=self._restarts[i], pid=chunk["pid"])
-            self._pids[i] = chunk["pid"]
-        self._version_at[i] = chunk["version"]  # (-1 in a new process: it gets the weights)
+                        f"it had", actor=i, restarts=actor.restarts, pid=chunk["pid"])
+            actor.pid = chunk["pid"]
+        actor.version = chunk["version"]  # (-1 in a new process: it gets the weights)
         t0 = time.perf_counter()
         n = ingest(self.replay, chunk, i * self.per_actor)
         self.ingest_seconds += time.perf_counter() - t0
@@ -267,15 +275,35 @@ class RayCollector:
         self.steps += n
         self.collected += n
         if chunk["seconds"] > 0:
-            self._sps[i] = n / chunk["seconds"]
+            actor.sps = n / chunk["seconds"]
         self._request(i)
         return n
+
+    def _kill_hung(self) -> None:
+        """Kill, for Ray to restart, each actor whose request has been running for more than
+        ray.actor_timeout: checked whatever the other actors do (a healthy one keeps the
+        learner busy). A request whose chunk is ready but not yet read is not hung."""
+        timeout = self.config.ray.actor_timeout
+        now = time.monotonic()
+        overdue = [ref for ref, i in self._inflight.items()
+                   if now - self.actors[i].sent_at > timeout]
+        if not overdue:
+            return
+        done, _ = self.ray.wait(overdue, num_returns=len(overdue), timeout=0)
+        for ref in set(overdue) - set(done):
+            i = self._inflight[ref]
+            actor = self.actors[i]
+            self._event("actor_hung", f"actor {i} (pid {actor.pid}) sent nothing for "
+                        f"{timeout:g} s: killing it for Ray to restart", actor=i)
+            self.ray.kill(actor.handle, no_restart=False)
+            actor.sent_at = now  # its request fails; the retry runs in the new process
 
     def _failed(self, i: int, exc: BaseException) -> None:
         """Actor i's request failed: its process died (Ray restarts it, up to ray.max_restarts)
         or the call raised. Ask again after a pause that doubles with each failure in a row;
         past max_restarts failures in a row the actor is dropped."""
         c = self.config.ray
+        actor = self.actors[i]
         why = _first_line(exc)
         now = time.monotonic()
         if isinstance(exc, self.ray.exceptions.ActorUnavailableError):
@@ -284,22 +312,22 @@ class RayCollector:
             since = self._unavailable_since.setdefault(i, now)
             if now - since < c.actor_timeout:
                 if since == now:
-                    self._event("actor_failed", f"actor {i} (pid {self._pids[i]}) is "
+                    self._event("actor_failed", f"actor {i} (pid {actor.pid}) is "
                                 f"unavailable ({why}); asking again while Ray restarts it",
-                                actor=i, failures=self._failures[i])
+                                actor=i, failures=actor.failures)
                 self._retry_at[i] = now + RETRY_S
                 return
             del self._unavailable_since[i]
-        self._failures[i] += 1
-        if self._failures[i] > c.max_restarts:
-            self._alive[i] = False
-            self._event("actor_lost", f"actor {i} (pid {self._pids[i]}) failed "
-                        f"{self._failures[i]} times in a row ({why}): past ray.max_restarts "
-                        f"{c.max_restarts}, the run goes on without it", actor=i)
+        actor.failures += 1
+        if actor.failures > c.max_restarts:
+            actor.alive = False
+            self._event("actor_lost", f"actor {i} (pid {actor.pid}) failed {actor.failures} "
+                        f"times in a row ({why}): past ray.max_restarts {c.max_restarts}, the "
+                        f"run goes on without it", actor=i)
             return
-        pause = RETRY_S * 2 ** (self._failures[i] - 1)
-        self._event("actor_failed", f"actor {i} (pid {self._pids[i]}) failed ({why}); asking "
-                    f"again in {pause:g} s", actor=i, failures=self._failures[i])
+        pause = RETRY_S * 2 ** (actor.failures - 1)
+        self._event("actor_failed", f"actor {i} (pid {actor.pid}) failed ({why}); asking "
+                    f"again in {pause:g} s", actor=i, failures=actor.failures)
         self._retry_at[i] = time.monotonic() + pause
 
     def _retry_due(self) -> None:
@@ -314,14 +342,14 @@ class RayCollector:
             self.reporter.event(kind, f"step {self.steps:,}: {message}", steps=self.steps,
                                 **fields)
 
-    def actor_stats(self) -> dict:
-        """Per-actor agent steps/s (of their last chunk's acting time) and the age, in learner
-        updates, of the weights each acts with (None: not yet given any)."""
+    def stats(self) -> dict:
+        """For the rows: per-actor agent steps/s (of their last chunk's acting time) and the
+        age, in learner updates, of the weights each acts with (None: not yet given any, or
+        the actor is lost)."""
         updates = self.learner.updates if self.learner is not None else 0
-        return {"actor_sps": [round(s, 1) if a else None
-                              for s, a in zip(self._sps, self._alive, strict=True)],
-                "weights_age": [updates - v if v >= 0 and a else None
-                                for v, a in zip(self._version_at, self._alive, strict=True)]}
+        return {"actor_sps": [round(a.sps, 1) if a.alive else None for a in self.actors],
+                "weights_age": [updates - a.version if a.version >= 0 and a.alive else None
+                                for a in self.actors]}
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -345,12 +373,12 @@ class RayCollector:
         ray, self.ray = self.ray, None
         if ray is None:
             return
-        for actor in self._actors:
+        for actor in self.actors:
             try:
-                ray.kill(actor, no_restart=True)
+                ray.kill(actor.handle, no_restart=True)
             except Exception:  # noqa: BLE001 - already gone
                 pass
-        self._actors, self._inflight = [], {}
+        self.actors, self._inflight = [], {}
         if self._started_ray:
             ray.shutdown()
 

@@ -150,8 +150,7 @@ class Trainer:
         self.health = HealthMonitor(c, self.learner, self.replay, self.buttons, self.store,
                                     self.reporter, self.run_dir, np.random.default_rng(diag_s),
                                     same=np.asarray(self.actions.outputs(), np.int64))
-        if c.ray.enabled:
-            self.collector.attach(self.learner, self.reporter)
+        self.collector.attach(self.learner, self.reporter)
         self.batch: Batch | None = None
         self.state = "running"
         self.last_checkpoint: Path | None = None
@@ -188,7 +187,7 @@ class Trainer:
             while self.steps < total and self._stop_reason is None:
                 before = self.steps
                 if self.collector.overlap:  # the updates while the envs emulate
-                    self.collector.begin(self.learner.act_batch, self._epsilon())
+                    self.collector.begin(self.learner.act_batch, self.collector.epsilon())
                     self._learn(before, before + self.collector.num_envs)
                     self.collector.finish()
                 else:
@@ -249,18 +248,10 @@ class Trainer:
         return (f"the last checkpoint {self.last_checkpoint.name} is intact: continue with "
                 f"`atari-agent train --resume {self.run_dir}`")
 
-    def _epsilon(self) -> float:
-        c = self.config
-        if c.ray.enabled:  # the actors' fixed ladder (random acting until learning starts)
-            if self.collector.collected < c.learner.learning_starts:
-                return 1.0
-            return float(np.mean(self.collector.epsilons))
-        return c.explore.epsilon(self.steps, c.learner.learning_starts)
-
     def _step(self) -> int:
         """One round: every env acts and steps (agent/collector.py); the agent steps taken."""
         act = self.learner.act if self.collector.num_envs == 1 else self.learner.act_batch
-        return self.collector.step(act, self._epsilon())
+        return self.collector.step(act, self.collector.epsilon())
 
     def _learn(self, before: int, after: int) -> None:
         """The updates due for the round from agent step `before` to `after`: one per
@@ -302,15 +293,13 @@ class Trainer:
     def _report(self, sps: float) -> None:
         m = self.health.last_check
         row = {"time": time.time(), "steps": self.steps, "updates": self.learner.updates,
-               "sps": sps, "epsilon": self._epsilon(),
+               "sps": sps, "epsilon": self.collector.epsilon(),
                "episodes": self.episodes,
                "score_mean100": float(np.mean(self.scores)) if self.scores else None,
                **{k: m.get(k) for k in ("loss", "agree", "greedy_dist", "replay_dist", "q_min",
                                         "q_mean", "q_max", "q_state_std", "grad_norm",
                                         "clip_delta", "td_clip_frac")},
-               "target_age": self.learner.target_age}
-        if self.config.ray.enabled:
-            row.update(self.collector.actor_stats())
+               "target_age": self.learner.target_age, **self.collector.stats()}
         self.reporter.row(row)
         self._write_status()
 
@@ -355,7 +344,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def payload(self) -> dict:
         return runstate.payload(self.config, self.actions, self.learner, self.collector,
-                                self.health, self._epsilon())
+                                self.health, self.collector.epsilon())
 
     def save(self) -> Path:
         healthy = self.health.healthy and self.learner.weights_finite()

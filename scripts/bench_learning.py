@@ -12,8 +12,10 @@ Run from the repository root (the `agent` package built and installed; stable-ba
     python scripts/bench_learning.py --parallel --threads 1 --eval-workers 1   # sides at once
     python scripts/bench_learning.py --sides ours --action-set documented --out doc
     python scripts/bench_learning.py --merge bench-learning,doc --out both   # one chart of both
+    python scripts/bench_learning.py --game breakout --sides ours-ray --ray-actors 2 --out ray
 
-What it measures. For each game, seed and side ("ours": `agent.train.Trainer`; "sb3":
+What it measures. For each game, seed and side ("ours": `agent.train.Trainer`; "ours-ray": the
+same trainer with its Ape-X actors on a local Ray instance, agent/distributed.py; "sb3":
 stable-baselines3's `DQN("CnnPolicy")`), one training run of --steps agent steps that saves its
 policy every --eval-every steps (and at the end). Each saved policy is scored over
 --eval-episodes episodes under our evaluation protocol (agent/protocol.py: sticky actions 0.25,
@@ -46,6 +48,12 @@ runs fp32; results.json's "runs" says which precision, threads and device each r
 - ours: `Trainer` with that Config, one env, checkpoint_every = --eval-every with every
   checkpoint kept and its replay snapshot saved (run.save_replay), no periodic evaluation of
   its own, no TensorBoard; scored with `agent.evaluate.evaluate` on the checkpoints.
+- ours-ray: ours with `--ray` (a local Ray instance started and shut down by the run) and
+  --ray-actors actors of one env each (default 2; the replay gets one stream per actor env).
+  What differs from ours is exploration: random actions until learning starts, then each
+  actor keeps its fixed epsilon of the Ape-X ladder (0.4 ** (1 + 7 i / (N - 1)): 0.4 and
+  0.0007 with 2 actors) instead of the decaying line; the actors act with weights at most
+  ray.sync_every (400) agent steps old. The learner's updates per agent step are the same.
 - sb3: `DQN("CnnPolicy", optimize_memory_usage=False)` on `make_atari_env("ALE/<Game>-v5",
   n_envs=1, env_kwargs={"frameskip": 1, "repeat_action_probability": 0.25})` (SB3's
   AtariWrapper) + `VecFrameStack(4)`; a callback saves the model and its replay buffer every
@@ -287,7 +295,7 @@ def read_ledger(run_dir: Path) -> dict:
 
 def drop_replays(side: str, run_dir: Path) -> None:
     """A finished run's replay snapshots (only a resume needs them; they are large)."""
-    pattern = "checkpoints/replay-*.npz" if side == "ours" else "replay-*.pkl"
+    pattern = "replay-*.pkl" if side == "sb3" else "checkpoints/replay-*.npz"
     for path in run_dir.glob(pattern):
         path.unlink(missing_ok=True)
 
@@ -333,6 +341,8 @@ def child_ours(spec: dict, send) -> dict:
 
     s, run_dir = spec["settings"], Path(spec["run_dir"])
     config = ours_config(s, spec["game"], spec["seed"], run_dir)
+    if spec["side"] == "ours-ray":
+        config = config.replace(ray={"address": "local", "actors": spec["actors"]})
     ledger = read_ledger(run_dir)
     resume_from = None
     if ledger["points"]:
@@ -361,7 +371,8 @@ def child_ours(spec: dict, send) -> dict:
                   "precision": "bf16 autocast" if trainer.learner.bf16 else "fp32",
                   "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
                   "device": str(trainer.learner.device), "n_actions": len(trainer.actions),
-                  "resumed_from": trainer.steps if resume_from is not None else None})
+                  "resumed_from": trainer.steps if resume_from is not None else None,
+                  **({"ray_actors": config.ray.actors} if config.ray.enabled else {})})
             pause.begin()
             result = trainer.run()
         finally:
@@ -476,7 +487,7 @@ def child_main(spec_json: str) -> int:
     def send(obj: dict) -> None:
         print(json.dumps(obj), file=stdout, flush=True)
 
-    run = child_ours if spec["side"] == "ours" else child_sb3
+    run = child_sb3 if spec["side"] == "sb3" else child_ours
     send({"type": "done", **run(spec, send)})
     return 0
 
@@ -556,7 +567,7 @@ def eval_point(side: str, game: str, seed: int, run_dir: Path, entry: dict, s: d
     from agent.protocol import summarize
 
     path = run_dir / entry["path"]
-    if side == "ours":
+    if side != "sb3":
         from agent.evaluate import checkpoint_targets, evaluate
 
         (r,) = evaluate(checkpoint_targets([path], {}), s["eval_episodes"], EVAL_SEED,
@@ -686,7 +697,8 @@ class Bench:
     def train(self, side: str, game: str, seed: int, run_dir: Path, info: dict) -> dict:
         """The run's child process, its points evaluated while it waits; its "done" message
         (or {"state": "failed", "error": ...})."""
-        spec = dict(side=side, game=game, seed=seed, run_dir=str(run_dir), settings=self.s)
+        spec = dict(side=side, game=game, seed=seed, run_dir=str(run_dir), settings=self.s,
+                    actors=self.args.ray_actors)
         cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.procs[run_key(side, game, seed)] = proc
@@ -784,8 +796,9 @@ def parse_args(argv: list[str] | None):
                    help=f"episodes a point ({EVAL_EPISODES}; quick {QUICK['eval_episodes']})")
     p.add_argument("--seeds", type=_list("seeds (ints >= 0)", int), default=[0],
                    help="training seeds, comma-separated (0)")
-    p.add_argument("--sides", type=_list("sides"), default=list(SIDES),
-                   help="ours, sb3 or both, comma-separated (both)")
+    p.add_argument("--sides", type=_list("sides"), default=["ours", "sb3"],
+                   help="ours, ours-ray (ours with Ape-X actors on Ray), sb3; comma-separated "
+                        "(ours,sb3)")
     p.add_argument("--action-set", default="minimal", help="minimal (default) or documented "
                                                            "(ours only)")
     p.add_argument("--shared-outputs", action="store_true",
@@ -815,6 +828,8 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--stop-after-points", type=int, metavar="N",
                    help="stop (as a cut would) after N points evaluated by this command; "
                         "continue with --resume")
+    p.add_argument("--ray-actors", type=int, default=2, metavar="N",
+                   help="Ray actors of the ours-ray side, one env each (default 2)")
     p.add_argument("--parallel", action="store_true",
                    help="train the sides of a game and seed at the same time, one process "
                         "each, so both see the same machine load (give each its share of the "
@@ -870,6 +885,13 @@ def check_args(args) -> None:
         raise BenchError(f"--seeds must be ints >= 0, got {min(args.seeds)}")
     if args.threads < 0 or args.eval_workers < 0:
         raise BenchError("--threads and --eval-workers must be >= 0 (0: the default)")
+    if args.ray_actors < 1:
+        raise BenchError(f"--ray-actors must be >= 1, got {args.ray_actors}")
+    if "ours-ray" in args.sides:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise BenchError('--sides ours-ray needs Ray: pip install -e ".[ray]"') from None
     if args.stop_after_points is not None and args.stop_after_points < 1:
         raise BenchError(f"--stop-after-points must be >= 1, got {args.stop_after_points}")
     if args.action_set not in ("minimal", "documented"):

@@ -88,7 +88,7 @@ def measure(config, steps: int, warmup: int) -> dict:
             res = {"sps": n / wall, "steps": n, "wall_s": wall}
             if config.ray.enabled:
                 res["ingest_us_per_step"] = 1e6 * (collector.ingest_seconds - ingest0) / n
-                res["actor_sps"] = collector.actor_stats()["actor_sps"]
+                res["actor_sps"] = collector.stats()["actor_sps"]
         finally:
             trainer.close()
     return res

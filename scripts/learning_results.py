@@ -9,7 +9,7 @@ from pathlib import Path
 
 from benchio import describe_load, describe_machine, table
 
-SIDES = ("ours", "sb3")
+SIDES = ("ours", "ours-ray", "sb3")
 RESULTS = "results.json"
 CURVES = "curves.png"
 PNG_WIDTH = 1100  # under chart's 1200: two columns, one row of panels per game
@@ -122,7 +122,9 @@ def report(res: dict, stopped: bool, out: Path) -> str:
         if r.get("library"):
             lines.append(f"- {series_name(r)}/{r['game']}/seed {r['seed']}: {r['library']}, torch "
                          f"{r['torch_version']}, {r['precision']}, {r['torch_threads']} torch "
-                         f"threads, device {r['device']}; {r.get('state', 'running')}"
+                         f"threads, device {r['device']}"
+                         + (f", {r['ray_actors']} Ray actors" if r.get("ray_actors") else "")
+                         + f"; {r.get('state', 'running')}"
                          + (f" ({r['error']})" if r.get("error") else ""))
     rows = [[series_name(p), p["game"], p["seed"], f"{p['steps']:,}",
              f"{p['wall_s'] / 60:.1f}", f"{p['mean']:.1f} ± {p['std']:.1f}"]

@@ -14,6 +14,11 @@ import pytest
 from tests.benchrun import ROOT, run_bench
 
 RUNS = {"ours/breakout/seed0", "sb3/breakout/seed0"}
+try:
+    import ray  # noqa: F401 - the ours-ray side needs it (the [ray] extra)
+    RAY = True
+except ImportError:
+    RAY = False
 
 
 def common(tmp_path) -> tuple[str, ...]:
@@ -47,13 +52,21 @@ def test_bench_learning_cut_and_resumed_completes_without_recomputing(tmp_path):
     assert second["runs"]["ours/breakout/seed0"]["resumed_from"] == 1_000
     assert second["runs"]["sb3/breakout/seed0"]["state"] == "interrupted"
 
-    proc, third = run_bench("bench_learning.py", json_path, *args, "--resume", timeout=600)
+    # resumed with a side added: ours with Ape-X actors on a local Ray (the [ray] extra)
+    sides = ["ours", "ours-ray", "sb3"] if RAY else ["ours", "sb3"]
+    proc, third = run_bench("bench_learning.py", json_path, *args, "--resume", "--sides",
+                            ",".join(sides), timeout=600)
     assert third["points"][:3] == second["points"]
     assert third["runs"]["sb3/breakout/seed0"]["resumed_from"] == 1_000
     assert third["invocations"] == 3
-    check_complete(third, proc.stdout, tmp_path)
+    check_complete(third, proc.stdout, tmp_path, sides)
+    if RAY:
+        assert third["runs"]["ours-ray/breakout/seed0"]["ray_actors"] == 2
+        assert "ours-ray/breakout/seed 0: agent (this repository)" in proc.stdout
+        assert ", 2 Ray actors; finished" in proc.stdout
 
-    proc, fourth = run_bench("bench_learning.py", json_path, *args, "--resume", timeout=300)
+    proc, fourth = run_bench("bench_learning.py", json_path, *args, "--resume", "--sides",
+                             ",".join(sides), timeout=300)
     assert fourth["points"] == third["points"] and fourth["random"] == third["random"]
     # nothing was trained, nothing scored again
     assert "] training " not in proc.stderr and " evaluated in " not in proc.stderr
@@ -100,7 +113,7 @@ def check_merge(result: dict, tmp_path) -> None:
                                                      str(tmp_path / "doc"))
 
 
-def check_complete(result: dict, stdout: str, tmp_path) -> None:
+def check_complete(result: dict, stdout: str, tmp_path, sides=("ours", "sb3")) -> None:
     s = result["settings"]
     assert (s["steps"], s["eval_every"], s["eval_episodes"]) == (2_000, 1_000, 2)
     assert (s["learning_starts"], s["replay_capacity"], s["batch_size"]) == (500, 5_000, 32)
@@ -109,7 +122,7 @@ def check_complete(result: dict, stdout: str, tmp_path) -> None:
     assert (s["eps_start"], s["eps_end"], s["eps_decay_steps"]) == (1.0, 0.01, 200)
     # SB3's epsilon reaches 0.01 at a tenth of the budget, before learning starts: so does ours
     assert s["ours_explore"] == {"eps_start": 0.01, "eps_end": 0.01, "eps_decay_steps": 0}
-    assert (s["games"], s["seeds"], s["sides"]) == (["breakout"], [0], ["ours", "sb3"])
+    assert (s["games"], s["seeds"], s["sides"]) == (["breakout"], [0], list(sides))
     assert s["repeat_action_probability"] == 0.25 and s["eval_epsilon"] == 0.001
     assert s["torch_threads"] == 1 and s["action_set"] == "minimal"
     assert result["quick"] is True and result["machine"]["cpu_count"] >= 1
@@ -117,9 +130,9 @@ def check_complete(result: dict, stdout: str, tmp_path) -> None:
     assert result["action_orders"] == {"breakout": ["NOOP", "FIRE", "RIGHT", "LEFT"]}
 
     # sorted: with --parallel the sides' points interleave
-    assert sorted(sides_steps(result)) == [("ours", 1_000), ("ours", 2_000), ("sb3", 1_000),
-                                           ("sb3", 2_000)]
-    for side in ("ours", "sb3"):
+    assert sorted(sides_steps(result)) == [(side, n) for side in sorted(sides)
+                                           for n in (1_000, 2_000)]
+    for side in sides:
         points = [p for p in result["points"] if p["side"] == side]
         walls = [p["wall_s"] for p in points]
         assert walls[0] > 0 and walls == sorted(set(walls)), walls  # increasing
@@ -134,7 +147,7 @@ def check_complete(result: dict, stdout: str, tmp_path) -> None:
     assert random["game"] == "breakout" and random["episodes"] == 2
     assert math.isfinite(random["mean"]) and random["mean"] >= 0
 
-    assert set(result["runs"]) == RUNS
+    assert set(result["runs"]) == {f"{side}/breakout/seed0" for side in sides}
     for run in result["runs"].values():
         assert run["state"] == "finished" and run["n_actions"] == 4
         assert run["torch_threads"] == 1 and run["device"] == "cpu"
@@ -147,12 +160,13 @@ def check_complete(result: dict, stdout: str, tmp_path) -> None:
         assert img is not None and img.shape[1] == 1100 and 300 <= img.shape[0] <= 1000
         assert len(np.unique(img.reshape(-1, 3), axis=0)) > 10  # drawn, not blank
     # the saved policies stay; the replay snapshots only a resume needs are gone
-    assert len(list((out / "breakout/ours-seed0/checkpoints").glob("ckpt-*.pt"))) == 2
+    for side in set(sides) - {"sb3"}:
+        assert len(list((out / f"breakout/{side}-seed0/checkpoints").glob("ckpt-*.pt"))) == 2
     assert len(list((out / "breakout/sb3-seed0").glob("model-*.zip"))) == 2
     assert not list(out.glob("breakout/*/replay-*")) + list(out.glob("breakout/*/*/replay-*"))
 
     assert "| side | game | seed | steps | wall min | mean ± std |" in stdout
-    for side in ("ours", "sb3"):
+    for side in sides:
         assert f"| {side} | breakout | 0 | 2,000 |" in stdout
     assert "| random | breakout | - | - | - |" in stdout
 
@@ -169,7 +183,10 @@ def refused(*args: str) -> str:
 
 def test_bench_learning_refuses_bad_input_in_one_line(tmp_path):
     out = tmp_path / "out"
-    assert "unknown side 'foo' in --sides: accepted: ours, sb3" in refused("--sides", "ours,foo")
+    assert "unknown side 'foo' in --sides: accepted: ours, ours-ray, sb3" in refused(
+        "--sides", "ours,foo")
+    assert "--ray-actors must be >= 1, got 0" in refused("--sides", "ours-ray", "--ray-actors",
+                                                         "0")
     assert "--steps must be a positive number of agent steps, got 0" in refused("--steps", "0")
     assert "--eval-every (8,000) must not exceed --steps (4,000)" in refused(
         "--steps", "4000", "--eval-every", "8000")

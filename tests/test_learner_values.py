@@ -65,9 +65,8 @@ def learned_q(learner: Learner) -> np.ndarray:
         return learner.q_values(obs).float().numpy()
 
 
-# Each flag on and off at least once (each case takes about 100 s on two slow cores).
-@pytest.mark.parametrize("n_step, double, prioritized", [
-    (3, True, False), (3, True, True), (1, False, True)])
+# Each flag on and off once (each case takes about 40 s on two cores).
+@pytest.mark.parametrize("n_step, double, prioritized", [(3, True, True), (1, False, False)])
 def test_the_learned_values_are_q_star(n_step, double, prioritized):
     torch.manual_seed(0)
     learner = Learner(LearnerConfig(lr=5e-4, gamma=GAMMA, n_step=n_step, double_dqn=double,
