@@ -19,7 +19,7 @@ import torch
 from agent import checkpoint
 from agent import evaluate as ev
 from agent.checkpoint import CheckpointStore
-from agent.cli import main
+from agent.cli import build_parser, main
 from agent.references import human_normalized
 from tests.procs import descendants, proc_running
 
@@ -34,9 +34,13 @@ PROTOCOL_KEYS = {"repeat_action_probability", "terminal_on_life_loss", "max_fram
 
 
 def test_a_run_directory_to_json_beside_the_random_baseline(trained_run, tmp_path, capsys):
+    # The protocol's defaults, as the command parses them; the run below cuts episodes at
+    # 20,000 frames (whole Phoenix games take half a minute here), and says so in its JSON.
+    defaults = build_parser().parse_args(["evaluate", str(trained_run)])
+    assert (defaults.sticky, defaults.max_frames, defaults.seed) == (0.25, 108_000, 0)
     out = tmp_path / "eval.json"
     assert main(["evaluate", str(trained_run), "--episodes", "2", "--with-random",
-                 "--json", str(out)]) == 0
+                 "--max-frames", "20000", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     results = json.loads(out.read_text())
     assert len(results) == 3  # both checkpoints of the run and the random policy
@@ -49,7 +53,7 @@ def test_a_run_directory_to_json_beside_the_random_baseline(trained_run, tmp_pat
         assert sum(r["buttons"].values()) == pytest.approx(1.0)
         p = r["protocol"]
         assert (p["repeat_action_probability"], p["terminal_on_life_loss"], p["max_frames"],
-                p["noop_max"], p["seed"]) == (0.25, False, 108_000, 30, 0)
+                p["noop_max"], p["seed"]) == (0.25, False, 20_000, 30, 0)
     by_policy = {r["policy"]: r for r in results}
     assert by_policy["random"]["checkpoint"] is None
     assert by_policy["random"]["protocol"]["epsilon"] == 1.0
@@ -62,6 +66,7 @@ def test_a_run_directory_to_json_beside_the_random_baseline(trained_run, tmp_pat
     rows = [line for line in printed.splitlines() if line[:1].isdigit()]
     assert len(rows) == 3 and "random (documented actions)" in printed
     assert "ckpt-000000000400.pt" in printed and "sticky actions 0.25" in printed
+    assert "20,000-frame cap" in printed
     assert "epsilon 0.001 (random policy: 1.0)" in printed
     assert "buttons n/Z/F/FZ %" in printed
 
