@@ -7,6 +7,7 @@ Run from the repository root (the package installed):
     python scripts/bench_time_to_skill.py -- --preset fast-cpu --action-set minimal  # 0, 18
     python scripts/bench_time_to_skill.py --game breakout --targets 10,30 -- --envs 2
     python scripts/bench_time_to_skill.py --quick                  # smoke: a minute or two
+    python scripts/bench_time_to_skill.py --resume --max-minutes 180  # continue a cut one
 
 What runs: `atari-agent train --game GAME --eval-every E --eval-episodes K --checkpoint-every E
 --keep-last 100000 --total-steps MAX --runs-dir OUT --name run`, then whatever follows `--` (a
@@ -21,6 +22,14 @@ Confirmation: afterwards, with the machine to itself, the checkpoint of each cro
 that step, just before the evaluation) is scored over --confirm-episodes episodes under the
 protocol at evaluation seed 0, other games than the run's: "confirmed" when that mean is at or
 above the target too. The time reported is the crossing's; the table shows both scores.
+
+Resume. A benchmark cut by --max-minutes or stopped (Ctrl-C, SIGTERM) continues with the same
+--out and --resume (and a larger --max-minutes after a --max-minutes stop): the run goes on from
+the checkpoint it saved when it was stopped (`atari-agent train --resume`; add --save-replay
+after `--` in the first command to keep its replay across the cut, else the resumed run refills
+learning_starts steps first), with the settings results.json records. The clock counts the
+minutes each command ran, not the pause between them: a resumed benchmark's minutes are the
+sum, the time a cut costs (a restart, a refill) included.
 
 Output in --out (default bench-time-to-skill/): run/ (the training run: `atari-agent plot`,
 `play`, `evaluate` read it), run.log (its terminal output), results.json (machine, command,
@@ -56,6 +65,9 @@ class BenchError(Exception):
 
 
 def train_command(args, run_dir: Path) -> list[str]:
+    if args.prior is not None:  # the run keeps its config.toml: only the step cap is passed
+        return [sys.executable, "-m", "agent", "train", "--resume", str(run_dir),
+                "--total-steps", str(args.max_steps)]
     return [sys.executable, "-m", "agent", "train", "--game", args.game,
             "--eval-every", str(args.eval_every), "--eval-episodes", str(args.eval_episodes),
             "--checkpoint-every", str(args.eval_every), "--keep-last", "100000",
@@ -63,9 +75,10 @@ def train_command(args, run_dir: Path) -> list[str]:
             "--name", run_dir.name, *args.train_args]
 
 
-def read_evals(metrics: Path, t0: float, offset: int, evals: list[dict]) -> int:
-    """Append the evaluation rows written since byte `offset` (whole lines only); the new
-    offset."""
+def read_evals(metrics: Path, t0: float, offset: int, evals: list[dict],
+               spent: float = 0.0) -> int:
+    """Append the evaluation rows written since byte `offset` (whole lines only), their minutes
+    counted from `t0` plus `spent` (the earlier commands' minutes); the new offset."""
     try:
         with open(metrics, "rb") as f:
             f.seek(offset)
@@ -76,7 +89,7 @@ def read_evals(metrics: Path, t0: float, offset: int, evals: list[dict]) -> int:
     for line in data[:end].splitlines():
         row = json.loads(line)
         if row.get("event") == "eval":
-            evals.append(dict(minutes=(row["time"] - t0) / 60, steps=int(row["steps"]),
+            evals.append(dict(minutes=spent + (row["time"] - t0) / 60, steps=int(row["steps"]),
                               mean=float(row["mean"]), std=float(row["std"]),
                               episodes=int(row["episodes"])))
     return offset + end
@@ -94,23 +107,27 @@ def crossings(evals: list[dict], targets: list[float]) -> list[dict]:
     return out
 
 
-def train(args, out: Path, log) -> tuple[list[dict], str, list[str]]:
-    """Run the training command until the highest target is crossed, --max-minutes or its end:
-    (its evaluations, why it stopped, the command)."""
+def train(args, out: Path, log, spent: float) -> tuple[list[dict], str, list[str], int]:
+    """Run the training command until the highest target is crossed, the clock (`spent`
+    minutes before this command plus its own) reaches --max-minutes, the run ends or this
+    script is stopped: (its evaluations, why it stopped, the command, the exit status due)."""
     run_dir = out / "run"
     cmd = train_command(args, run_dir)
     log("training: " + " ".join(cmd[2:]))
     evals: list[dict] = []
-    offset, why = 0, "finished"
+    why, code = "finished", 0
     top = max(args.targets)
-    with open(out / "run.log", "w") as run_log:
+    metrics = run_dir / "metrics.jsonl"
+    # a resumed run appends: the rows already there are the earlier commands'
+    offset = metrics.stat().st_size if args.prior is not None and metrics.exists() else 0
+    with open(out / "run.log", "a" if args.prior is not None else "w") as run_log:
         t0 = time.time()  # the command's start: metrics.jsonl's "time" is time.time() too
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=run_log, stderr=subprocess.STDOUT)
         try:
             while True:
                 done = proc.poll() is not None
                 n = len(evals)
-                offset = read_evals(run_dir / "metrics.jsonl", t0, offset, evals)
+                offset = read_evals(metrics, t0, offset, evals, spent)
                 for e in evals[n:]:
                     log(f"step {e['steps']:,}, {e['minutes']:.1f} min: {e['mean']:.1f} ± "
                         f"{e['std']:.1f} ({e['episodes']} episodes)")
@@ -119,16 +136,21 @@ def train(args, out: Path, log) -> tuple[list[dict], str, list[str]]:
                 if evals and evals[-1]["mean"] >= top:
                     why = "target"
                     break
-                if time.time() - t0 >= args.max_minutes * 60:
+                if spent + (time.time() - t0) / 60 >= args.max_minutes:
                     why = "max_minutes"
                     break
                 time.sleep(1.0)
+        except KeyboardInterrupt:  # Ctrl-C: the run gets SIGINT too, and saves
+            why, code = "interrupted", 130
+        except SystemExit as e:  # SIGTERM (benchio.start)
+            why, code = "interrupted", e.code if isinstance(e.code, int) else 1
         finally:
             benchio.stop_runs({"the run": proc}, log, STOP_GRACE_S)
+            read_evals(metrics, t0, offset, evals, spent)  # any logged since the last look
     if why == "finished" and proc.returncode != 0:
         raise SystemExit(f"the training run failed with exit status {proc.returncode}: see "
                          f"{out / 'run.log'}")
-    return evals, why, cmd
+    return evals, why, cmd, code
 
 
 def confirm(run_dir: Path, crossed: list[dict], episodes: int, log) -> None:
@@ -137,7 +159,7 @@ def confirm(run_dir: Path, crossed: list[dict], episodes: int, log) -> None:
 
     scored: dict[int, dict] = {}
     for c in crossed:
-        if c["steps"] is None:
+        if c["steps"] is None or "confirmed" in c:
             continue
         if c["steps"] not in scored:
             path = run_dir / "checkpoints" / f"ckpt-{c['steps']:012d}.pt"
@@ -188,9 +210,11 @@ def render_png(res: dict, width: int = 1100) -> bytes:
 
 def report(res: dict) -> str:
     s, m = res["settings"], res["machine"]
+    pieces = [f"{p['minutes']:.1f}" for p in res["pieces"]]
+    cut = f" in {len(pieces)} commands ({' + '.join(pieces)} min)" if len(pieces) > 1 else ""
     lines = [f"Machine: {benchio.describe_machine(m)}; {benchio.describe_load(m)}.",
              f"Command: atari-agent {' '.join(res['command'][3:])}",
-             f"Stopped: {res['stopped']} after {res['minutes']:.1f} min; evaluations of "
+             f"Stopped: {res['stopped']} after {res['minutes']:.1f} min{cut}; evaluations of "
              f"{s['eval_episodes']} episodes every {s['eval_every']:,} steps, confirmations of "
              f"{s['confirm_episodes']} (protocol, seed {CONFIRM_SEED}).", ""]
     rows = []
@@ -200,28 +224,33 @@ def report(res: dict) -> str:
             continue
         rows.append((f"{c['target']:g}", f"{c['minutes']:.1f}", f"{c['steps']:,}",
                      f"{c['in_run_mean']:.1f}",
-                     f"{c['confirmed_mean']:.1f} ± {c['confirmed_std']:.1f}",
-                     "yes" if c["confirmed"] else "NO"))
+                     f"{c['confirmed_mean']:.1f} ± {c['confirmed_std']:.1f}"
+                     if "confirmed" in c else "not yet",  # a stopped benchmark scores later
+                     ("yes" if c["confirmed"] else "NO") if "confirmed" in c else "-"))
     lines += benchio.table(("target", "minutes", "steps", "in-run mean",
                             f"{s['confirm_episodes']}-episode mean", "confirmed"), rows)
     return "\n".join(lines)
 
 
+# What a resumed benchmark keeps from its first command (results.json's settings), with the
+# first command's defaults.
+KEPT = dict(game="pong", max_steps=10_000_000, eval_every=25_000, eval_episodes=10,
+            confirm_episodes=30)
+
+
 def parse_args(argv: list[str] | None):
     own, train_args = benchio.split_passthrough(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--game", default="pong", help="the game (pong)")
+    p.add_argument("--game", help="the game (pong)")
     p.add_argument("--targets", help="mean scores to reach, comma-separated (0,18; quick "
                                       "-21); the run stops at the highest")
     p.add_argument("--max-minutes", type=float, default=180.0,
                    help="stop the run after this many minutes (180)")
-    p.add_argument("--max-steps", type=int, default=10_000_000,
-                   help="the run's --total-steps (10,000,000)")
-    p.add_argument("--eval-every", type=int, default=25_000,
+    p.add_argument("--max-steps", type=int, help="the run's --total-steps (10,000,000)")
+    p.add_argument("--eval-every", type=int,
                    help="agent steps between the run's evaluations (25,000)")
-    p.add_argument("--eval-episodes", type=int, default=10,
-                   help="episodes an evaluation (10)")
-    p.add_argument("--confirm-episodes", type=int, default=30,
+    p.add_argument("--eval-episodes", type=int, help="episodes an evaluation (10)")
+    p.add_argument("--confirm-episodes", type=int,
                    help="episodes scoring each crossing's checkpoint afterwards (30)")
     p.add_argument("--out", default="bench-time-to-skill",
                    help="directory of the run and results (bench-time-to-skill/)")
@@ -230,47 +259,103 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--quick", action="store_true",
                    help="smoke: Pong to -21 (any agent), 3,000 steps at most, an evaluation "
                         "every 1,000")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the benchmark in --out that --max-minutes or a stop cut, "
+                        "with its settings (the clock adds up the commands' minutes)")
     args = p.parse_args(own)
     args.train_args = train_args
     targets = args.targets
-    if args.quick:
-        for key, value in QUICK.items():
-            setattr(args, key, value if key != "train_args" else [*value, *train_args])
-    if targets is not None or not args.quick:
+    if targets is not None:
         try:
-            args.targets = [float(t) for t in (targets or "0,18").split(",")]
+            args.targets = [float(t) for t in targets.split(",")]
         except ValueError:
             p.error(f"--targets must be comma-separated numbers, got {targets!r}")
+    args.prior = resumed(p, args) if args.resume else None
+    if args.prior is None:
+        if args.quick:
+            for key, value in QUICK.items():
+                if key in (*KEPT, "targets") and getattr(args, key) is not None:
+                    continue  # a flag given with --quick wins
+                setattr(args, key, value if key != "train_args" else [*value, *train_args])
+        for key, value in KEPT.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+        if args.targets is None:
+            args.targets = [0.0, 18.0]
     for name in ("max_steps", "eval_every", "eval_episodes", "confirm_episodes"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.max_minutes <= 0:
         p.error(f"--max-minutes must be positive, got {args.max_minutes:g}")
-    if (Path(args.out) / "run").exists():
-        p.error(f"{Path(args.out) / 'run'} exists (an earlier benchmark): choose another --out "
-                f"or remove it")
+    if args.prior is None and (Path(args.out) / "run").exists():
+        p.error(f"{Path(args.out) / 'run'} exists (an earlier benchmark): choose another --out, "
+                f"remove it or continue it with --resume")
+    if args.prior is not None and args.prior["minutes"] >= args.max_minutes:
+        p.error(f"--resume: the benchmark in {args.out} has run {args.prior['minutes']:.1f} "
+                f"minutes already; pass a larger --max-minutes (now {args.max_minutes:g})")
     benchio.check_copy_paths(p, args.json, args.png)
     return args
+
+
+def resumed(p: argparse.ArgumentParser, args) -> dict:
+    """--resume: results.json of the cut benchmark in --out, its settings set on `args` (a
+    flag that contradicts them is refused: the run keeps its own)."""
+    path = Path(args.out) / "results.json"
+    try:
+        prior = json.loads(path.read_text())
+        settings = prior["settings"]
+    except (OSError, ValueError, KeyError) as e:
+        p.error(f"--resume: no benchmark to continue in {args.out} ({path}: {e})")
+    if prior["stopped"] not in ("max_minutes", "interrupted"):
+        p.error(f"--resume: the benchmark in {args.out} is done (stopped: {prior['stopped']}); "
+                f"start another with a new --out")
+    if not (Path(args.out) / "run" / "checkpoints").is_dir():
+        p.error(f"--resume: {Path(args.out) / 'run' / 'checkpoints'} is missing")
+    if args.train_args:
+        p.error("--resume: the run keeps the settings of its first command; pass nothing "
+                f"after -- (got {' '.join(args.train_args)})")
+    for key in (*KEPT, "targets"):
+        given = getattr(args, key)
+        if given is not None and given != settings[key]:
+            p.error(f"--resume: the benchmark in {args.out} ran with --{key.replace('_', '-')} "
+                    f"{settings[key]}, this command asks for {given}")
+        setattr(args, key, settings[key])
+    args.train_args, args.quick = settings["train_args"], settings["quick"]
+    return prior
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out, log, machine = benchio.start(args.out)  # SIGTERM then stops the run by its pid
+    prior = args.prior or dict(pieces=[], evals=[], minutes=0.0)
     t0 = time.time()
-    evals, why, cmd = train(args, out, log)
-    minutes = (time.time() - t0) / 60
+    new, why, cmd, code = train(args, out, log, prior["minutes"])
+    piece = dict(started=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t0)),
+                 minutes=(time.time() - t0) / 60, command=cmd[2:], stopped=why)
+    # a resumed run goes on from the checkpoint saved at its stop: an evaluation it repeats
+    # (none unless that save failed) replaces the earlier one
+    evals = [e for e in prior["evals"] if not new or e["steps"] < new[0]["steps"]] + new
+    pieces = [*prior["pieces"], piece]
     crossed = crossings(evals, args.targets)
-    import torch
+    for c, before in zip(crossed, prior.get("crossings", ())):
+        if "confirmed" in before and before["steps"] == c["steps"]:
+            c.update(before)  # scored by an earlier command: the same checkpoint
+    if why != "interrupted":
+        import torch
 
-    torch.set_num_threads(1)  # evaluation workers run one thread each
-    confirm(out / "run", crossed, args.confirm_episodes, log)
+        torch.set_num_threads(1)  # evaluation workers run one thread each
+        confirm(out / "run", crossed, args.confirm_episodes, log)
     machine["loadavg_end"] = benchio.loadavg()
     settings = dict(game=args.game, targets=args.targets, eval_every=args.eval_every,
                     eval_episodes=args.eval_episodes, confirm_episodes=args.confirm_episodes,
                     max_minutes=args.max_minutes, max_steps=args.max_steps,
                     train_args=args.train_args, quick=args.quick)
-    res = dict(settings=settings, machine=machine, command=cmd, stopped=why, minutes=minutes,
-               evals=evals, crossings=crossed)
+    res = dict(settings=settings, machine=prior.get("machine", machine),
+               command=prior.get("command", cmd), stopped=why,
+               minutes=sum(p["minutes"] for p in pieces), pieces=pieces, evals=evals,
+               crossings=crossed)
+    if prior["pieces"]:
+        res["machine"]["loadavg_end"] = machine["loadavg_end"]
     from agent.files import atomic_write
 
     data = (json.dumps(res, indent=1) + "\n").encode()
@@ -281,7 +366,11 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write(Path(path), lambda f: f.write(png))
     print(report(res))
     print(f"\nResults: {out / 'results.json'}, chart: {out / 'curves.png'}, run: {out / 'run'}")
-    return 0
+    if why in ("interrupted", "max_minutes"):
+        print(f"Cut after {res['minutes']:.1f} minutes: continue with `python "
+              f"scripts/bench_time_to_skill.py --out {args.out} --resume` (with a larger "
+              f"--max-minutes after a --max-minutes stop).")
+    return code
 
 
 if __name__ == "__main__":

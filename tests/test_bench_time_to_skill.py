@@ -3,8 +3,10 @@ the command's start to an evaluation at a target, stops the run by its pid, conf
 crossing's checkpoint under the protocol, and says when a target was not reached."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -45,20 +47,72 @@ def test_quick_reaches_its_target_stops_the_run_and_confirms(tmp_path):
         assert img is not None and img.shape[1] == 1100
 
 
-def test_an_unreached_target_is_reported_and_max_minutes_stops_the_run(tmp_path):
+def test_a_stopped_then_clock_cut_benchmark_resumes_its_run_and_adds_up_the_minutes(tmp_path):
+    """Three commands: stopped by SIGTERM after its first evaluation; resumed, the clock
+    (--max-minutes) cuts it with a target unreached; resumed again, its run finishes at
+    --max-steps. The run goes on from the checkpoint each stop saved, the evaluations and the
+    clock carry over, and a resume that contradicts the first command is refused."""
     out = tmp_path / "out"
-    # quick's budget with a step cap far away, so that the clock stops the run
-    proc = bench("--targets=-21,5", "--max-minutes", "0.3", "--max-steps", "1000000",
-                 "--eval-every", "1000", "--eval-episodes", "1", "--confirm-episodes", "2",
-                 "--out", str(out), "--", "--learning-starts", "500", "--capacity", "5000",
-                 "--threads", "1")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads((out / "results.json").read_text())
-    assert res["stopped"] == "max_minutes" and 0.3 <= res["minutes"] < 5
-    low, high = res["crossings"]
+    cmd = [sys.executable, SCRIPT, "--targets=-21,5", "--max-steps", "3000", "--eval-every",
+           "1000", "--eval-episodes", "1", "--confirm-episodes", "2", "--out", str(out), "--",
+           "--learning-starts", "500", "--capacity", "5000", "--threads", "1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 240
+        metrics = out / "run" / "metrics.jsonl"
+        while b'"event": "eval"' not in (metrics.read_bytes() if metrics.exists() else b""):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, stderr[-3000:]
+    first = json.loads((out / "results.json").read_text())
+    assert first["stopped"] == "interrupted" and "continue with" in stdout
+    assert "confirmed" not in first["crossings"][0]  # nothing scored for a stopped benchmark
+    status = json.loads((out / "run" / "status.json").read_text())
+    assert not proc_running(status["pid"]) and 1_000 <= status["steps"] < 3_000
+
+    # contradicting the first command, or too little time left: refused before anything runs
+    for args, message in ((["--game", "breakout"], "ran with --game pong, this command asks "
+                                                   "for breakout"),
+                          (["--", "--lr", "1"], "pass nothing after -- (got --lr 1)"),
+                          (["--max-minutes", "0.001"], "pass a larger --max-minutes")):
+        refused = bench("--out", str(out), "--resume", *args, timeout=60)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+
+    assert [e["steps"] for e in first["evals"]] == [1_000]  # read after the run stopped
+    budget = first["minutes"] + 0.1  # six seconds more: the clock cuts it again
+    second_proc = bench("--out", str(out), "--resume", "--max-minutes", str(budget))
+    assert second_proc.returncode == 0, second_proc.stderr[-3000:]
+    second = json.loads((out / "results.json").read_text())
+    assert second["stopped"] == "max_minutes" and budget <= second["minutes"] < budget + 5
+    assert [p["stopped"] for p in second["pieces"]] == ["interrupted", "max_minutes"]
+    assert second["pieces"][1]["command"][2:4] == ["--resume", str(out / "run")]
+    assert second["evals"][:len(first["evals"])] == first["evals"]
+    low, high = second["crossings"]
     assert high["target"] == 5 and high["steps"] is None and "confirmed" not in high
-    assert "| 5 | not reached |" in proc.stdout
-    assert low["steps"] is None or low["confirmed_episodes"] == 2
+    assert low["steps"] == 1_000 and low["confirmed_episodes"] == 2  # scored now
+    assert "| 5 | not reached |" in second_proc.stdout and "in 2 commands" in second_proc.stdout
+
+    third_proc = bench("--out", str(out), "--resume", "--max-minutes", "30")
+    assert third_proc.returncode == 0, third_proc.stderr[-3000:]
+    third = json.loads((out / "results.json").read_text())
+    assert third["stopped"] == "finished" and len(third["pieces"]) == 3
+    steps = [e["steps"] for e in third["evals"]]
+    minutes = [e["minutes"] for e in third["evals"]]
+    assert steps == [1_000, 2_000, 3_000] and minutes == sorted(minutes)
+    assert third["minutes"] == sum(p["minutes"] for p in third["pieces"]) >= minutes[-1]
+    assert third["settings"]["train_args"] == first["settings"]["train_args"]
+    status = json.loads((out / "run" / "status.json").read_text())
+    assert status["steps"] == 3_000 and status["state"] == "finished"
+    assert third["crossings"][0] == low  # scored once (by the second command)
+    assert third_proc.stderr.count("ckpt-000000001000.pt: ") == 0
+    assert "is done" in bench("--out", str(out), "--resume", timeout=60).stderr
 
 
 def test_bad_arguments_are_refused_in_one_line_before_anything_runs(tmp_path):
@@ -71,3 +125,5 @@ def test_bad_arguments_are_refused_in_one_line_before_anything_runs(tmp_path):
     (tmp_path / "out" / "run").mkdir(parents=True)
     proc = bench("--quick", "--out", str(tmp_path / "out"), timeout=60)
     assert proc.returncode == 2 and "exists (an earlier benchmark)" in proc.stderr
+    proc = bench("--resume", "--out", str(tmp_path / "none"), timeout=60)
+    assert proc.returncode == 2 and "no benchmark to continue in" in proc.stderr
