@@ -6,6 +6,7 @@ import hashlib
 import shutil
 
 import ale_py
+import numpy as np
 import pytest
 
 from agent import games
@@ -138,3 +139,40 @@ def test_unloadable_roms_are_refused_and_every_listed_game_loads():
     proc = subprocess.run([sys.executable, "-c", probe, *paths], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout[-500:] + proc.stderr[-500:]
+
+
+def test_phoenix_zap_while_moving_plays_as_moving():
+    """Phoenix raises its shield only with the stick pulled straight back: from the same
+    emulator states, DOWNLEFT plays exactly as LEFT (and so on), while DOWN differs from NOOP
+    where the shield is ready. So the documented set's LEFT+ZAP / RIGHT+ZAP (and +FIRE) repeat
+    the moves (docs/learning.md, the Phoenix section)."""
+    ale = ale_py.ALEInterface()
+    ale.setLoggerMode(ale_py.LoggerMode.Error)
+    ale.setInt("random_seed", 0)
+    ale.setFloat("repeat_action_probability", 0.0)
+    ale.loadROM(str(games.rom_path("phoenix")))
+    a = ale_py.Action
+    minimal = ale.getMinimalActionSet()
+    rng = np.random.default_rng(0)
+    same = {(a.LEFT, a.DOWNLEFT), (a.RIGHT, a.DOWNRIGHT), (a.LEFTFIRE, a.DOWNLEFTFIRE),
+            (a.RIGHTFIRE, a.DOWNRIGHTFIRE)}
+    differ = {(a.NOOP, a.DOWN): 0, (a.FIRE, a.DOWNFIRE): 0, (a.NOOP, a.LEFT): 0}
+    for _ in range(150):
+        for _ in range(int(rng.integers(5, 40))):
+            ale.act(minimal[int(rng.integers(len(minimal)))])
+        if ale.game_over():
+            ale.reset_game()
+        state = ale.cloneState()
+        for pair in (*same, *differ):
+            played = []
+            for action in pair:
+                ale.restoreState(state)
+                for _ in range(8):
+                    ale.act(action)
+                played.append(np.concatenate([ale.getRAM(), ale.getScreenGrayscale().ravel()]))
+            if pair in differ:
+                differ[pair] += not np.array_equal(*played)
+            else:
+                assert np.array_equal(*played), pair
+        ale.restoreState(state)
+    assert all(n > 0 for n in differ.values()), differ
