@@ -100,11 +100,12 @@ class LearnerConfig:
     dueling: bool = False
     """Dueling head (Wang et al. 2016): separate value and advantage streams."""
     shared_outputs: bool = False
-    """One network output per distinct ALE action: action indices that press the same ALE
-    action (the documented set's +ZAP twins on a game whose ZAP is inert: Breakout's 12 indices
-    press 6 actions) read the same output, so their Q-value learns from all their samples and
-    the greedy policy picks the twin without ZAP. No effect where no action repeats (minimal
-    sets, Phoenix)."""
+    """One network output per distinct ALE action played: action indices that press the same
+    ALE action (the documented set's +ZAP twins on a game whose ZAP is inert: Breakout's 12
+    indices press 6 actions), or that play alike (Phoenix: moving with ZAP plays as the move,
+    12 indices, 8 distinct), read the same output, so their Q-value learns from all their
+    samples and the greedy policy picks the twin without ZAP. No effect where no action repeats
+    (minimal sets)."""
     target_update: int = 2_000
     """Learner updates between hard target-network syncs (8,000 agent steps at train_freq 4,
     as in Dopamine; Nature synced every 10,000)."""

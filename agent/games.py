@@ -46,13 +46,17 @@ class GameProfile:
     """Press FIRE at the start of each game and after each life lost (the game waits for it)."""
     profiled: bool = True
     """False for the default profile given to a game without one."""
+    zap_alone: bool = False
+    """ZAP acts only with the stick otherwise centred: moving with ZAP plays exactly as the move
+    (Phoenix: DOWNLEFT as LEFT, tests/test_games.py), so those actions share the move's output."""
 
 
 PROFILES: dict[str, GameProfile] = {
     p.game: p
     for p in (
         GameProfile("phoenix", "horizontal", "DOWN",
-                    "force shield (pull the joystick back; the ship cannot move while it is up)"),
+                    "force shield (pull the joystick back; the ship cannot move while it is up)",
+                    zap_alone=True),
         GameProfile("beam_rider", "horizontal", "UP",
                     "torpedo (push the joystick forward; three per sector)"),
         GameProfile("asteroids", "thrust_turn", "DOWN",
@@ -180,6 +184,9 @@ class ActionSet:
     """ALE action name per index, e.g. "DOWNLEFTFIRE"."""
     buttons: tuple[int, ...]
     """Documented button (index into BUTTONS) each action presses, for button distributions."""
+    plays_as: tuple[str, ...] = ()
+    """ALE action each index plays as, where the game's profile says two play alike (zap_alone:
+    Phoenix's LEFT+ZAP presses DOWNLEFT and plays as LEFT); empty: as it presses (ale_names)."""
 
     def __len__(self) -> int:
         return len(self.names)
@@ -189,11 +196,13 @@ class ActionSet:
         return [getattr(ale_py.Action, n) for n in self.ale_names]
 
     def outputs(self) -> tuple[int, ...]:
-        """Per index, the number of its distinct ALE action (in order of first appearance): the
-        network output it reads with learner.shared_outputs, and what Agree% compares. The
-        documented set repeats actions where ZAP is inert (Breakout: 12 indices, 6 distinct)."""
+        """Per index, the number of the distinct ALE action it plays as (in order of first
+        appearance): the network output it reads with learner.shared_outputs, and what Agree%
+        compares. The documented set repeats actions where ZAP is inert (Breakout: 12 indices,
+        6 distinct) and where ZAP acts only alone (Phoenix: 12 indices, 8 distinct)."""
         first: dict[str, int] = {}
-        return tuple(first.setdefault(name, len(first)) for name in self.ale_names)
+        return tuple(first.setdefault(name, len(first))
+                     for name in self.plays_as or self.ale_names)
 
     def layout(self) -> dict:
         """What a checkpoint records to check that it is played with the same actions."""
@@ -202,7 +211,7 @@ class ActionSet:
 
 def documented_actions(game: str) -> ActionSet:
     prof = profile(game)
-    names, ale_names, buttons = [], [], []
+    names, ale_names, buttons, plays_as = [], [], [], []
     for move in MOVEMENTS[prof.movement]:
         for button, button_name in enumerate(BUTTONS):
             fire, zap = bool(button // 2), bool(button % 2)
@@ -210,7 +219,10 @@ def documented_actions(game: str) -> ActionSet:
                          move if button == 0 else f"{move}+{button_name}")
             ale_names.append(compose(move, prof.zap if zap else None, fire))
             buttons.append(button)
-    return ActionSet(game, "documented", tuple(names), tuple(ale_names), tuple(buttons))
+            plays_as.append(compose(move, None, fire) if zap and move and prof.zap_alone
+                            else ale_names[-1])
+    return ActionSet(game, "documented", tuple(names), tuple(ale_names), tuple(buttons),
+                     tuple(plays_as) if plays_as != ale_names else ())
 
 
 def minimal_actions(game: str, minimal: list[str]) -> ActionSet:

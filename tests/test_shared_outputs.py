@@ -30,7 +30,11 @@ def test_the_documented_set_numbers_its_distinct_ale_actions():
     # each twin presses exactly the ALE action of its first index
     for index, out in enumerate(breakout.outputs()):
         assert breakout.ale_names[index] == breakout.ale_names[breakout.outputs().index(out)]
-    assert action_set("phoenix", "documented").outputs() == tuple(range(12))  # ZAP = shield
+    # Phoenix: ZAP (the shield) alone is its own action; moving with ZAP plays as the move
+    phoenix = action_set("phoenix", "documented")
+    assert phoenix.outputs() == (0, 1, 2, 3, 4, 4, 5, 5, 6, 6, 7, 7)
+    assert phoenix.ale_names[5] == "DOWNLEFT" and phoenix.plays_as[5] == "LEFT"
+    assert len(set(phoenix.outputs())) == len(action_set("phoenix", "minimal"))
     minimal = action_set("breakout", "minimal")
     assert minimal.outputs() == tuple(range(len(minimal)))
 
