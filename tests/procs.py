@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +54,18 @@ def descendants(pid: int) -> set[int]:
             found.add(child)
             todo.append(child)
     return found
+
+
+@contextmanager
+def reaped(proc: subprocess.Popen):
+    """Yields `proc`, a child the test started; on the way out, one still running (a failed
+    assertion, a timeout) is killed by its pid and reaped, so no test leaves it behind."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
 
 
 @contextmanager

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from tests.benchrun import ROOT
-from tests.procs import proc_running
+from tests.procs import proc_running, reaped
 
 SCRIPT = "scripts/bench_time_to_skill.py"
 
@@ -58,7 +58,7 @@ def test_a_stopped_then_clock_cut_benchmark_resumes_its_run_and_adds_up_the_minu
            "--learning-starts", "500", "--capacity", "5000", "--threads", "1"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    try:
+    with reaped(proc):
         deadline = time.monotonic() + 240
         metrics = out / "run" / "metrics.jsonl"
         while b'"event": "eval"' not in (metrics.read_bytes() if metrics.exists() else b""):
@@ -66,10 +66,6 @@ def test_a_stopped_then_clock_cut_benchmark_resumes_its_run_and_adds_up_the_minu
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 143, stderr[-3000:]
     first = json.loads((out / "results.json").read_text())
     assert first["stopped"] == "interrupted" and "continue with" in stdout

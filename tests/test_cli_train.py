@@ -15,6 +15,7 @@ import torch
 from agent import checkpoint
 from agent.cli import main
 from agent.train import TrainResult
+from tests.procs import reaped
 
 TINY = ["--game", "breakout", "--learning-starts", "64", "--capacity", "1000",
         "--check-every", "10", "--report-seconds", "0.5", "--checkpoint-every", "100",
@@ -182,7 +183,7 @@ def test_a_signal_saves_before_exiting(tmp_path, sig):
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "sig" / "metrics.jsonl"
     deadline = time.monotonic() + 120
-    try:
+    with reaped(proc):
         while time.monotonic() < deadline:  # wait for learning to be under way
             rows = [json.loads(x) for x in metrics.open()] if metrics.exists() else []
             if any(r.get("updates", 0) > 5 for r in rows):
@@ -190,10 +191,6 @@ def test_a_signal_saves_before_exiting(tmp_path, sig):
             time.sleep(0.2)
         proc.send_signal(sig)
         assert proc.wait(timeout=60) == 130, proc.stderr.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     (ckpt,) = (tmp_path / "sig" / "checkpoints").glob("ckpt-*.pt")
     saved = checkpoint.load(ckpt)
     status = json.loads((tmp_path / "sig" / "status.json").read_text())

@@ -21,7 +21,7 @@ from agent import evaluate as ev
 from agent.checkpoint import CheckpointStore
 from agent.cli import build_parser, main
 from agent.references import human_normalized
-from tests.procs import descendants, proc_running
+from tests.procs import descendants, proc_running, reaped
 
 CKPT_200 = "checkpoints/ckpt-000000000200.pt"
 CKPT_400 = "checkpoints/ckpt-000000000400.pt"
@@ -276,7 +276,7 @@ def test_ctrl_c_stops_the_workers_and_writes_nothing(trained_run, tmp_path):
                              str(trained_run / CKPT_400), "--episodes", "40", "--workers", "2",
                              "--json", str(out)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    try:
+    with reaped(proc):
         deadline = time.monotonic() + 60
         workers: set[int] = set()
         while len(workers) < 3 and time.monotonic() < deadline:  # forkserver + 2 workers
@@ -286,10 +286,6 @@ def test_ctrl_c_stops_the_workers_and_writes_nothing(trained_run, tmp_path):
         time.sleep(1.0)  # episodes under way
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert not out.exists()

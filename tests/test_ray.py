@@ -17,7 +17,7 @@ import pytest
 
 from agent import checkpoint
 from agent.train import Trainer
-from tests.procs import descendants, wait_gone
+from tests.procs import descendants, reaped, wait_gone
 from tests.test_train import toy_config
 from tests.toygame import make_fire_game
 
@@ -117,7 +117,7 @@ def test_a_learner_killed_with_sigkill_keeps_its_checkpoints_resumes_and_leaves_
     def latest():  # (a store reads index.json once, when made)
         return checkpoint.CheckpointStore(tmp_path / "run").latest()
 
-    try:
+    with reaped(proc):
         deadline = time.monotonic() + 240
         while latest() is None and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -125,10 +125,6 @@ def test_a_learner_killed_with_sigkill_keeps_its_checkpoints_resumes_and_leaves_
         ray_pids = descendants(proc.pid)  # the Ray instance and actors this run started
         assert len(ray_pids) >= 4, ray_pids
         os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
     saved = checkpoint.load(latest())["counters"]["steps"]
     resumed = subprocess.run([sys.executable, "-m", "agent.cli", "train", "--resume",
                               str(tmp_path / "run"), "--total-steps", str(saved + 400)],

@@ -20,6 +20,7 @@ from agent import checkpoint
 from agent.cli import main
 from agent.collector import available_cores
 from agent.train import Trainer
+from tests.procs import reaped
 from tests.test_train import _assert_same, toy_config
 from tests.toygame import LENGTH, make_fire_game
 
@@ -157,7 +158,7 @@ def test_a_killed_env_worker_fails_the_run_naming_it(tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     run = tmp_path / "kill"
     deadline = time.monotonic() + 120
-    try:
+    with reaped(proc):
         while time.monotonic() < deadline:  # a checkpoint written and the workers known
             status = (json.loads((run / "status.json").read_text())
                       if (run / "status.json").exists() else {})
@@ -168,10 +169,6 @@ def test_a_killed_env_worker_fails_the_run_naming_it(tmp_path):
         os.kill(worker, signal.SIGKILL)  # our own child's pid, read from the run's status
         assert proc.wait(timeout=60) == 4
         err = proc.stderr.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     # (it "died", or "closed its pipe" when the pipe's EOF is read before the exit is seen)
     assert f"worker 1 (pid {worker})" in err and "SIGKILL" in err, err
     assert "--resume" in err and err.count("\n") == 1, err

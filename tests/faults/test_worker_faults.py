@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.procs import children_map, descendants, wait_gone
+from tests.procs import children_map, descendants, reaped, wait_gone
 
 CKPT = "checkpoints/ckpt-000000000400.pt"
 
@@ -45,16 +45,12 @@ def test_a_dead_or_hung_worker_stops_the_evaluation_cleanly(trained_run, tmp_pat
                                                             message):
     out = tmp_path / "eval.json"
     proc = _start_evaluation(trained_run, out, timeout=4)
-    try:
+    with reaped(proc):
         workers, everyone = _workers(proc.pid)
         os.kill(workers[0], fault)  # a pid this test's child started
         t0 = time.monotonic()
         _, err = proc.communicate(timeout=120)
         waited = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 2, err
     assert message in err and "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith("atari-agent evaluate: ")
