@@ -2,6 +2,7 @@
 the command's start to an evaluation at a target, stops the run by its pid, confirms the
 crossing's checkpoint under the protocol, and says when a target was not reached."""
 
+import importlib.util
 import json
 import signal
 import subprocess
@@ -45,6 +46,75 @@ def test_quick_reaches_its_target_stops_the_run_and_confirms(tmp_path):
     for png in (out / "curves.png", tmp_path / "copy.png"):
         img = cv2.imdecode(np.fromfile(png, np.uint8), cv2.IMREAD_COLOR)
         assert img is not None and img.shape[1] == 1100
+
+    # --rescore trains nothing and scores nothing already scored; it records the new limit
+    again = bench("--out", str(out), "--rescore", "--confirm-tries", "2", timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "ckpt-" not in again.stderr and "| yes |" in again.stdout
+    rescored = json.loads((out / "results.json").read_text())
+    assert rescored["settings"]["confirm_tries"] == 2 and rescored["evals"] == res["evals"]
+    assert rescored["crossings"] == res["crossings"] and len(c["tries"]) == 1
+    refused = bench("--out", str(out), "--rescore", "--resume", timeout=60)
+    assert refused.returncode == 2 and "choose one" in refused.stderr
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("bench_time_to_skill", ROOT / SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_crossing_that_does_not_hold_is_followed_to_the_first_that_does(monkeypatch):
+    """A 10-episode evaluation can cross by luck: when the first crossing's checkpoint scores
+    below the target over the confirmation episodes, the next evaluations at or above it are
+    scored in step order, each checkpoint once for all targets, up to --confirm-tries; the time
+    to skill is the first confirmed one's."""
+    import agent.evaluate
+
+    bts = _script()
+    held = {1_000: -21.0, 2_000: -19.0, 3_000: -15.0, 4_000: -21.0}  # 30-episode means
+    calls = []
+
+    def fake_evaluate(targets, episodes, seed, epsilon, workers):
+        (path,) = targets
+        calls.append(path.name)
+        return [dict(mean=held[int(path.stem.split("-")[1])], std=1.0, episodes=episodes)]
+
+    monkeypatch.setattr(agent.evaluate, "evaluate", fake_evaluate)
+    monkeypatch.setattr(agent.evaluate, "checkpoint_targets", lambda paths, overrides: paths)
+    evals = [dict(steps=s, minutes=s / 1000, mean=m, std=0.0, episodes=10)
+             for s, m in ((1_000, -18.0), (2_000, -17.0), (3_000, -16.0), (4_000, -10.0))]
+    crossed = bts.crossings(evals, [-20.0, -16.0, -12.0, 0.0])
+    bts.confirm(ROOT, crossed, evals, 30, 3, lambda msg: None)
+    low, mid, high, top = crossed
+    assert (low["steps"], low["confirmed_mean"], low["confirmed"]) == (1_000, -21.0, True)
+    assert (low["confirmed_steps"], low["confirmed_minutes"]) == (2_000, 2.0)
+    assert [t["steps"] for t in low["tries"]] == [1_000, 2_000]
+    assert (mid["steps"], mid["confirmed_steps"]) == (3_000, 3_000)  # held at once
+    assert high["confirmed"] is False and [t["steps"] for t in high["tries"]] == [4_000]
+    assert top["steps"] is None and "tries" not in top
+    assert sorted(calls) == ["ckpt-000000001000.pt", "ckpt-000000002000.pt",
+                             "ckpt-000000003000.pt", "ckpt-000000004000.pt"]
+
+    # at most --confirm-tries checkpoints; a crossing scored before (one score, the older
+    # results.json) is not scored again
+    calls.clear()
+    crossed = bts.crossings(evals, [-20.0])
+    crossed[0].update(checkpoint="old", confirmed_mean=-21.0, confirmed_std=1.0,
+                      confirmed_episodes=30, confirmed=False)
+    bts.confirm(ROOT, crossed, evals, 30, 1, lambda msg: None)
+    assert calls == [] and crossed[0]["confirmed"] is False
+    res = dict(settings=dict(game="pong", eval_episodes=10, eval_every=1_000,
+                             confirm_episodes=30),
+               machine={}, command=["python", "-m", "agent", "train"], stopped="finished",
+               minutes=4.0, pieces=[dict(minutes=4.0)], crossings=crossed)
+    monkeypatch.setattr(bts.benchio, "describe_machine", lambda m: "m")
+    monkeypatch.setattr(bts.benchio, "describe_load", lambda m: "l")
+    assert "| NO (1 scored) |" in bts.report(res)
+    bts.confirm(ROOT, crossed, evals, 30, 3, lambda msg: None)  # a larger limit: --rescore
+    assert calls == ["ckpt-000000002000.pt"] and crossed[0]["confirmed_steps"] == 2_000
+    assert "at 2.0 min, 2,000 steps: -19.0 ± 1.0" in bts.report(res)
 
 
 def test_a_stopped_then_clock_cut_benchmark_resumes_its_run_and_adds_up_the_minutes(tmp_path):
