@@ -131,7 +131,8 @@ def test_the_fast_cpu_preset_is_read_and_flags_override_it(tmp_path):
                   "--learning-starts", "128", "--capacity", "5000") == 0
     text = (tmp_path / "c" / "config.toml").read_text()
     for line in ("terminal_on_life_loss = true", "target_update = 250", "envs = 1",
-                 "eps_decay_steps = 40000", "eval_episodes = 10",
+                 "eps_decay_steps = 40000", "eval_episodes = 10", "dueling = true",
+                 "prioritized = true",
                  # flags over the preset's 10,000, 100,000 and 50,000 (TINY's --eval-every 0)
                  "learning_starts = 128", "capacity = 5000", "eval_every = 0"):
         assert line in text, line
