@@ -227,8 +227,19 @@ def render_png(res: dict, width: int = 1100) -> bytes:
             xs[:, 2] = math.nan
             ys = np.where(np.isnan(xs), math.nan, target)
             panel.lines.append(chart.Line(chart.MUTED, xs.ravel(), ys.ravel()))
+    # the confirmations as dots: one value between NaNs draws as a dot
+    tries = sorted({t["steps"]: t for c in res["crossings"] for t in c.get("tries", ())}.values(),
+                   key=lambda t: t["steps"])
+    dots = chart.palette(1)
+    for panel, key in ((by_min, "minutes"), (by_steps, "steps")):
+        xs = np.array([v for t in tries for v in (t[key], math.nan)], float)
+        ys = np.array([v for t in tries for v in (t["mean"], math.nan)], float)
+        panel.lines.append(chart.Line(dots, xs, ys))
     legend = [chart.LegendEntry(f"in-run evaluation ({s['eval_episodes']} episodes)", color),
               chart.LegendEntry("targets (dashed)", chart.MUTED)]
+    if tries:
+        legend.append(chart.LegendEntry(
+            f"a crossing's checkpoint over {s['confirm_episodes']} episodes (dots)", dots))
     font = chart.Font()
     lay = chart.layout(width, 2, [e.text for e in legend], font)
     img = np.full((lay.height, lay.width, 3), 255, np.uint8)
