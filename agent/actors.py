@@ -67,9 +67,9 @@ class ActorCore:
         self.n_actions = len(self.envs[0].actions)
         if self.network is None:
             actions = self.envs[0].actions
-            outputs = actions.outputs() if c.learner.shared_outputs else None
             self.network = QNetwork(self.n_actions, c.env.stack, c.env.frame_shape,
-                                    c.learner.dueling, outputs).eval()
+                                    c.learner.dueling,
+                                    actions.network_outputs(c.learner.shared_outputs)).eval()
         self._records.clear()
         for j, env in enumerate(self.envs):
             env.reset()

@@ -164,7 +164,7 @@ def _config(args: argparse.Namespace, base: Path | None = None) -> Config:
                          + ("--resume (the run keeps its config.toml)" if base is not None
                             else "--config"))
     if base is not None:
-        return load_toml(base, overrides)
+        return load_toml(base, overrides, saved_run=True)
     if args.config or preset:
         return load_toml(args.config or PRESETS / f"{preset}.toml", overrides)
     return from_dict(overrides, source="command line")

@@ -204,6 +204,13 @@ class ActionSet:
         return tuple(first.setdefault(name, len(first))
                      for name in self.plays_as or self.ale_names)
 
+    def network_outputs(self, shared: bool) -> tuple[int, ...] | None:
+        """QNetwork's `outputs`: with `shared` (learner.shared_outputs) and where some indices
+        play alike, outputs(); else None, one output per index (so a minimal set's network and
+        checkpoints are the same with the option on or off)."""
+        outputs = self.outputs()
+        return outputs if shared and len(set(outputs)) < len(outputs) else None
+
     def layout(self) -> dict:
         """What a checkpoint records to check that it is played with the same actions."""
         return {"game": self.game, "kind": self.kind, "ale_names": list(self.ale_names)}

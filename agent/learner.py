@@ -176,7 +176,7 @@ class Learner:
                  frame_shape: tuple[int, int] = (84, 84), device: torch.device | None = None,
                  outputs: tuple[int, ...] | None = None):
         """`outputs`: per action, its network output (QNetwork's), given with
-        config.shared_outputs (agent.train.network_outputs)."""
+        config.shared_outputs (ActionSet.network_outputs)."""
         self.config = config
         self.device = device if device is not None else resolve_device(config.device)
         self.bf16 = use_bf16(config.precision, self.device)

@@ -98,12 +98,6 @@ def check_replay_memory(config: Config) -> None:
             f"{have / 2**30:.1f} GiB is available; use --capacity {fits:,} or less")
 
 
-def network_outputs(config: Config, actions) -> tuple[int, ...] | None:
-    """The network output each action reads: shared by actions that press the same ALE action
-    with learner.shared_outputs, else None (one output per action)."""
-    return actions.outputs() if config.learner.shared_outputs else None
-
-
 def _crossed(before: int, after: int, every: int) -> bool:
     """Whether a multiple of `every` lies in (before, after]: a round of N steps crossed it."""
     return every > 0 and after // every > before // every
@@ -143,7 +137,8 @@ class Trainer:
         self.actions = self.collector.actions
         self.buttons = np.asarray(self.actions.buttons, np.int64)
         self.learner = Learner(c.learner, len(self.actions), c.env.stack, c.env.frame_shape,
-                               outputs=network_outputs(c, self.actions))
+                               outputs=self.actions.network_outputs(
+                                   c.learner.shared_outputs))
         self.store = CheckpointStore(self.run_dir, c.run.keep_last)
         ckpt_io.atomic_write(self.run_dir / "config.toml", lambda f: f.write(dump_toml(c).encode()))
         self.reporter = Reporter(self.run_dir, c.run.total_steps, out, tensorboard)
@@ -486,7 +481,8 @@ def _check_resumable(saved: dict, path: Path, config: Config, actions) -> Path |
     ...). Reads only the snapshot's parameters. Returns the snapshot's path, if it has one.
     `actions`: the run's action set (its env's, which a test game may set)."""
     network = QNetwork(len(actions), config.env.stack, config.env.frame_shape,
-                       config.learner.dueling, network_outputs(config, actions)).spec()
+                       config.learner.dueling,
+                       actions.network_outputs(config.learner.shared_outputs)).spec()
     ckpt_io.verify(saved, path, network=network, layout=actions.layout())
     envs = runstate.saved_envs(saved)
     if streams(config) != envs:

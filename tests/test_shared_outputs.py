@@ -13,7 +13,7 @@ import torch
 
 from agent import checkpoint
 from agent.checkpoint import CheckpointError
-from agent.config import Config, LearnerConfig
+from agent.config import Config, LearnerConfig, dump_toml, load_toml
 from agent.evaluate import checkpoint_targets, evaluate
 from agent.games import action_set
 from agent.learner import Learner
@@ -37,6 +37,10 @@ def test_the_documented_set_numbers_its_distinct_ale_actions():
     assert len(set(phoenix.outputs())) == len(action_set("phoenix", "minimal"))
     minimal = action_set("breakout", "minimal")
     assert minimal.outputs() == tuple(range(len(minimal)))
+    # the network shares rows only where indices repeat: a minimal set keeps one row per index
+    assert breakout.network_outputs(True) == breakout.outputs()
+    assert breakout.network_outputs(False) is None
+    assert minimal.network_outputs(True) is None and minimal.network_outputs(False) is None
 
 
 @pytest.mark.parametrize("dueling", [False, True])
@@ -88,11 +92,13 @@ def test_an_update_on_one_twin_moves_the_other_alike():
 
 
 def test_a_run_with_shared_outputs_saves_plays_and_refuses_a_resume_without_them(tmp_path):
-    """A short real Breakout run on the documented set: its checkpoint records the mapping, is
-    evaluated under the protocol, and only a run that shares outputs may continue it."""
+    """A short real Breakout run on the documented set with the defaults (shared outputs on):
+    its checkpoint records the mapping, is evaluated under the protocol, and only a run that
+    shares outputs may continue it."""
+    assert Config().learner.shared_outputs
     config = Config().replace(
         env={"game": "breakout", "action_set": "documented"},
-        learner={"learning_starts": 64, "shared_outputs": True, "threads": 1},
+        learner={"learning_starts": 64, "threads": 1},
         replay={"capacity": 1_000},
         run={"total_steps": 200, "checkpoint_every": 200, "report_seconds": 1e9,
              "probe_size": 16, "diag_batch": 32},
@@ -110,3 +116,19 @@ def test_a_run_with_shared_outputs_saves_plays_and_refuses_a_resume_without_them
     assert check_resume(config, result.checkpoint).learner.shared_outputs
     with pytest.raises(CheckpointError, match="holds a different network"):
         check_resume(config.replace(learner={"shared_outputs": False}), result.checkpoint)
+
+
+def test_a_run_saved_before_the_option_resumes_as_it_trained(tmp_path):
+    """A run's config.toml from before learner.shared_outputs existed has no such key: it trained
+    with one output per action, so its resume keeps that (the old default), while a settings
+    file or preset without the key takes today's default, and the command line still decides."""
+    old = tmp_path / "config.toml"
+    old.write_text('[env]\ngame = "breakout"\naction_set = "documented"\n\n'
+                   '[learner]\nlr = 0.0001\n')
+    assert not load_toml(old, saved_run=True).learner.shared_outputs
+    assert load_toml(old).learner.shared_outputs
+    assert load_toml(old, {"learner": {"shared_outputs": True}},
+                     saved_run=True).learner.shared_outputs
+    written = tmp_path / "written.toml"
+    written.write_text(dump_toml(Config()))  # what a run writes today: every key
+    assert load_toml(written, saved_run=True).learner.shared_outputs
