@@ -3,18 +3,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from tests.benchrun import ROOT, run_bench
+from tests.benchrun import load_script, run_bench
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_demo", ROOT / "scripts" / "bench_demo.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench_demo")
 
 
 def test_it_runs_readme_first_command_in_two_timed_parts():

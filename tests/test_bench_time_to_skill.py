@@ -2,7 +2,6 @@
 the command's start to an evaluation at a target, stops the run by its pid, confirms the
 crossing's checkpoint under the protocol, and says when a target was not reached."""
 
-import importlib.util
 import json
 import signal
 import subprocess
@@ -12,7 +11,7 @@ import time
 import cv2
 import numpy as np
 
-from tests.benchrun import ROOT
+from tests.benchrun import ROOT, load_script
 from tests.procs import proc_running, reaped
 
 SCRIPT = "scripts/bench_time_to_skill.py"
@@ -58,13 +57,6 @@ def test_quick_reaches_its_target_stops_the_run_and_confirms(tmp_path):
     assert refused.returncode == 2 and "choose one" in refused.stderr
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("bench_time_to_skill", ROOT / SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_crossing_that_does_not_hold_is_followed_to_the_first_that_does(monkeypatch):
     """A 10-episode evaluation can cross by luck: when the first crossing's checkpoint scores
     below the target over the confirmation episodes, the next evaluations at or above it are
@@ -72,7 +64,7 @@ def test_a_crossing_that_does_not_hold_is_followed_to_the_first_that_does(monkey
     to skill is the first confirmed one's."""
     import agent.evaluate
 
-    bts = _script()
+    bts = load_script("bench_time_to_skill")
     held = {1_000: -21.0, 2_000: -19.0, 3_000: -15.0, 4_000: -21.0}  # 30-episode means
     calls = []
 

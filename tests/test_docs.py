@@ -3,11 +3,12 @@ and links that lead somewhere."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
+
+from tests.benchrun import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -20,18 +21,9 @@ TEST_COMMAND = 'pip install torch==2.13.0 -e ".[test]" && ruff check . && python
 MARKER = "<!-- test command -->"
 
 
-def _gen_config_docs():
-    """scripts/gen_config_docs.py as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "gen_config_docs", ROOT / "scripts" / "gen_config_docs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # ------------------------------------------------------------------------------ config reference
 def test_config_reference_is_up_to_date(capsys):
-    gen = _gen_config_docs()
+    gen = load_script("gen_config_docs")
     assert gen.main(["--check"]) == 0, capsys.readouterr().err
 
 
@@ -49,7 +41,7 @@ def test_config_reference_lists_every_setting_with_its_default():
 
 
 def test_check_fails_in_one_line_on_a_stale_page_and_a_rewrite_fixes_it(tmp_path, capsys):
-    gen = _gen_config_docs()
+    gen = load_script("gen_config_docs")
     page = tmp_path / "config.md"
     current = (ROOT / "docs" / "config.md").read_text(encoding="utf-8")
     intro = current.split(gen.BEGIN)[0]
@@ -67,7 +59,7 @@ def test_check_fails_in_one_line_on_a_stale_page_and_a_rewrite_fixes_it(tmp_path
 
 
 def test_check_fails_when_the_page_is_missing(tmp_path, capsys):
-    gen = _gen_config_docs()
+    gen = load_script("gen_config_docs")
     assert gen.main(["--check", "--path", str(tmp_path / "config.md")]) == 1
     assert "stale" in capsys.readouterr().err
 

@@ -1,7 +1,6 @@
 """scripts/study_collapse.py: the defaults and the seed's broken configuration trained side by
 side on a real game, what the seed watched summarized for both, a finished study reused."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,7 +8,7 @@ import sys
 import cv2
 import numpy as np
 
-from tests.benchrun import ROOT
+from tests.benchrun import ROOT, load_script
 from tests.procs import proc_running
 
 SCRIPT = "scripts/study_collapse.py"
@@ -18,13 +17,6 @@ SCRIPT = "scripts/study_collapse.py"
 def study(*args: str, timeout: int = 400) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("study_collapse", ROOT / SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_quick_trains_both_configurations_and_a_finished_study_is_reused(tmp_path):
@@ -114,7 +106,7 @@ def test_the_summary_says_what_went_wrong(tmp_path):
               dict(event="eval", steps=400, mean=-20.0, std=1.0, episodes=10)]
     _write_run(tmp_path / "b", rows, events)
     (tmp_path / "b" / "status.json").write_text('{"state": "halted", "pid": 1}')
-    s = load_script().summarize(tmp_path / "b")
+    s = load_script("study_collapse").summarize(tmp_path / "b")
     assert s["state"] == "halted" and [r["steps"] for r in s["series"]] == [200, 300, 400]
     assert s["agree"] == dict(first=17.0, max=60.0, last=20.0)
     assert s["q"] == dict(min=-500.0, max=500.0) and s["loss"]["max"] == 900.0
@@ -123,7 +115,7 @@ def test_the_summary_says_what_went_wrong(tmp_path):
     assert [(e["event"], e["steps"]) for e in s["watchdog"]] == [("divergence", 400),
                                                                  ("rollback", 400)]
     assert s["evals"] == [dict(steps=400, mean=-20.0, std=1.0, episodes=10)]
-    module = load_script()
+    module = load_script("study_collapse")
     assert [module._event(e) for e in s["watchdog"]] == [
         "Q blow-up at 400 -> rollback", "restored step 300"]
 
