@@ -76,6 +76,12 @@ class LearnerConfig:
 
     lr: float = 1e-4
     """Adam step size. Nature used RMSProp at 2.5e-4; Adam at 1e-4 is steadier (CleanRL)."""
+    lr_decay_steps: int = 0
+    """Agent steps of linear decay of the step size from lr to lr_end, counted from
+    learning_starts, then lr_end; 0 keeps lr throughout (Nature, Dopamine). A smaller late step
+    lets a good policy settle instead of swinging from one update to the next."""
+    lr_end: float = 0.0
+    """The step size at the end of the decay (with lr_decay_steps > 0)."""
     adam_eps: float = 1.5e-4
     """Adam's epsilon (Rainbow's value: larger than the 1e-8 default, so tiny second moments
     do not turn into huge steps)."""
@@ -138,6 +144,11 @@ class LearnerConfig:
 
     def validate(self) -> LearnerConfig:
         _float_range("learner.lr", self.lr, 0.0, 1.0, low_open=True)
+        _int_range("learner.lr_decay_steps", self.lr_decay_steps, 0, 10**12)
+        _float_range("learner.lr_end", self.lr_end, 0.0, 1.0)
+        if self.lr_decay_steps and self.lr_end > self.lr:
+            raise ValueError(f"learner.lr_end must not exceed learner.lr ({self.lr:g}) for a "
+                             f"decay, got {self.lr_end:g}")
         _float_range("learner.adam_eps", self.adam_eps, 0.0, 1.0, low_open=True)
         _float_range("learner.gamma", self.gamma, 0.0, 1.0)
         _int_range("learner.n_step", self.n_step, 1, 100)
@@ -161,6 +172,13 @@ class LearnerConfig:
         _int_range("learner.threads", self.threads, 0, 1024)
         _bool("learner.cuda_graph", self.cuda_graph)
         return self
+
+    def lr_at(self, step: int) -> float:
+        """The step size after `step` agent steps (lr_decay_steps' linear decay)."""
+        if not self.lr_decay_steps:
+            return self.lr
+        frac = min(max(step - self.learning_starts, 0) / self.lr_decay_steps, 1.0)
+        return self.lr + (self.lr_end - self.lr) * frac
 
 
 @dataclass(frozen=True)
@@ -209,7 +227,10 @@ class ReplayConfig:
     beta_start: float = 0.4
     """PER: importance-weight exponent at the first update, annealed linearly..."""
     beta_end: float = 1.0
-    """...to this at the last step of the run."""
+    """...to this at agent step beta_steps."""
+    beta_steps: int = 0
+    """PER: the agent step at which beta reaches beta_end; 0: the run's last (run.total_steps).
+    A run stopped by the clock well before total_steps sets it to the steps it expects."""
     priority_eps: float = 1e-6
     """PER: added to |TD error| so that no transition gets priority 0."""
 
@@ -219,8 +240,14 @@ class ReplayConfig:
         _float_range("replay.alpha", self.alpha, 0.0, 10.0)
         _float_range("replay.beta_start", self.beta_start, 0.0, 1.0)
         _float_range("replay.beta_end", self.beta_end, 0.0, 1.0)
+        _int_range("replay.beta_steps", self.beta_steps, 0, 10**12)
         _float_range("replay.priority_eps", self.priority_eps, 0.0, 1.0, low_open=True)
         return self
+
+    def beta(self, step: int, total_steps: int) -> float:
+        """PER's importance-weight exponent after `step` agent steps of a run of total_steps."""
+        frac = min(step / (self.beta_steps or total_steps), 1.0)
+        return self.beta_start + (self.beta_end - self.beta_start) * frac
 
 
 @dataclass(frozen=True)

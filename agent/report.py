@@ -25,9 +25,9 @@ from pathlib import Path
 from agent.diagnostics import format_buttons
 from agent.tensorboard import EventWriter
 
-ROW_KEYS = ("time", "steps", "updates", "sps", "epsilon", "episodes", "score_mean100", "loss",
-            "agree", "greedy_dist", "replay_dist", "q_min", "q_mean", "q_max", "q_state_std",
-            "grad_norm", "clip_delta", "td_clip_frac", "target_age")
+ROW_KEYS = ("time", "steps", "updates", "sps", "epsilon", "lr", "episodes", "score_mean100",
+            "loss", "agree", "greedy_dist", "replay_dist", "q_min", "q_mean", "q_max",
+            "q_state_std", "grad_norm", "clip_delta", "td_clip_frac", "target_age")
 """Every key of a diagnostics row in metrics.jsonl, in order."""
 
 _COLUMNS = (  # header, width, formatter of the row

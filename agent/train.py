@@ -271,9 +271,10 @@ class Trainer:
             self.batch = Batch(c.learner.batch_size, c.env.stack, h, w,
                                self.learner.channels_last,
                                buffers=self.learner.batch_buffers(c.learner.batch_size))
-        frac = min(self.steps / c.run.total_steps, 1.0)
-        beta = c.replay.beta_start + (c.replay.beta_end - c.replay.beta_start) * frac
-        self.replay.sample(c.learner.batch_size, beta, out=self.batch)
+        if c.learner.lr_decay_steps:
+            self.learner.set_lr(c.learner.lr_at(self.steps))
+        self.replay.sample(c.learner.batch_size, c.replay.beta(self.steps, c.run.total_steps),
+                           out=self.batch)
         result = self.learner.update(self.batch, want_td=c.replay.prioritized)
         if c.replay.prioritized:
             self.replay.update_priorities(self.batch.index, result.td_abs + c.replay.priority_eps)
@@ -289,6 +290,7 @@ class Trainer:
         m = self.health.last_check
         row = {"time": time.time(), "steps": self.steps, "updates": self.learner.updates,
                "sps": sps, "epsilon": self.collector.epsilon(),
+               "lr": self.config.learner.lr_at(self.steps),
                "episodes": self.episodes,
                "score_mean100": float(np.mean(self.scores)) if self.scores else None,
                **{k: m.get(k) for k in ("loss", "agree", "greedy_dist", "replay_dist", "q_min",

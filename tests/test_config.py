@@ -69,6 +69,28 @@ def test_epsilon_is_random_until_learning_starts_then_decays_linearly():
         pytest.approx(0.505)
 
 
+def test_the_step_size_decays_linearly_from_learning_starts_when_asked():
+    assert Config().learner.lr_at(10**9) == Config().learner.lr  # default: constant
+    learner = Config().replace(learner={"lr": 1e-4, "lr_end": 2e-5, "lr_decay_steps": 1_000,
+                                        "learning_starts": 500}).learner
+    assert learner.lr_at(0) == learner.lr_at(500) == pytest.approx(1e-4)
+    assert learner.lr_at(1_000) == pytest.approx(6e-5)
+    assert learner.lr_at(1_500) == learner.lr_at(10**9) == pytest.approx(2e-5)
+    with pytest.raises(ValueError, match=r"learner.lr_end must not exceed learner.lr \(0.0001\)"
+                                         r" for a decay, got 0.001"):
+        Config().replace(learner={"lr_end": 1e-3, "lr_decay_steps": 10})
+
+
+def test_per_beta_reaches_its_end_at_beta_steps_or_the_run_s_last_step():
+    replay = Config().replay
+    assert replay.beta(0, 1_000) == pytest.approx(0.4)
+    assert replay.beta(500, 1_000) == pytest.approx(0.7)
+    assert replay.beta(5_000, 1_000) == pytest.approx(1.0)
+    short = Config().replace(replay={"beta_steps": 100}).replay
+    assert short.beta(50, 10**7) == pytest.approx(0.7)
+    assert short.beta(100, 10**7) == short.beta(10**6, 10**7) == pytest.approx(1.0)
+
+
 def test_raw_rewards_with_bounds_sized_for_clipped_ones_are_refused():
     """With --no-clip-rewards the default TD clip would silently cap every target at 50 and the
     Q alarm would roll back a healthy run: both bounds must be set for the game's scale."""

@@ -57,6 +57,23 @@ def test_fire_game_is_learned_and_kept(tmp_path):
     assert trainer.checks[-1]["replay_dist"]["FIRE"] > 0.9
 
 
+def test_a_decaying_step_size_reaches_adam_and_the_metrics(tmp_path):
+    """learner.lr_decay_steps: every update steps with the schedule's rate (the optimizer's,
+    read after the run) and each metrics.jsonl row says the rate at its step."""
+    trainer = toy_trainer(tmp_path, learner={"lr": 5e-4, "lr_end": 1e-4, "lr_decay_steps": 600},
+                          run={"total_steps": 600, "report_seconds": 1e-9})
+    assert trainer.run().state == "finished"
+    (group,) = trainer.learner.optimizer.param_groups
+    # the last update ran at step 600: 400 steps into the decay, 2/3 of the way
+    assert float(group["lr"]) == pytest.approx(5e-4 - 4e-4 * 400 / 600, rel=1e-5)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    lrs = [(r["steps"], r["lr"]) for r in rows if "event" not in r]
+    assert len(lrs) >= 2
+    for steps, lr in lrs:
+        assert lr == pytest.approx(trainer.config.learner.lr_at(steps))
+    assert lrs[-1][1] < lrs[0][1]
+
+
 def _batch(n=8, stack=2, hw=36, reward=0.0, seed=0):
     rng = np.random.default_rng(seed)
     obs = rng.integers(0, 255, (n, stack, hw, hw), dtype=np.uint8)
