@@ -48,8 +48,9 @@ def test_quick_trains_both_configurations_and_a_finished_study_is_reused(tmp_pat
     assert [e["steps"] for e in a["evals"]] == [1_000, 2_000] and not a["watchdog"]
     assert (a["final"]["training_steps"], a["final"]["episodes"]) == (2_000, 2)
     assert a["final"]["checkpoint"].endswith("ckpt-000000002000.pt")
-    # how much of its network responds to what it sees (a live young network: most units)
-    assert 0.5 < a["final"]["units_on"] <= 1 and a["final"]["q_state_std"] > 1e-6
+    # how much of its network responds to what it sees: a live young network about half its
+    # units or more (the published study's dead broken network kept 22%, its healthy one 87%)
+    assert 0.3 < a["final"]["units_on"] <= 1 and a["final"]["q_state_std"] > 1e-6
     for run in (b, c):  # the broken ones may kill the network this soon: then they halt
         assert run["state"] in ("finished", "halted")
         if run["state"] == "halted":
