@@ -260,6 +260,11 @@ class WatchdogConfig:
     """Alarm when a check's mean loss exceeds this times the median of earlier checks."""
     loss_history: int = 50
     """Checks in that running median."""
+    loss_floor: float = 1.0
+    """...and exceeds this too. Before a game's first rewards the loss is near 0 (Breakout's
+    first checks read 1e-4), and the first rewarded transitions raise it a hundredfold with
+    nothing wrong; a diverging run's loss passes 1 on its way up (the seed's: 0.126 to 5,193).
+    With clipped rewards and the Huber loss a mean above 1 means TD errors above 1.5."""
     min_history: int = 5
     """Checks needed before the loss and agreement rules may fire; at most loss_history and
     agree_window (the histories those rules keep), or a rule could never fire."""
@@ -287,6 +292,7 @@ class WatchdogConfig:
         _float_range("watchdog.loss_factor", self.loss_factor, 1.0, 1e12, low_open=True)
         _float_range("watchdog.dead_q_std", self.dead_q_std, 0.0, 1.0)
         _int_range("watchdog.loss_history", self.loss_history, 1, 10**6)
+        _float_range("watchdog.loss_floor", self.loss_floor, 0.0, 1e12)
         _int_range("watchdog.min_history", self.min_history, 1, 10**6)
         _float_range("watchdog.q_limit", self.q_limit, 0.0, 1e12, low_open=True)
         _float_range("watchdog.agree_drop", self.agree_drop, 0.0, 100.0, low_open=True)

@@ -89,9 +89,9 @@ class Watchdog:
                            f"> q_limit {cfg.q_limit:g}")
         if finite(m["loss"]) and len(self.losses) >= cfg.min_history:
             median = float(np.median(self.losses))
-            if m["loss"] > cfg.loss_factor * median and median > 0:
+            if m["loss"] > max(cfg.loss_factor * median, cfg.loss_floor) and median > 0:
                 reasons.append(f"loss explosion: {m['loss']:.4g} > {cfg.loss_factor:g} x running "
-                               f"median {median:.4g}")
+                               f"median {median:.4g} (and > loss_floor {cfg.loss_floor:g})")
         spread = m.get("q_state_std")
         if cfg.dead_q_std > 0 and spread is not None and finite(spread) \
                 and spread <= cfg.dead_q_std:

@@ -42,6 +42,21 @@ def test_each_rule_fires(changes, words):
     assert any(words in r for r in warmed().check(healthy(**changes)))
 
 
+def test_the_first_rewards_after_a_silent_start_are_no_loss_explosion():
+    """Before a game's first rewards the loss is near 0: the first rewarded transitions raise it
+    a hundredfold (a sparse game's, or Breakout's after a resume refilled its replay) without
+    anything wrong, so the rule also needs the loss above loss_floor."""
+    dogs = Watchdog(WatchdogConfig()), Watchdog(WatchdogConfig(loss_floor=0.0))
+    for dog in dogs:
+        for _ in range(10):
+            assert dog.check(healthy(loss=1e-4)) == []
+    floor, no_floor = dogs
+    assert floor.check(healthy(loss=0.0121)) == []  # 121x the median, under the floor
+    assert any("loss explosion" in r for r in no_floor.check(healthy(loss=0.0121)))
+    assert any("loss explosion" in r and "loss_floor 1" in r
+               for r in floor.check(healthy(loss=1.5)))
+
+
 def test_a_network_that_still_tells_observations_apart_is_not_dead():
     assert warmed().check(healthy(q_state_std=1e-3)) == []
     assert warmed().check(healthy(q_state_std=None)) == []  # a probe of one screen: not judged
