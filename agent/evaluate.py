@@ -272,6 +272,10 @@ def _run_pool(tasks: list, workers: int, done: list[dict[int, Episode]], meter: 
             for process in workers_:
                 process.kill()
         pool.shutdown(wait=False, cancel_futures=True)
+        # The manager thread joins the workers itself: let it finish first. Two threads that
+        # reap one forkserver worker race for its exit status, and the loser reads it as 255.
+        if manager is not None:
+            manager.join(timeout=10)
         for process in workers_:  # an idle worker that is wedged would block shutdown forever
             process.join(timeout=10)
             if process.is_alive():
