@@ -9,6 +9,7 @@ Run from the repository root (the `agent` package built and installed; stable-ba
     python scripts/bench_train.py --threads 1          # one torch thread a side (see below)
     python scripts/bench_train.py --envs 1,2,4         # ours and SB3 with 1, 2 and 4 envs
     python scripts/bench_train.py --device cuda --envs 15 --sb3-envs none   # a GPU machine
+    python scripts/bench_train.py --envs 2 --sb3-envs none --vector-envs 2  # vs ale-py's vector env
 
 Both sides train vanilla DQN on Breakout (ALE's minimal action set, 4 actions) for the same
 budget of agent steps with the same hyper-parameters: replay buffer 100,000; batch 32; one
@@ -67,8 +68,18 @@ do not disturb the other. Per side:
   games), and the number of games. After 25,000 steps both are near random play; the score
   shows that both learn the same task, not which learns better.
 
+ale-py's vector env. `--vector-envs LIST` also steps ale-py's C++ `AtariVectorEnv` with those
+numbers of envs on the same game and env settings (synchronous, one thread per env, seeded random
+actions, no learning: `bench_env.py`'s row (d)) for `--vector-seconds` (10) after a 2-second
+warm-up, each in its own process after the training sides. It is the emulation ceiling a
+learning run is held against: `sps_vs_vector_env` is ours (the largest N of `--envs`) over
+`AtariVectorEnv` with the largest N of `--vector-envs`, and the target "ours >= 0.5x
+AtariVectorEnv" (issue 15's 8,000 agent steps/s while learning with 15 envs, half of
+`AtariVectorEnv`'s 16,054 with 16 envs on the GPU machine) is judged on that ratio.
+
 The targets: ours >= 2x SB3's learning-phase SPS with one env each; ours >= 2.5x SB3's with two
-envs each; ours with 2 envs >= 1.3x ours with one. CPU seconds per wall second of the learning
+envs each; ours with 2 envs >= 1.3x ours with one; with `--vector-envs`, ours >= 0.5x
+`AtariVectorEnv`. CPU seconds per wall second of the learning
 phase, the other load (CPU seconds per wall second that other processes used, from /proc/stat)
 and the load average show how many cores each side used and whether other load shared them.
 Other load matters far more than its share: torch's OpenMP threads wait for each other at every
@@ -127,8 +138,10 @@ PURE_WARMUP = 3
 TARGET_SPS_RATIO = 2.0  # ours / SB3, one env each
 TARGET_SPS_RATIO_ENVS2 = 2.5  # ours / SB3, two envs each
 TARGET_ENVS2_VS_ENVS1 = 1.3  # ours with two envs / ours with one
+TARGET_VS_VECTOR_ENV = 0.5  # ours while learning / AtariVectorEnv stepping without learning
 OTHER_LOAD_WARN = 0.25  # cores of other load during a learning phase that the table warns about
-LIBRARIES = ("ours", "sb3")
+VECTOR_WARMUP_S = 2.0
+LIBRARIES = ("ours", "sb3", "vector")
 
 
 def side_key(library: str, envs: int) -> str:
@@ -452,11 +465,33 @@ def run_sb3(steps: int, learning_starts: int, seed: int, pure_n: int, threads: i
     return res
 
 
+def run_vector(envs: int, seconds: float) -> dict:
+    """ale-py's AtariVectorEnv with `envs` envs stepping random actions for `seconds` after a
+    warm-up (bench_env.py's row (d), our env settings): its agent steps/s."""
+    from bench_env import Row, close_quietly, make_atarivectorenv, run_for
+
+    row = Row(side_key("vector", envs), f"ale_py AtariVectorEnv, {envs} env{'s' * (envs > 1)}",
+              num_envs=envs)
+    make_atarivectorenv(row, GAME)
+    try:
+        run_for(row.step, VECTOR_WARMUP_S)
+        cpu = time.process_time()
+        calls, wall = run_for(row.step, seconds)
+        cpu = time.process_time() - cpu
+    finally:
+        close_quietly(row)
+    return {"side": row.key, "library_key": "vector", "library": row.name, "envs": envs,
+            "n_actions": row.actions, "seconds": wall, "agent_steps": calls * envs,
+            "sps": calls * envs / wall, "cpu_per_wall": cpu / wall}
+
+
 def side_main(side: str, envs: int, device: str, steps: int, learning_starts: int, seed: int,
-              pure_n: int, threads: int, overlap: str) -> int:
+              pure_n: int, threads: int, overlap: str, seconds: float) -> int:
     """`--side`: train one side, print its result as one JSON line on stdout."""
     stdout, sys.stdout = sys.stdout, sys.stderr  # whatever the libraries print goes to stderr
-    if side == "ours":
+    if side == "vector":
+        res = run_vector(envs, seconds)
+    elif side == "ours":
         res = run_ours(steps, learning_starts, seed, pure_n, threads, envs, device, overlap)
     else:
         res = run_sb3(steps, learning_starts, seed, pure_n, threads, envs, device)
@@ -468,12 +503,14 @@ def run_side(library: str, envs: int, args, log) -> dict:
     """This script in a fresh process for one side; its result, or {"error": ...}."""
     key = side_key(library, envs)
     cmd = [sys.executable, os.path.abspath(__file__), "--side", library, "--side-envs",
-           str(envs), "--device", args.device, "--steps", str(args.steps),
+           str(envs), "--vector-seconds", str(args.vector_seconds), "--device", args.device,
+           "--steps", str(args.steps),
            "--learning-starts", str(args.learning_starts), "--seed", str(args.seed),
            "--pure-updates", str(args.pure_updates), "--threads", str(args.threads),
            "--overlap", args.overlap, "--batch", str(args.batch), "--train-freq",
            str(args.train_freq)]
-    log(f"training {key}: {args.steps:,} steps (learning from {args.learning_starts:,})")
+    log(f"stepping {key} for {args.vector_seconds:g} s" if library == "vector" else
+        f"training {key}: {args.steps:,} steps (learning from {args.learning_starts:,})")
     t = time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # stderr: passed through
     wall = time.perf_counter() - t
@@ -484,7 +521,8 @@ def run_side(library: str, envs: int, args, log) -> dict:
                 "error": f"exit status {proc.returncode}", "process_s": wall}
     res = json.loads(lines[-1])
     res["process_s"] = wall
-    log(f"{key} done in {wall:.0f} s: learning-phase {res['learning_sps']:.0f} SPS")
+    log(f"{key} done in {wall:.0f} s: " + (f"{res['sps']:.0f} SPS" if library == "vector" else
+                                            f"learning-phase {res['learning_sps']:.0f} SPS"))
     return res
 
 
@@ -543,6 +581,17 @@ def render(res: dict) -> str:
         rows.append([d["library_key"], d["envs"], fmt(d["learning_sps"]), fmt(d["overall_sps"]),
                      fmt(d["updates_per_s"], ",.1f"), fmt(d["pure_updates_per_s"], ",.1f"),
                      d["episodes"], fmt(d["score"], ".1f"), vs1, vs_sb3])
+    vector = res.get("vector_env", {})
+    if vector:
+        lines.append("")
+    for d in vector.values():
+        lines.append(f"- {d['side']}: failed ({d['error']})" if "error" in d else
+                     f"- {d['library']} (no learning: the emulation ceiling), {d['n_actions']} "
+                     f"actions: **{d['sps']:,.0f}** agent steps/s over {d['seconds']:.1f} s "
+                     f"({d['cpu_per_wall']:.2f} CPU s per wall s in its process).")
+    if res.get("sps_vs_vector_env") is not None:
+        lines.append(f"- ours with {res['envs']} envs while learning / AtariVectorEnv with "
+                     f"{res['vector_env_envs']} envs: **{res['sps_vs_vector_env']:.2f}x**.")
     lines += ["", *table(("Side", "envs", "learning-phase SPS", "overall SPS",
                           "updates/s (in training)", "pure updates/s", "episodes",
                           f"score (last {SCORE_WINDOW})", "vs ours, 1 env", "vs SB3, same envs"),
@@ -598,6 +647,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlap", choices=("auto", "on", "off"), default="auto",
                         help="ours: run.overlap, updates while the env workers emulate (auto: "
                              "on with a GPU learner)")
+    parser.add_argument("--vector-envs", type=parse_envs, default=[], metavar="LIST",
+                        help="also step ale-py's AtariVectorEnv with these env counts (none)")
+    parser.add_argument("--vector-seconds", type=float, default=10.0, metavar="S",
+                        help="timed seconds of each AtariVectorEnv run (10)")
     parser.add_argument("--json", metavar="PATH", help="write the results as one JSON object")
     parser.add_argument("--side", choices=LIBRARIES, help=argparse.SUPPRESS)
     parser.add_argument("--side-envs", type=int, default=1, help=argparse.SUPPRESS)
@@ -611,6 +664,8 @@ def main(argv: list[str] | None = None) -> int:
         args.learning_starts = 1_000 if args.quick else 5_000
     if not BATCH <= args.learning_starts < args.steps:
         parser.error(f"need {BATCH} <= --learning-starts < --steps")
+    if not args.vector_seconds > 0:
+        parser.error(f"--vector-seconds must be > 0, got {args.vector_seconds}")
     if args.pure_updates < 1 or args.seed < 0 or args.threads < 0:
         parser.error("--pure-updates must be >= 1, --seed and --threads >= 0")
     if args.sb3_envs is None:
@@ -625,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.side is not None:  # a child: one side
         return side_main(args.side, args.side_envs, args.device, args.steps,
                          args.learning_starts, args.seed, args.pure_updates, args.threads,
-                         args.overlap)
+                         args.overlap, args.vector_seconds)
 
     t0, log = time.perf_counter(), progress_log()
 
@@ -635,13 +690,15 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {**settings(args.steps, args.learning_starts, args.seed),
                      "torch_threads": args.threads or "torch's default",
                      "device": args.device, "envs": args.envs, "sb3_envs": args.sb3_envs,
-                     "overlap": args.overlap},
+                     "overlap": args.overlap, "vector_envs": args.vector_envs},
         "sides": {},
     }
     for n in args.envs:
         res["sides"][side_key("ours", n)] = run_side("ours", n, args, log)
     for n in args.sb3_envs:
         res["sides"][side_key("sb3", n)] = run_side("sb3", n, args, log)
+    res["vector_env"] = {side_key("vector", n): run_side("vector", n, args, log)
+                         for n in args.vector_envs}
     res["machine"]["loadavg_end"] = loadavg()
 
     sides = res["sides"]
@@ -671,6 +728,10 @@ def main(argv: list[str] | None = None) -> int:
         episodes=get("ours", head, "episodes"), episodes_sb3=get("sb3", head, "episodes"),
         sps_envs2_vs_envs1=ratio(get("ours", 2, "learning_sps"), get("ours", 1, "learning_sps")),
     )
+    vector_head = max(args.vector_envs, default=None)
+    vector_sps = res["vector_env"].get(side_key("vector", vector_head), {}).get("sps")
+    res.update(vector_env_envs=vector_head, vector_env_sps=vector_sps,
+               sps_vs_vector_env=ratio(res["sps"], vector_sps))
 
     def target(text: str, threshold: float, value: float | None) -> dict:
         return dict(target=text, threshold=threshold, value=value,
@@ -684,9 +745,15 @@ def main(argv: list[str] | None = None) -> int:
         target(f"ours with 2 envs >= {TARGET_ENVS2_VS_ENVS1:g}x ours with 1 (learning phase)",
                TARGET_ENVS2_VS_ENVS1, res["sps_envs2_vs_envs1"]),
     ]
+    if args.vector_envs:
+        res["targets"].append(target(
+            f"ours with {head} envs >= {TARGET_VS_VECTOR_ENV:g}x AtariVectorEnv with "
+            f"{vector_head} envs (ours learning, it only stepping)", TARGET_VS_VECTOR_ENV,
+            res["sps_vs_vector_env"]))
     res["runtime_s"] = time.perf_counter() - t0
     emit(render(res), res, args.json)
-    return 0 if all("error" not in d for d in sides.values()) else 1
+    return 0 if all("error" not in d for d in [*sides.values(), *res["vector_env"].values()]) \
+        else 1
 
 
 if __name__ == "__main__":

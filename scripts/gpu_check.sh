@@ -7,7 +7,8 @@
 #
 # STAGES: a comma list of tests, learner, train, train128, compile, pong (default
 # tests,learner,train): the cuda tests; bench_learner (graph and eager); bench_train with 1 and
-# nproc-1 envs, updates overlapped with the envs and after each round; bench_train with nproc-1
+# nproc-1 envs, updates overlapped with the envs and after each round (the first run also steps
+# ale-py's AtariVectorEnv with nproc envs: the ratio issue 15 asks for); bench_train with nproc-1
 # envs and batches of 128 every 16 steps (the same gradient samples per step); bench_learner
 # --compile (torch.compile); Pong with the fast-gpu preset for PONG_S seconds (default 300) of
 # training, stopped by SIGINT (which saves), then every checkpoint evaluated under the protocol.
@@ -46,7 +47,7 @@ fi
 if [[ $what == *,train,* ]]; then
     stamp "bench_train: 1 and $(( $(nproc) - 1 )) envs"
     python3 scripts/bench_train.py --device cuda --envs "1,$(( $(nproc) - 1 ))" \
-        --sb3-envs none --steps "$steps" --learning-starts 5000 \
+        --sb3-envs none --vector-envs "$(nproc)" --steps "$steps" --learning-starts 5000 \
         --json "$out/bench_train.json" 2>&1 | tee "$out/bench_train.log"
     stamp "bench_train: $(( $(nproc) - 1 )) envs, updates after each round"
     python3 scripts/bench_train.py --device cuda --envs "$(( $(nproc) - 1 ))" --overlap off \

@@ -22,7 +22,7 @@ def test_bench_train_short_writes_the_documented_json(tmp_path):
     """The default run's twin: the same sides and checks, 800 steps a side (100 updates) and
     5 timed pure updates (about 80 s here; 1,200 steps took 220 s)."""
     check_bench_train(tmp_path, 800, 400, "--steps", "800", "--learning-starts", "400",
-                      "--pure-updates", "5")
+                      "--pure-updates", "5", "--vector-envs", "2", "--vector-seconds", "1")
 
 
 def check_bench_train(tmp_path, steps: int, starts: int, *args: str) -> None:
@@ -92,3 +92,17 @@ def check_bench_train(tmp_path, steps: int, starts: int, *args: str) -> None:
     met = {t["target"]: t["met"] for t in result["targets"]}
     assert met["ours with 2 envs >= 1.3x ours with 1 (learning phase)"] == (
         result["sps_envs2_vs_envs1"] >= 1.3)
+    if "--vector-envs" not in args:
+        assert result["vector_env"] == {} and result["sps_vs_vector_env"] is None
+        return
+    # ale-py's AtariVectorEnv stepped in the same run: the ceiling the learning run is held to.
+    vector = result["vector_env"]["vector_envs2"]
+    assert vector["envs"] == 2 and vector["n_actions"] == 4 and vector["seconds"] >= 1.0
+    assert vector["sps"] > 0
+    assert vector["sps"] == pytest.approx(vector["agent_steps"] / vector["seconds"])
+    assert result["vector_env_envs"] == 2 and result["vector_env_sps"] == vector["sps"]
+    assert result["sps_vs_vector_env"] == pytest.approx(ours["learning_sps"] / vector["sps"])
+    assert "ale_py AtariVectorEnv, 2 envs (no learning: the emulation ceiling)" in proc.stdout
+    key = ("ours with 2 envs >= 0.5x AtariVectorEnv with 2 envs (ours learning, it only "
+           "stepping)")
+    assert met[key] == (result["sps_vs_vector_env"] >= 0.5)
