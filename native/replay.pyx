@@ -370,6 +370,15 @@ cdef class FrameReplay:
         return tuple(int(self.totals[s]) for s in range(self.streams))
 
     @property
+    def ring(self):
+        """The frame ring itself, a read-only uint8 view (capacity, H, W): row s * P + L % P holds
+        stream s's frame L (P = stream_capacity). For mirroring it elsewhere (a GPU copy that
+        `sample(..., rows=...)` indexes); rows below a stream's total are final until it wraps."""
+        view = self._frames.view()
+        view.flags.writeable = False
+        return view
+
+    @property
     def nbytes(self):
         """Bytes held by the ring (frames, per-slot fields, priorities and sum-tree)."""
         n = self._frames.nbytes + self._action.nbytes + self._reward.nbytes + self._flags.nbytes
@@ -660,7 +669,8 @@ cdef class FrameReplay:
         return out[:n]
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, batch_size, double beta=0.4, Batch out=None, bint channels_last=False):
+    def sample(self, batch_size, double beta=0.4, Batch out=None, bint channels_last=False,
+               rows=None):
         """Draw batch_size transitions (with replacement): uniformly, or by priority ** alpha.
 
         Uniform draws are uniform over the valid transitions of all streams together; prioritized
@@ -670,6 +680,12 @@ cdef class FrameReplay:
         batch_size to fill instead of allocating a new one. channels_last: the layout of the
         new Batch's obs and next_obs when out is None (see Batch); a given out keeps its own
         layout, whatever channels_last says. Both layouts hold the same values.
+
+        rows: None, or a writable C-contiguous int64 array (batch_size, 2, stack) to receive the
+        ring rows (see `ring`) of each transition's stacks instead of their frames: rows[i, 0, j]
+        is frame j (0 = oldest) of obs i, rows[i, 1, j] of next_obs i, first-frame padding
+        included, so ring[rows[i, 0]] is obs i. Then obs and next_obs of the batch are not
+        written (a mirror of the ring gathers them); every other field is.
         """
         try:
             B = int(batch_size)
@@ -686,6 +702,7 @@ cdef class FrameReplay:
                 "add more steps first (or sample a smaller batch)"
             )
         out = self._batch_for(B, out, channels_last)
+        self._check_rows(rows, B)
         cdef int64_t[::1] idx = out.index
         cdef float[::1] wgt = out.weight
         cdef bint ok
@@ -701,7 +718,7 @@ cdef class FrameReplay:
         if not ok:
             raise RuntimeError("prioritized draw kept landing on zero-priority leaves; sum-tree "
                                "is inconsistent (please report this)")
-        self._fill(out)
+        self._fill(out, rows)
         return out
 
     def draw_valid(self, n, seed):
@@ -769,10 +786,10 @@ cdef class FrameReplay:
             out[have] = G
             have += 1
 
-    def gather(self, indices, Batch out=None, bint channels_last=False):
+    def gather(self, indices, Batch out=None, bint channels_last=False, rows=None):
         """Batch of the given valid global indices (weights 1); for inspection and tests.
 
-        out and channels_last as for sample(): a given out keeps its own layout.
+        out, channels_last and rows as for sample(): a given out keeps its own layout.
         """
         idx = np.ascontiguousarray(indices, dtype=np.int64)
         if idx.ndim != 1 or idx.size == 0:
@@ -788,10 +805,22 @@ cdef class FrameReplay:
             raise ValueError(f"index {idx[bad]} is not a valid transition now "
                              f"{self._describe(idx[bad])}")
         out = self._batch_for(idx.size, out, channels_last)
+        self._check_rows(rows, idx.size)
         out.index[:] = idx
         out.weight[:] = 1.0
-        self._fill(out)
+        self._fill(out, rows)
         return out
+
+    cdef _check_rows(self, rows, Py_ssize_t B):
+        if rows is None:
+            return
+        shape = (B, 2, self.stack)
+        if not (isinstance(rows, np.ndarray) and rows.dtype == np.int64 and rows.shape == shape
+                and rows.flags.c_contiguous and rows.flags.writeable):
+            got = (f"a {rows.dtype} array of shape {rows.shape}"
+                   if isinstance(rows, np.ndarray) else type(rows).__name__)
+            raise ValueError(f"rows must be a writable C-contiguous int64 array of shape "
+                             f"(batch_size, 2, stack) = {shape}, got {got}")
 
     cdef str _describe(self, G):
         """Where a global index points, for error messages."""
@@ -805,8 +834,9 @@ cdef class FrameReplay:
         return (f"(stream {s}, logical index {L}; valid: valid_indices(); stream {s}'s live "
                 f"range is [{self._live_start(s)}, {self.totals[s] - 1}])")
 
-    cdef _fill(self, Batch out):
-        """Gather every field of `out` for the valid global indices already in out.index."""
+    cdef _fill(self, Batch out, rows=None):
+        """Gather every field of `out` for the valid global indices already in out.index (with
+        `rows`, checked by _check_rows: the stacks' ring rows into it instead of their frames)."""
         # The buffers: (B, stack, H, W), or (B, H, W, stack) for a channels_last batch.
         cdef uint8_t[:, :, :, ::1] obs = out._obs_buf
         cdef uint8_t[:, :, :, ::1] nxt = out._next_buf
@@ -814,9 +844,14 @@ cdef class FrameReplay:
         cdef float[::1] ret = out.reward
         cdef float[::1] disc = out.discount
         cdef int64_t[::1] idx = out.index
+        cdef int64_t[:, :, ::1] rv
+        cdef int64_t* row_out = NULL
+        if rows is not None:
+            rv = rows
+            row_out = &rv[0, 0, 0]
         with nogil:
             self._gather(out.batch_size, &idx[0], &obs[0, 0, 0, 0], &nxt[0, 0, 0, 0], &act[0],
-                         &ret[0], &disc[0], out.channels_last)
+                         &ret[0], &disc[0], out.channels_last, row_out)
 
     cdef Batch _batch_for(self, int B, Batch out, bint channels_last):
         """`out` if it fits a batch of B from this replay (else a clear error); a new Batch of
@@ -899,9 +934,11 @@ cdef class FrameReplay:
         return True
 
     cdef void _gather(self, int B, const int64_t* idx, uint8_t* obs, uint8_t* nxt, int64_t* act,
-                      float* ret, float* disc, bint channels_last) noexcept nogil:
+                      float* ret, float* disc, bint channels_last,
+                      int64_t* rows) noexcept nogil:
         """Fill B transitions; obs and nxt are (B, stack, H, W), or (B, H, W, stack) when
-        channels_last (the same frames, first-frame padding included, interleaved per pixel)."""
+        channels_last (the same frames, first-frame padding included, interleaved per pixel).
+        With rows (not NULL, (B, 2, stack)) the stacks' ring rows go there instead of frames."""
         cdef int i, j, m = 0, s = 0
         cdef bint term = False
         cdef int64_t L = 0, floor
@@ -914,7 +951,11 @@ cdef class FrameReplay:
             self._window(s, L, &m, &term)
             floor = self._episode_floor(s, L)
             # The bootstrap observation belongs to the same episode, so it shares the floor.
-            if channels_last:
+            if rows != NULL:
+                for j in range(self.stack):
+                    rows[(2 * i) * self.stack + j] = self._stack_row(s, L, floor, j)
+                    rows[(2 * i + 1) * self.stack + j] = self._stack_row(s, L + m, floor, j)
+            elif channels_last:
                 self._copy_stack_nhwc(s, L, floor, obs + i * stack_bytes)
                 self._copy_stack_nhwc(s, L + m, floor, nxt + i * stack_bytes)
             else:
@@ -927,13 +968,18 @@ cdef class FrameReplay:
             ret[i] = <float> g
             disc[i] = 0.0 if term else <float> self.gamma_pow[m]
 
-    cdef inline const uint8_t* _stack_frame(self, int s, int64_t L, int64_t floor,
-                                            int j) noexcept nogil:
-        """Frame j (0 = oldest) of the stack ending at L; below `floor`, the floor's frame."""
+    cdef inline int64_t _stack_row(self, int s, int64_t L, int64_t floor, int j) noexcept nogil:
+        """The ring row of frame j (0 = oldest) of the stack ending at L; below `floor`, the
+        floor's."""
         cdef int64_t src = L - (self.stack - 1) + j
         if src < floor:
             src = floor                         # first-frame padding before the episode start
-        return self.frames + self._slot(s, src) * self.frame_bytes
+        return self._slot(s, src)
+
+    cdef inline const uint8_t* _stack_frame(self, int s, int64_t L, int64_t floor,
+                                            int j) noexcept nogil:
+        """Frame j (0 = oldest) of the stack ending at L; below `floor`, the floor's frame."""
+        return self.frames + self._stack_row(s, L, floor, j) * self.frame_bytes
 
     cdef inline void _copy_stack(self, int s, int64_t L, int64_t floor,
                                  uint8_t* dst) noexcept nogil:

@@ -165,13 +165,61 @@ def test_interleaved_streams_match_the_reference(capacity, streams, stack, n_ste
         nhwc = rb.gather(expected_valid, channels_last=True)
         np.testing.assert_array_equal(nhwc.obs, gathered.obs)
         np.testing.assert_array_equal(nhwc.next_obs, gathered.next_obs)
-        batch = rb.sample(min(16, len(expected_valid)), beta=0.5)
+        assert_rows_name_the_stacks(rb, gathered, rb.gather(
+            expected_valid, rows=(rows := np.empty((len(expected_valid), 2, stack), np.int64)),
+        ), rows)
+        k, state = min(16, len(expected_valid)), rb.rng_state
+        rows = np.full((k, 2, stack), -1, np.int64)
+        by_rows = rb.sample(k, beta=0.5, rows=rows)
+        rb.rng_state = state  # the same draw again, with frames
+        batch = rb.sample(k, beta=0.5)
         assert_matches(ref, batch)
+        assert_rows_name_the_stacks(rb, batch, by_rows, rows)
         if prioritized:
             rb.update_priorities(batch.index, rng.uniform(0.05, 5.0, batch.batch_size))
         checked += 1
     assert checked > 20
     assert min(rb.stream_totals) > 3 * P  # every stream wrapped several times
+
+
+def assert_rows_name_the_stacks(rb: FrameReplay, framed, by_rows, rows: np.ndarray) -> None:
+    """A batch drawn with rows= is the framed batch: the same transitions and fields, and the
+    ring rows it gives gather the framed batch's stacks (first-frame padding included)."""
+    for key in ("index", "weight", "action", "reward", "discount"):
+        np.testing.assert_array_equal(getattr(by_rows, key), getattr(framed, key), err_msg=key)
+    assert rows.min() >= 0 and rows.max() < rb.capacity
+    np.testing.assert_array_equal(rb.ring[rows[:, 0]], framed.obs)
+    np.testing.assert_array_equal(rb.ring[rows[:, 1]], framed.next_obs)
+
+
+def test_rows_leave_the_frames_alone_and_the_ring_is_read_only():
+    rb, _ = filled(prioritized=False)
+    out = Batch(8, 4, H, W)
+    out.obs[:] = 7
+    out.next_obs[:] = 9
+    rb.sample(8, out=out, rows=np.empty((8, 2, 4), np.int64))
+    assert (out.obs == 7).all() and (out.next_obs == 9).all()  # nothing gathered
+    ring = rb.ring
+    assert ring.shape == (rb.capacity, H, W) and ring.dtype == np.uint8
+    with pytest.raises(ValueError, match="read-only"):
+        ring[0, 0, 0] = 1
+
+
+@pytest.mark.parametrize("rows, needle", [
+    (np.empty((8, 2, 3), np.int64), r"shape \(batch_size, 2, stack\) = \(8, 2, 4\), got a int64 "
+                                     r"array of shape \(8, 2, 3\)"),
+    (np.empty((8, 2, 4), np.int32), "got a int32 array"),
+    (np.empty((8, 4, 2), np.int64).transpose(0, 2, 1), "C-contiguous int64"),
+    ([[0]], "got list"),
+])
+def test_bad_rows_name_the_expected_array(rows, needle):
+    rb, _ = filled(prioritized=True)
+    state = rb.rng_state
+    with pytest.raises(ValueError, match=needle):
+        rb.sample(8, rows=rows)
+    with pytest.raises(ValueError, match=needle):
+        rb.gather(rb.valid_indices()[:8], rows=rows)
+    assert rb.rng_state == state  # refused before drawing
 
 
 def filled(prioritized: bool, streams: int = 3, capacity: int = 300, seed: int = 0,
