@@ -141,6 +141,14 @@ class LearnerConfig:
     """On a CUDA device, capture the whole update (both forward passes, TD targets, Huber,
     backward, gradient clip, fused Adam) in one CUDA graph and replay it: one launch instead of
     hundreds per update. Ignored on CPU."""
+    device_frames: str = "off"
+    """"on": keep a copy of the replay's frame ring on the learner's device (replay.capacity x
+    7 KB: 7 GB for a million frames), each frame copied once when it is written, and gather
+    every batch's stacks there from their ring rows inside the update (agent/device_frames.py),
+    so a batch's frames (7 MB at batch 128) no longer cross from the host; "auto": on with a
+    CUDA learner when the copy fits its free memory with 25% to spare; "off": batches are
+    gathered on the host and copied. Off by default until it is measured on a GPU
+    (docs/gpu.md); on a CPU "on" only costs a second copy (it is there for the tests)."""
 
     def validate(self) -> LearnerConfig:
         _float_range("learner.lr", self.lr, 0.0, 1.0, low_open=True)
@@ -171,6 +179,7 @@ class LearnerConfig:
             )
         _int_range("learner.threads", self.threads, 0, 1024)
         _bool("learner.cuda_graph", self.cuda_graph)
+        _choice("learner.device_frames", self.device_frames, ("auto", "on", "off"))
         return self
 
     def lr_at(self, step: int) -> float:

@@ -41,6 +41,10 @@ STAT_NAMES = ("loss", "grad_norm", "clip_delta", "td_clip_frac")
 INPUTS = ("obs", "next_obs", "action", "reward", "discount", "weight")
 """The batch fields one update reads, in `Learner.train_step`'s argument order."""
 
+ROW_INPUTS = ("rows", *INPUTS[2:])
+"""What one update reads when its stacks are gathered on the device (`Learner.use_frames`): the
+ring rows of obs and next_obs instead of their frames."""
+
 GRAPH_WARMUP = 3
 """Eager updates run on a side stream before a capture (PyTorch's whole-network recipe): they
 let cuDNN/cuBLAS pick their kernels and allocate workspaces outside the graph. Their effect on
@@ -145,6 +149,7 @@ class _UpdateGraph:
     it was captured for (the batch's obs shape and the learner's config)."""
 
     def __init__(self, inputs: dict[str, torch.Tensor], obs_shape: tuple, config: LearnerConfig):
+        # obs_shape: the batch's stacks' shape, or ("rows", B) for stacks gathered on the device
         self.inputs, self.obs_shape, self.config = inputs, obs_shape, config
         self.graph = None
         self.stats: torch.Tensor | None = None  # (4,), as UpdateResult.stats
@@ -209,6 +214,7 @@ class Learner:
         self._inputs_copied = torch.cuda.Event() if self.device.type == "cuda" else None
         self._acted = torch.cuda.Event() if self.device.type == "cuda" else None
         self._act_buffers: dict = {}  # act_batch's pinned staging, by obs shape
+        self._frames: torch.Tensor | None = None  # the device's copy of the replay's ring
     @property
     def n_actions(self) -> int:
         return self.online.n_actions
@@ -245,18 +251,29 @@ class Learner:
         """
         return _host_tensor(array).to(self.device, non_blocking=True)
 
-    def batch_buffers(self, batch_size: int) -> dict[str, np.ndarray]:
+    def batch_buffers(self, batch_size: int, frames: bool = True) -> dict[str, np.ndarray]:
         """Arrays for a replay `Batch(..., buffers=...)` of `batch_size` in the layout this
         learner reads: obs and next_obs (B, H, W, stack) when `channels_last`, else
         (B, stack, H, W). On CUDA they are pinned host memory, so the copies to the GPU are
         truly asynchronous (and `update` returns only once they are done, so the replay may
-        refill them at once); on CPU plain numpy arrays."""
+        refill them at once); on CPU plain numpy arrays. frames=False leaves out obs and
+        next_obs (for a learner that gathers them on the device: see `rows_buffer`)."""
         stack, (h, w) = self.online.stack, self.online.frame_shape
-        frames = (batch_size, h, w, stack) if self.channels_last else (batch_size, stack, h, w)
-        spec = {"obs": (torch.uint8, frames), "next_obs": (torch.uint8, frames),
-                "action": (torch.int64, (batch_size,)), "reward": (torch.float32, (batch_size,)),
-                "discount": (torch.float32, (batch_size,)), "index": (torch.int64, (batch_size,)),
-                "weight": (torch.float32, (batch_size,))}
+        shape = (batch_size, h, w, stack) if self.channels_last else (batch_size, stack, h, w)
+        spec = {"obs": (torch.uint8, shape), "next_obs": (torch.uint8, shape)} if frames else {}
+        spec.update({
+            "action": (torch.int64, (batch_size,)), "reward": (torch.float32, (batch_size,)),
+            "discount": (torch.float32, (batch_size,)), "index": (torch.int64, (batch_size,)),
+            "weight": (torch.float32, (batch_size,))})
+        return self._host_arrays(spec)
+
+    def rows_buffer(self, batch_size: int) -> np.ndarray:
+        """An int64 (B, 2, stack) array for `FrameReplay.sample(..., rows=...)` and
+        `update(..., rows=...)`, pinned on CUDA as `batch_buffers`."""
+        spec = {"rows": (torch.int64, (batch_size, 2, self.online.stack))}
+        return self._host_arrays(spec)["rows"]
+
+    def _host_arrays(self, spec: dict) -> dict[str, np.ndarray]:
         pin = self.device.type == "cuda"
         return {key: torch.empty(shape, dtype=dtype, pin_memory=pin).numpy()
                 for key, (dtype, shape) in spec.items()}
@@ -340,16 +357,53 @@ class Learner:
         stats = torch.stack([loss.detach(), grad_norm, clip_delta, td_clip_frac]).float()
         return stats, q.detach(), y
 
-    def update(self, batch, want_td: bool = False) -> UpdateResult:
+    def use_frames(self, ring: torch.Tensor | None) -> None:
+        """Gather the stacks of `update(..., rows=...)` from `ring`, a uint8 (capacity, H, W)
+        tensor on this learner's device holding the replay's ring (agent/device_frames.py),
+        filled in place from then on; None: no ring."""
+        if ring is not None:
+            h, w = self.online.frame_shape
+            if ring.device != self.device or ring.dtype != torch.uint8 or ring.dim() != 3 \
+                    or tuple(ring.shape[1:]) != (h, w):
+                raise ValueError(f"the frame ring must be a uint8 (capacity, {h}, {w}) tensor on "
+                                 f"{self.device}, got {ring.dtype} {tuple(ring.shape)} on "
+                                 f"{ring.device}")
+        if ring is not self._frames:
+            self._graph = None  # a captured update reads the ring it was captured with
+        self._frames = ring
+
+    def _gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """obs and next_obs (B, stack, H, W) of a batch's ring rows (B, 2, stack)."""
+        B, _, stack = rows.shape
+        h, w = self.online.frame_shape
+        return tuple(torch.index_select(self._frames, 0, rows[:, k].reshape(-1))
+                     .view(B, stack, h, w) for k in (0, 1))
+
+    def update(self, batch, want_td: bool = False, rows: np.ndarray | None = None) -> UpdateResult:
         """One gradient step on a replay `Batch`; syncs the target every `target_update`.
+
+        rows: the batch's ring rows (`FrameReplay.sample(..., rows=...)`, an array from
+        `rows_buffer`): its stacks are then gathered from the ring given to `use_frames`, and
+        its obs and next_obs are not read.
 
         On a GPU it returns once the batch's arrays have been copied to the device (the step
         itself may still be running): the caller may sample the next batch into the same
         (pinned) arrays at once. `want_td` waits for the step, to read |TD| back."""
+        if rows is not None:
+            if self._frames is None:
+                raise ValueError("update(rows=...) needs the replay's frames on the device: call "
+                                 "use_frames(ring) first")
+            # An index out of the ring would be a device-side assert on a GPU, which ends the
+            # process's CUDA context: checked here (2 KB at batch 128).
+            if rows.size and (rows.min() < 0 or rows.max() >= self._frames.shape[0]):
+                raise ValueError(f"rows must be ring rows in [0, {self._frames.shape[0]}), got "
+                                 f"values in [{rows.min()}, {rows.max()}]")
+        host = {"rows": rows} if rows is not None else {}
         if self.graphed:
-            graph = self._graph_for(batch)
+            graph = self._graph_for(batch, rows)
             for name, static in graph.inputs.items():
-                static.copy_(_host_tensor(getattr(batch, name)), non_blocking=True)
+                array = host[name] if name in host else getattr(batch, name)
+                static.copy_(_host_tensor(array), non_blocking=True)
             self._mark_inputs_copied()
             graph.graph.replay()
             stats = graph.stats.clone()  # the graph's own tensor is rewritten by the next replay
@@ -357,7 +411,12 @@ class Learner:
         else:
             # The eager step reallocates the gradients a captured graph writes into.
             self._graph = None
-            inputs = [self.to_device(getattr(batch, name)) for name in INPUTS]
+            if rows is not None:
+                inputs = [self.to_device(rows), *(self.to_device(getattr(batch, name))
+                                                  for name in ROW_INPUTS[1:])]
+                inputs[:1] = self._gather(inputs[0])
+            else:
+                inputs = [self.to_device(getattr(batch, name)) for name in INPUTS]
             self._mark_inputs_copied()
             stats, q, y = self.train_step(*inputs)
             td_abs = (q - y).abs().cpu().numpy() if want_td else None
@@ -373,37 +432,48 @@ class Learner:
             self._inputs_copied.record(torch.cuda.current_stream(self.device))
 
     # ------------------------------------------------------------------ CUDA graph
-    def _graph_for(self, batch) -> _UpdateGraph:
-        """The captured update for this batch's shape and the current config (captured now if
-        there is none yet, or if either changed)."""
-        obs_shape = tuple(batch.obs.shape)
+    def _graph_for(self, batch, rows: np.ndarray | None = None) -> _UpdateGraph:
+        """The captured update for this batch's shape (and its rows or frames) and the current
+        config (captured now if there is none yet, or if any changed)."""
+        obs_shape = tuple(batch.obs.shape) if rows is None else ("rows", batch.batch_size)
         graph = self._graph
         if graph is None or not graph.fits(obs_shape, self.config):
-            graph = self._capture(batch)
+            graph = self._capture(batch, rows)
         return graph
 
-    def _capture(self, batch) -> _UpdateGraph:
+    def _capture(self, batch, rows: np.ndarray | None = None) -> _UpdateGraph:
         self._graph = None  # free the previous capture's memory before making a new one
         obs_shape = tuple(batch.obs.shape)
         if obs_shape[1:] != (self.online.stack, *self.online.frame_shape):
             raise ValueError(f"batch obs of shape {obs_shape} do not fit this learner's "
                              f"(batch, {self.online.stack}, {self.online.frame_shape[0]}, "
                              f"{self.online.frame_shape[1]}) stacks")
+        if rows is not None and rows.shape != (obs_shape[0], 2, self.online.stack):
+            raise ValueError(f"rows of shape {rows.shape} do not fit a batch of "
+                             f"{obs_shape[0]}: expected {(obs_shape[0], 2, self.online.stack)}")
         fmt = torch.channels_last if self._channels_last else torch.contiguous_format
         inputs = {}
-        for name in INPUTS:
-            host = _host_tensor(getattr(batch, name))
-            if name in ("obs", "next_obs"):
+        for name in (INPUTS if rows is None else ROW_INPUTS):
+            host = _host_tensor(rows if name == "rows" else getattr(batch, name))
+            if name == "rows":
+                static = torch.empty(rows.shape, dtype=torch.int64, device=self.device)
+            elif name in ("obs", "next_obs"):
                 static = torch.empty(obs_shape, dtype=torch.uint8, device=self.device,
                                      memory_format=fmt)
             else:
                 dtype = torch.int64 if name == "action" else torch.float32
                 static = torch.empty((obs_shape[0],), dtype=dtype, device=self.device)
             inputs[name] = static.copy_(host)  # the warm-up steps on real, finite values
-        graph = _UpdateGraph(inputs, obs_shape, self.config)
+        graph = _UpdateGraph(inputs, obs_shape if rows is None else ("rows", obs_shape[0]),
+                             self.config)
 
         def step():
-            stats, q, y = self.train_step(**inputs, graphed=True)
+            if rows is None:
+                stats, q, y = self.train_step(**inputs, graphed=True)
+            else:  # the gather from the device's ring is part of the captured update
+                obs, next_obs = self._gather(inputs["rows"])
+                fields = {k: v for k, v in inputs.items() if k != "rows"}
+                stats, q, y = self.train_step(obs, next_obs, **fields, graphed=True)
             return stats, (q - y).abs()
 
         self._init_optimizer_state()  # the graph steps existing state, never creates it

@@ -34,6 +34,7 @@ from agent import runstate
 from agent.checkpoint import CheckpointError, CheckpointStore
 from agent.collector import Collector, EnvFactory, check_streams, resolve_envs, streams
 from agent.config import Config, EnvConfig, dump_toml
+from agent.device_frames import DeviceFrames, device_frames_fit
 from agent.env import AtariEnv
 from agent.games import action_set
 from agent.health import HealthMonitor
@@ -139,6 +140,7 @@ class Trainer:
         self.learner = Learner(c.learner, len(self.actions), c.env.stack, c.env.frame_shape,
                                outputs=self.actions.network_outputs(
                                    c.learner.shared_outputs))
+        self.frames = self._device_frames(c.learner.device_frames)
         self.store = CheckpointStore(self.run_dir, c.run.keep_last)
         ckpt_io.atomic_write(self.run_dir / "config.toml", lambda f: f.write(dump_toml(c).encode()))
         self.reporter = Reporter(self.run_dir, c.run.total_steps, out, tensorboard)
@@ -147,6 +149,7 @@ class Trainer:
                                     same=np.asarray(self.actions.outputs(), np.int64))
         self.collector.attach(self.learner, self.reporter)
         self.batch: Batch | None = None
+        self.rows: np.ndarray | None = None  # the batch's ring rows, with self.frames
         self.state = "running"
         self.last_checkpoint: Path | None = None
         self._saved_at_step: int | None = None  # the step of the last checkpoint written
@@ -155,6 +158,17 @@ class Trainer:
         self.save_failures = 0  # checkpoint writes failed in a row (run.max_save_failures)
         self.save_error: str | None = None  # why the run failed (state "failed")
         self._status_failed = False  # status.json could not be written (said once)
+
+    def _device_frames(self, mode: str) -> DeviceFrames | None:
+        """The copy of the replay's frames on the learner's device (learner.device_frames)."""
+        device = self.learner.device
+        on = mode == "on" or (mode == "auto" and device.type == "cuda" and device_frames_fit(
+            self.replay.capacity, self.config.env.frame_shape, device))
+        if not on:
+            return None
+        frames = DeviceFrames(self.replay, device)
+        self.learner.use_frames(frames.ring)
+        return frames
 
     # The run's counters live with the part that keeps them.
     steps = property(lambda self: self.collector.steps)
@@ -264,18 +278,23 @@ class Trainer:
     def _update(self) -> None:
         """One learner update on a sampled batch; a health check when one is due."""
         c = self.config
+        B = c.learner.batch_size
         if self.batch is None:
             # The gather writes straight into the learner's buffers (pinned on a GPU), in the
-            # layout its networks read without a permute (see Learner.channels_last).
+            # layout its networks read without a permute (see Learner.channels_last); with the
+            # frames on the device only the stacks' ring rows are drawn on the host.
             h, w = c.env.frame_shape
-            self.batch = Batch(c.learner.batch_size, c.env.stack, h, w,
-                               self.learner.channels_last,
-                               buffers=self.learner.batch_buffers(c.learner.batch_size))
+            on_device = self.frames is not None
+            self.batch = Batch(B, c.env.stack, h, w, self.learner.channels_last,
+                               buffers=self.learner.batch_buffers(B, frames=not on_device))
+            self.rows = self.learner.rows_buffer(B) if on_device else None
         if c.learner.lr_decay_steps:
             self.learner.set_lr(c.learner.lr_at(self.steps))
-        self.replay.sample(c.learner.batch_size, c.replay.beta(self.steps, c.run.total_steps),
-                           out=self.batch)
-        result = self.learner.update(self.batch, want_td=c.replay.prioritized)
+        if self.frames is not None:
+            self.frames.sync()  # the frames written since the last update, to the device
+        self.replay.sample(B, c.replay.beta(self.steps, c.run.total_steps), out=self.batch,
+                           rows=self.rows)
+        result = self.learner.update(self.batch, want_td=c.replay.prioritized, rows=self.rows)
         if c.replay.prioritized:
             self.replay.update_priorities(self.batch.index, result.td_abs + c.replay.priority_eps)
         if self.health.record(result.stats) and self.health.check(self.steps) == "halt":

@@ -28,6 +28,15 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def trainers():
+    """Trainers made by a test, closed afterwards (their env workers stopped)."""
+    made: list[Trainer] = []
+    yield made
+    for t in made:
+        t.close()
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """A 400-step Phoenix run (documented actions) with checkpoints at steps 200 and 400."""

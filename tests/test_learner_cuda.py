@@ -17,6 +17,7 @@ import torch
 from agent.config import LearnerConfig
 from agent.learner import Learner
 from agent.native import Batch, FrameReplay
+from tests.test_device_frames import ring_batches, updates
 from tests.test_learner import (
     ACTIONS,
     HW,
@@ -260,3 +261,17 @@ def test_act_batch_is_the_argmax_of_q_values():
     np.testing.assert_array_equal(learner.act_batch(pinned), expected)
     np.testing.assert_array_equal(learner.act_batch(obs[::-1]), expected[::-1])
     assert learner.act(obs[5]) == expected[5]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_a_graphed_update_gathering_from_the_gpus_ring_follows_the_eager_one(precision):
+    """learner.device_frames: the stacks gathered from the ring on the GPU inside the graph."""
+    eager = cuda_learner(cuda_graph=False, precision=precision)
+    graphed = cuda_learner(precision=precision)
+    ring, batches = ring_batches(range(12))
+    graphed.use_frames(ring.cuda())
+    tol = TIGHT if precision == "fp32" else {"rtol": 2e-2, "atol": 2e-2}
+    assert_close_results(updates(eager, batches, rows=False), updates(graphed, batches, rows=True),
+                         tol)
+    assert_close_learners(eager, graphed, tol)
+    assert graphed._graph.obs_shape == ("rows", 8) and "obs" not in graphed._graph.inputs

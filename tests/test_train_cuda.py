@@ -24,18 +24,20 @@ pytestmark = pytest.mark.cuda
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cuda_trainer(tmp_path, name, envs, **run) -> Trainer:
-    config = toy_config(learner={"device": "cuda", "precision": "auto"},
+def cuda_trainer(tmp_path, name, envs, device_frames="off", **run) -> Trainer:
+    config = toy_config(learner={"device": "cuda", "precision": "auto",
+                                 "device_frames": device_frames},
                         run={"envs": envs, "checkpoint_every": 300, "total_steps": 900, **run})
     return Trainer(config, tmp_path / name, make_env=make_fire_game, tensorboard=False,
                    out=open(os.devnull, "w"))
 
 
-@pytest.mark.parametrize("envs", [1, 2])
-def test_a_cuda_run_stops_resumes_saves_and_checks_health(tmp_path, envs):
-    first = cuda_trainer(tmp_path, "run", envs)
+@pytest.mark.parametrize("envs, device_frames", [(1, "off"), (2, "off"), (2, "on")])
+def test_a_cuda_run_stops_resumes_saves_and_checks_health(tmp_path, envs, device_frames):
+    first = cuda_trainer(tmp_path, "run", envs, device_frames, save_replay=True)
     try:
         assert first.learner.device.type == "cuda" and first.learner.graphed
+        assert (first.frames is not None) == (device_frames == "on")
         assert first.collector.overlap == (envs > 1)  # "auto" overlaps on a GPU
         stopped = first.run(stop_after=437)
         assert stopped.state == "interrupted"
@@ -43,7 +45,7 @@ def test_a_cuda_run_stops_resumes_saves_and_checks_health(tmp_path, envs):
         assert saved["pending"] is not None  # stats of updates since the last check
     finally:
         first.close()
-    resumed = cuda_trainer(tmp_path, "run", envs)
+    resumed = cuda_trainer(tmp_path, "run", envs, device_frames, save_replay=True)
     try:
         resumed.restore(first.store.latest())
         assert all(t.device.type == "cuda" for t in resumed.health.pending)
@@ -51,6 +53,10 @@ def test_a_cuda_run_stops_resumes_saves_and_checks_health(tmp_path, envs):
         result = resumed.run()
         assert result.state == "finished" and result.steps >= 900
         assert len(resumed.checks) > checks_before  # health checks ran on the resumed stats
+        if resumed.frames is not None:  # the loaded replay went to the GPU, then each new frame
+            resumed.frames.sync()
+            assert resumed.frames.uploaded == sum(
+                min(t, resumed.replay.stream_capacity - 1) for t in resumed.replay.stream_totals)
         last = checkpoint.load(result.checkpoint)
         assert last["counters"]["steps"] == result.steps
         assert not resumed.incidents

@@ -31,15 +31,6 @@ def envs_trainer(tmp_path, name="run", envs=2, **sections) -> Trainer:
                    tensorboard=False, out=open(os.devnull, "w"))
 
 
-@pytest.fixture
-def trainers():
-    """Trainers made by a test, closed afterwards (their env workers stopped)."""
-    made: list[Trainer] = []
-    yield made
-    for t in made:
-        t.close()
-
-
 @pytest.mark.parametrize("overlap", ["off", "on"])
 def test_fire_game_is_learned_with_two_envs(tmp_path, trainers, overlap):
     trainer = envs_trainer(tmp_path, run={"overlap": overlap})
