@@ -10,7 +10,10 @@ backward, gradient clip, fused Adam; the batch is sampled once into the learner'
 "eager" runs it op by op (on CUDA: `learner.cuda_graph = false`), "graph" replays the update
 captured in one CUDA graph (CUDA only; the default there), and with --compile "compile" runs the
 eager update's `train_step` under `torch.compile(mode="reduce-overhead")` (a failure to compile
-is reported in its row and the JSON, and the other rows still run). Each is timed at batch 32
+is reported in its row and the JSON, and the other rows still run), and with --device-frames
+"<default>_frames" runs the default path on stacks gathered on the device from a copy of the
+replay's frames (`learner.device_frames`: only the batch's ring rows are copied each update, and
+the gather is part of the update, inside the graph on CUDA). Each is timed at batch 32
 and 256 with the default precision ("auto": bf16 on CPUs with native bf16 kernels and on GPUs
 that support it), and `act_batch` on 1 and 64 stacks (fp32 inference). On CUDA every timed
 region starts and ends with `torch.cuda.synchronize()`. Cases are timed in turn, `--repeats`
@@ -38,6 +41,7 @@ import torch
 from benchio import emit, table
 
 from agent.config import LearnerConfig
+from agent.device_frames import DeviceFrames
 from agent.learner import Learner, cpu_has_fast_bf16, resolve_device, use_bf16
 from agent.native import Batch, FrameReplay
 
@@ -140,34 +144,44 @@ def path_table(args, device: torch.device, replay: FrameReplay) -> tuple[list[st
     if args.compile:
         paths.append("compile")
     default = "graph" if device.type == "cuda" and LearnerConfig().cuda_graph else "eager"
+    frames = None
+    if args.device_frames:
+        paths.append(f"{default}_frames")
+        frames = DeviceFrames(replay, device)
+        frames.sync()
     n = {32: args.updates, 256: args.updates if device.type == "cuda" else
          max(1, args.updates // 8)}  # a CPU update at 256 takes about 8x one at 32
     runs, errors, learners = {}, {}, {}
     for path in paths:
         for size in SIZES:
             # One learner per batch size: a graph is captured for one size.
+            on_device = path.endswith("_frames")
             cfg = LearnerConfig(device=str(device), precision=args.precision,
-                                cuda_graph=path == "graph")
+                                cuda_graph=path.startswith("graph"))
             torch.manual_seed(0)
             learner = Learner(cfg, args.actions, STACK, FRAME, device=device)
             if path == "compile":
                 compile_updates(learner)
             batch = Batch(size, STACK, *FRAME, learner.channels_last,
-                          buffers=learner.batch_buffers(size))
-            replay.sample(size, out=batch)
-            learners[path, size] = (learner, batch)
+                          buffers=learner.batch_buffers(size, frames=not on_device))
+            rows = None
+            if on_device:
+                learner.use_frames(frames.ring)
+                rows = learner.rows_buffer(size)
+            replay.sample(size, out=batch, rows=rows)
+            learners[path, size] = (learner, batch, rows)
             runs[path, size] = []
     warmup = {"eager": 3, "graph": 3, "compile": 6}  # graph: the capture; compile: compiling
     for _ in range(args.repeats):
-        for (path, size), (learner, batch) in learners.items():
+        for (path, size), (learner, batch, rows) in learners.items():
             if path in errors:
                 continue
             try:
                 if not runs[path, size]:
-                    for _ in range(warmup[path]):
-                        learner.update(batch)
-                runs[path, size].append(timed_ms(lambda lb=learner, b=batch: lb.update(b),
-                                                 n[size], device))
+                    for _ in range(warmup[path.removesuffix("_frames")]):
+                        learner.update(batch, rows=rows)
+                runs[path, size].append(timed_ms(
+                    lambda lb=learner, b=batch, r=rows: lb.update(b, rows=r), n[size], device))
             except Exception as exc:  # only the experimental path: report it, time the rest
                 if path != "compile":
                     raise
@@ -175,7 +189,7 @@ def path_table(args, device: torch.device, replay: FrameReplay) -> tuple[list[st
     ms = {path: ({f"update_ms_b{size}": statistics.median(runs[path, size]) for size in SIZES}
                  if path not in errors else {"error": errors[path]}) for path in paths}
     # acting and the target sync, on the default path's learner (acting never graphs)
-    learner, _ = learners[default, 32]
+    learner = learners[default, 32][0]
     rng = np.random.default_rng(1)
     obs = rng.integers(0, 256, (max(ACT_SIZES), STACK, *FRAME), dtype=np.uint8)
     act_n = max(10, args.updates)
@@ -239,6 +253,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="0: torch's default")
     parser.add_argument("--compile", action="store_true",
                         help='also time torch.compile(mode="reduce-overhead") of the eager update')
+    parser.add_argument("--device-frames", action="store_true",
+                        help="also time the default path gathering its batches on the device")
     parser.add_argument("--quick", action="store_true", help="smoke run (5 updates, 1 repeat)")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args()

@@ -10,6 +10,7 @@ Run from the repository root (the `agent` package built and installed; stable-ba
     python scripts/bench_train.py --envs 1,2,4         # ours and SB3 with 1, 2 and 4 envs
     python scripts/bench_train.py --device cuda --envs 15 --sb3-envs none   # a GPU machine
     python scripts/bench_train.py --envs 2 --sb3-envs none --vector-envs 2  # vs ale-py's vector env
+    python scripts/bench_train.py --device cuda --envs 15 --sb3-envs none --device-frames on
 
 Both sides train vanilla DQN on Breakout (ALE's minimal action set, 4 actions) for the same
 budget of agent steps with the same hyper-parameters: replay buffer 100,000; batch 32; one
@@ -119,6 +120,7 @@ SB3_ENV_ID = "ALE/Breakout-v5"
 REPLAY_CAPACITY = 100_000
 BATCH = 32
 TRAIN_FREQ = 4
+DEVICE_FRAMES = "off"
 LR = 1e-4
 ADAM_EPS = 1e-8  # torch.optim.Adam's default, which SB3 uses
 GAMMA = 0.99
@@ -278,7 +280,8 @@ def run_ours(steps: int, learning_starts: int, seed: int, pure_n: int, threads: 
                      huber_delta=1.0, max_grad_norm=MAX_GRAD_NORM, td_clip=0.0,
                      double_dqn=False, dueling=False,
                      target_update=TARGET_UPDATE_STEPS // TRAIN_FREQ, train_freq=TRAIN_FREQ,
-                     learning_starts=learning_starts, threads=threads, device=device),
+                     learning_starts=learning_starts, threads=threads, device=device,
+                     device_frames=DEVICE_FRAMES),
         explore=ours_explore(steps, learning_starts),
         replay=dict(capacity=REPLAY_CAPACITY, prioritized=False),
         run=dict(total_steps=steps, seed=seed, eval_every=0, checkpoint_every=steps,
@@ -341,6 +344,7 @@ def run_ours(steps: int, learning_starts: int, seed: int, pure_n: int, threads: 
         res = dict(
             side=side_key("ours", envs), library_key="ours", envs=envs,
             overlap=trainer.collector.overlap, phase_s=dict(phase_s),
+            device_frames=trainer.frames is not None,
             steps=trainer.steps, learning_starts=learning_starts,
             updates=trainer.learner.updates, setup_s=setup_s, final_checkpoint_s=marks["save_s"],
             state=result.state, incidents=trainer.incidents,
@@ -352,8 +356,8 @@ def run_ours(steps: int, learning_starts: int, seed: int, pure_n: int, threads: 
 
         def updates(k: int) -> None:
             for _ in range(k):
-                replay.sample(BATCH, 1.0, out=batch)
-                learner.update(batch)
+                replay.sample(BATCH, 1.0, out=batch, rows=trainer.rows)
+                learner.update(batch, rows=trainer.rows)
             if learner.device.type == "cuda":
                 torch.cuda.synchronize()
 
@@ -507,7 +511,8 @@ def run_side(library: str, envs: int, args, log) -> dict:
            "--steps", str(args.steps),
            "--learning-starts", str(args.learning_starts), "--seed", str(args.seed),
            "--pure-updates", str(args.pure_updates), "--threads", str(args.threads),
-           "--overlap", args.overlap, "--batch", str(args.batch), "--train-freq",
+           "--overlap", args.overlap, "--device-frames", args.device_frames, "--batch",
+           str(args.batch), "--train-freq",
            str(args.train_freq)]
     log(f"stepping {key} for {args.vector_seconds:g} s" if library == "vector" else
         f"training {key}: {args.steps:,} steps (learning from {args.learning_starts:,})")
@@ -546,7 +551,8 @@ def render(res: dict) -> str:
             continue
         extra = (f", {d['vec_env']}, train_freq {d['sb3_train_freq']} vector steps x "
                  f"{d['sb3_gradient_steps']} gradient steps" if d["library_key"] == "sb3" else
-                 f", updates {'while the envs emulate' if d['overlap'] else 'after each round'}")
+                 f", updates {'while the envs emulate' if d['overlap'] else 'after each round'}"
+                 + (", batches gathered on the device" if d.get("device_frames") else ""))
         lines.append(
             f"- {key}: {d['library']}, torch {d['torch_version']}, {d['precision']}, "
             f"{d['torch_threads']} torch threads, device {d['device']}, {d['n_actions']} actions"
@@ -619,7 +625,7 @@ def parse_envs(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global BATCH, TRAIN_FREQ  # --batch, --train-freq
+    global BATCH, TRAIN_FREQ, DEVICE_FRAMES  # --batch, --train-freq, --device-frames
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 3,000 steps a side, learning from step 1,000")
@@ -647,6 +653,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlap", choices=("auto", "on", "off"), default="auto",
                         help="ours: run.overlap, updates while the env workers emulate (auto: "
                              "on with a GPU learner)")
+    parser.add_argument("--device-frames", choices=("auto", "on", "off"), default=DEVICE_FRAMES,
+                        help="ours: learner.device_frames, the replay's frames copied to the "
+                             "learner's device and batches gathered there (off)")
     parser.add_argument("--vector-envs", type=parse_envs, default=[], metavar="LIST",
                         help="also step ale-py's AtariVectorEnv with these env counts (none)")
     parser.add_argument("--vector-seconds", type=float, default=10.0, metavar="S",
@@ -657,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.batch < 1 or args.train_freq < 1:
         parser.error("--batch and --train-freq must be >= 1")
-    BATCH, TRAIN_FREQ = args.batch, args.train_freq
+    BATCH, TRAIN_FREQ, DEVICE_FRAMES = args.batch, args.train_freq, args.device_frames
     if args.steps is None:
         args.steps = 3_000 if args.quick else 25_000
     if args.learning_starts is None:
@@ -690,7 +699,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {**settings(args.steps, args.learning_starts, args.seed),
                      "torch_threads": args.threads or "torch's default",
                      "device": args.device, "envs": args.envs, "sb3_envs": args.sb3_envs,
-                     "overlap": args.overlap, "vector_envs": args.vector_envs},
+                     "overlap": args.overlap, "device_frames": args.device_frames,
+                     "vector_envs": args.vector_envs},
         "sides": {},
     }
     for n in args.envs:

@@ -5,13 +5,17 @@
 #
 #   bash scripts/gpu_check.sh OUT_DIR [STAGES] [TRAIN_STEPS]
 #
-# STAGES: a comma list of tests, learner, train, train128, compile, pong (default
-# tests,learner,train): the cuda tests; bench_learner (graph and eager); bench_train with 1 and
+# STAGES: a comma list of tests, learner, train, train128, frames, compile, pong (default
+# tests,learner,train): the cuda tests; bench_learner (graph, eager, and the graph on batches
+# gathered on the GPU); bench_train with 1 and
 # nproc-1 envs, updates overlapped with the envs and after each round (the first run also steps
 # ale-py's AtariVectorEnv with nproc envs: the ratio issue 15 asks for); bench_train with nproc-1
-# envs and batches of 128 every 16 steps (the same gradient samples per step); bench_learner
+# envs and batches of 128 every 16 steps (the same gradient samples per step); bench_train with
+# nproc-1 envs at batch 32 and 128 with the replay's frames on the GPU (learner.device_frames:
+# compare with train and train128, which gather on the host); bench_learner
 # --compile (torch.compile); Pong with the fast-gpu preset for PONG_S seconds (default 300) of
-# training, stopped by SIGINT (which saves), then every checkpoint evaluated under the protocol.
+# training (PONG_FLAGS: more train flags, e.g. "--device-frames on"), stopped by SIGINT (which
+# saves), then every checkpoint evaluated under the protocol.
 #
 # Needs torch with CUDA, Cython, numpy, ale-py and gymnasium importable (PYTHONPATH is extended
 # with the repository root: nothing is installed).
@@ -41,7 +45,8 @@ if [[ $what == *,tests,* ]]; then
 fi
 if [[ $what == *,learner,* ]]; then
     stamp "bench_learner"
-    python3 scripts/bench_learner.py --device cuda --json "$out/bench_learner.json" \
+    python3 scripts/bench_learner.py --device cuda --device-frames \
+        --json "$out/bench_learner.json" \
         2>&1 | tee "$out/bench_learner.log"
 fi
 if [[ $what == *,train,* ]]; then
@@ -60,13 +65,22 @@ if [[ $what == *,train128,* ]]; then
         --train-freq 16 --sb3-envs none --steps "$steps" --learning-starts 5000 \
         --json "$out/bench_train_b128.json" 2>&1 | tail -12
 fi
+if [[ $what == *,frames,* ]]; then
+    for shape in "32 4" "128 16"; do
+        set -- $shape
+        stamp "bench_train: $(( $(nproc) - 1 )) envs, batch $1 every $2 steps, frames on the GPU"
+        python3 scripts/bench_train.py --device cuda --envs "$(( $(nproc) - 1 ))" --batch "$1" \
+            --train-freq "$2" --device-frames on --sb3-envs none --steps "$steps" \
+            --learning-starts 5000 --json "$out/bench_train_frames_b$1.json" 2>&1 | tail -12
+    done
+fi
 if [[ $what == *,pong,* ]]; then
     runs=${RUNS_DIR:-/tmp/gpu_check_runs}
     stamp "pong: the fast-gpu preset, ${PONG_S:-300} s of training (then SIGINT: it saves)"
     timeout -s INT -k 120 "${PONG_S:-300}" python3 -m agent.cli train --preset fast-gpu \
         --game pong --action-set minimal --name pong --runs-dir "$runs" --fresh \
         --total-steps 50000000 --checkpoint-every 250000 --keep-last 1000 --eval-every 0 \
-        --report-seconds 30 >"$out/pong_train.log" 2>&1
+        --report-seconds 30 ${PONG_FLAGS:-} >"$out/pong_train.log" 2>&1
     echo "train exit status $? (130: stopped by the signal, saved)"
     grep -v "^\s*$" "$out/pong_train.log" | tail -25
     cp "$runs/pong/metrics.jsonl" "$out/pong_metrics.jsonl"
