@@ -141,6 +141,10 @@ class LearnerConfig:
     """On a CUDA device, capture the whole update (both forward passes, TD targets, Huber,
     backward, gradient clip, fused Adam) in one CUDA graph and replay it: one launch instead of
     hundreds per update. Ignored on CPU."""
+    act_graph: bool = False
+    """On a CUDA device, capture batched acting too (`act_batch`: the forward pass for the N
+    envs' stacks and the argmax) in a CUDA graph, one launch instead of one per layer. Off until
+    it is measured on a GPU (docs/gpu.md). Ignored on CPU."""
     device_frames: str = "off"
     """"on": keep a copy of the replay's frame ring on the learner's device (replay.capacity x
     7 KB: 7 GB for a million frames), each frame copied once when it is written, and gather
@@ -179,6 +183,7 @@ class LearnerConfig:
             )
         _int_range("learner.threads", self.threads, 0, 1024)
         _bool("learner.cuda_graph", self.cuda_graph)
+        _bool("learner.act_graph", self.act_graph)
         _choice("learner.device_frames", self.device_frames, ("auto", "on", "off"))
         return self
 

@@ -27,6 +27,7 @@ import copy
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -201,6 +202,8 @@ class Learner:
         # (float32, what the fused kernel reads), so `set_lr` needs no new capture.
         fused = self.device.type in ("cpu", "cuda")
         self._graph_capable = graph_capable(self.device) and config.cuda_graph
+        self._act_graphed = graph_capable(self.device) and config.act_graph
+        self._act_graph: SimpleNamespace | None = None  # the captured act_batch, for one N
         lr = (torch.tensor(config.lr, dtype=torch.float32, device=self.device)
               if self._graph_capable else config.lr)
         self.optimizer = torch.optim.Adam(self.online.parameters(), lr=lr,
@@ -237,6 +240,11 @@ class Learner:
     def graphed(self) -> bool:
         """Whether `update` replays a CUDA graph (a CUDA device and `config.cuda_graph`)."""
         return self._graph_capable and self.config.cuda_graph
+
+    @property
+    def act_graphed(self) -> bool:
+        """Whether `act_batch` replays a CUDA graph (a CUDA device and `config.act_graph`)."""
+        return self._act_graphed
 
     def _autocast(self, cache: bool = True):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16,
@@ -297,23 +305,51 @@ class Learner:
         """Greedy joint actions, int64 (N,), for N uint8 stacks (N, stack, H, W) in one forward
         pass (fp32, as `q_values`). On CUDA the stacks go in through pinned memory and the
         actions come back the same way, with one wait for the GPU."""
-        if self.device.type != "cuda":
+        if self.device.type != "cuda" and not self._act_graphed:
             return self.q_values(obs).argmax(dim=1).numpy()
         # Reused pinned buffers (the call waits for its copies, so the next may refill them),
         # filled by numpy: one plain memcpy, no parallel region (whose idle threads would spin
         # beside the env workers).
         staged = self._act_buffers.get(obs.shape)
         if staged is None:
-            staged = (torch.empty(obs.shape, dtype=torch.uint8, pin_memory=True),
-                      torch.empty(obs.shape[0], dtype=torch.int64, pin_memory=True))
+            pin = self.device.type == "cuda"
+            staged = (torch.empty(obs.shape, dtype=torch.uint8, pin_memory=pin),
+                      torch.empty(obs.shape[0], dtype=torch.int64, pin_memory=pin))
             self._act_buffers = {obs.shape: staged}
         src, out = staged
         np.copyto(src.numpy(), obs)
-        best = self.q_values(src.to(self.device, non_blocking=True)).argmax(dim=1)
+        if self._act_graphed:  # learner.act_graph: the forward pass and argmax as one replay
+            graph = self._act_graph
+            if graph is None or graph.shape != obs.shape:
+                graph = self._capture_act(src)
+            graph.obs.copy_(src, non_blocking=True)
+            graph.graph.replay()
+            best = graph.best
+        else:
+            best = self.q_values(src.to(self.device, non_blocking=True)).argmax(dim=1)
         out.copy_(best, non_blocking=True)
-        self._acted.record(torch.cuda.current_stream(self.device))
-        self._acted.synchronize()
+        if self._acted is not None:
+            self._acted.record(torch.cuda.current_stream(self.device))
+            self._acted.synchronize()
         return out.numpy().copy()
+
+    def _capture_act(self, src: torch.Tensor) -> SimpleNamespace:
+        """act_batch for stacks of src's shape, captured: it reads the online weights where they
+        are, which every update and state load writes in place."""
+        self._act_graph = None
+        obs = src.to(self.device, copy=True)
+
+        def step():
+            return (self.online(obs).float().argmax(dim=1),)
+
+        try:
+            graph, (best,) = capture_graph(step, self.device)
+        except RuntimeError as exc:
+            raise RuntimeError(f"capturing act_batch in a CUDA graph failed ({exc}); set "
+                               f"learner.act_graph = false to act eagerly") from exc
+        self._act_graph = SimpleNamespace(graph=graph, obs=obs, best=best,
+                                          shape=tuple(src.shape))
+        return self._act_graph
 
     def train_step(self, obs: torch.Tensor, next_obs: torch.Tensor, action: torch.Tensor,
                    reward: torch.Tensor, discount: torch.Tensor, weight: torch.Tensor,
@@ -579,6 +615,7 @@ class Learner:
         self.target_synced_at = self.updates if resync_target else int(state["target_synced_at"])
         if self._graph is not None and not self._graph_intact():
             self._graph = None  # never replay onto tensors the learner no longer uses
+            self._act_graph = None
 
     @torch.no_grad()
     def _load_optimizer(self, saved: dict) -> None:

@@ -26,8 +26,9 @@ batches (what training does when `Learner.channels_last`).
 
 JSON: update_ms_b32, update_ms_b256, act_ms_b1, act_ms_b64 of the default path ("graph" on
 CUDA, "eager" on CPU), `paths` (each path's update_ms_b32, update_ms_b256, or its error),
-act_ms_single (`Learner.act` on one stack), sync_target_ms; on CPU also the precision table's
-ms_per_update, ms_repeats, bf16_speedup and nhwc_batch_speedup.
+act_ms_single (`Learner.act` on one stack), sync_target_ms, on CUDA act_graph_ms_b1 and
+act_graph_ms_b64 (`act_batch` captured in a CUDA graph, learner.act_graph); on CPU also the
+precision table's ms_per_update, ms_repeats, bf16_speedup and nhwc_batch_speedup.
 """
 
 from __future__ import annotations
@@ -204,6 +205,20 @@ def path_table(args, device: torch.device, replay: FrameReplay) -> tuple[list[st
                                                 device))
         act["act_ms_single"].append(timed_ms(lambda: learner.act(obs[0]), act_n, device))
         act["sync_target_ms"].append(timed_ms(learner.sync_target, 10, device))
+    if device.type == "cuda":  # learner.act_graph: acting captured in a CUDA graph
+        graphed = Learner(LearnerConfig(device=str(device), precision=args.precision,
+                                        act_graph=True), args.actions, STACK, FRAME,
+                          device=device)
+        graphed.load_state_dict(learner.state_dict())
+        for k in ACT_SIZES:
+            act[f"act_graph_ms_b{k}"] = []
+            for _ in range(3):
+                graphed.act_batch(obs[:k])  # (each new k captures again)
+        for _ in range(args.repeats):
+            for k in ACT_SIZES:
+                graphed.act_batch(obs[:k])  # the capture for this k, outside the timing
+                act[f"act_graph_ms_b{k}"].append(timed_ms(
+                    lambda k=k: graphed.act_batch(obs[:k]), act_n, device))
     act_ms = {k: statistics.median(v) for k, v in act.items()}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     lines = [f"Learner on {device} ({name}), {args.actions} actions, double DQN, precision "
@@ -229,6 +244,9 @@ def path_table(args, device: torch.device, replay: FrameReplay) -> tuple[list[st
                          f"{ms[other]['update_ms_b256'] / ms['graph']['update_ms_b256']:.2f}x")
     rows = [(f"act_batch, {k} stack{'s' if k > 1 else ''}", f"{act_ms[f'act_ms_b{k}']:.3f}")
             for k in ACT_SIZES]
+    rows += [(f"act_batch captured (learner.act_graph), {k} stack{'s' if k > 1 else ''}",
+              f"{act_ms[f'act_graph_ms_b{k}']:.3f}") for k in ACT_SIZES
+             if f"act_graph_ms_b{k}" in act_ms]
     rows.append(("act, 1 stack", f"{act_ms['act_ms_single']:.3f}"))
     lines += ["", *table(("acting (fp32)", "ms/call"), rows), "",
               f"target sync: {act_ms['sync_target_ms']:.3f} ms"]

@@ -121,6 +121,7 @@ REPLAY_CAPACITY = 100_000
 BATCH = 32
 TRAIN_FREQ = 4
 DEVICE_FRAMES = "off"
+ACT_GRAPH = False
 LR = 1e-4
 ADAM_EPS = 1e-8  # torch.optim.Adam's default, which SB3 uses
 GAMMA = 0.99
@@ -281,7 +282,7 @@ def run_ours(steps: int, learning_starts: int, seed: int, pure_n: int, threads: 
                      double_dqn=False, dueling=False,
                      target_update=TARGET_UPDATE_STEPS // TRAIN_FREQ, train_freq=TRAIN_FREQ,
                      learning_starts=learning_starts, threads=threads, device=device,
-                     device_frames=DEVICE_FRAMES),
+                     device_frames=DEVICE_FRAMES, act_graph=ACT_GRAPH),
         explore=ours_explore(steps, learning_starts),
         replay=dict(capacity=REPLAY_CAPACITY, prioritized=False),
         run=dict(total_steps=steps, seed=seed, eval_every=0, checkpoint_every=steps,
@@ -344,7 +345,7 @@ def run_ours(steps: int, learning_starts: int, seed: int, pure_n: int, threads: 
         res = dict(
             side=side_key("ours", envs), library_key="ours", envs=envs,
             overlap=trainer.collector.overlap, phase_s=dict(phase_s),
-            device_frames=trainer.frames is not None,
+            device_frames=trainer.frames is not None, act_graph=trainer.learner.act_graphed,
             steps=trainer.steps, learning_starts=learning_starts,
             updates=trainer.learner.updates, setup_s=setup_s, final_checkpoint_s=marks["save_s"],
             state=result.state, incidents=trainer.incidents,
@@ -512,7 +513,7 @@ def run_side(library: str, envs: int, args, log) -> dict:
            "--learning-starts", str(args.learning_starts), "--seed", str(args.seed),
            "--pure-updates", str(args.pure_updates), "--threads", str(args.threads),
            "--overlap", args.overlap, "--device-frames", args.device_frames, "--batch",
-           str(args.batch), "--train-freq",
+           str(args.batch), *(["--act-graph"] if args.act_graph else []), "--train-freq",
            str(args.train_freq)]
     log(f"stepping {key} for {args.vector_seconds:g} s" if library == "vector" else
         f"training {key}: {args.steps:,} steps (learning from {args.learning_starts:,})")
@@ -552,7 +553,8 @@ def render(res: dict) -> str:
         extra = (f", {d['vec_env']}, train_freq {d['sb3_train_freq']} vector steps x "
                  f"{d['sb3_gradient_steps']} gradient steps" if d["library_key"] == "sb3" else
                  f", updates {'while the envs emulate' if d['overlap'] else 'after each round'}"
-                 + (", batches gathered on the device" if d.get("device_frames") else ""))
+                 + (", batches gathered on the device" if d.get("device_frames") else "")
+                 + (", acting captured in a CUDA graph" if d.get("act_graph") else ""))
         lines.append(
             f"- {key}: {d['library']}, torch {d['torch_version']}, {d['precision']}, "
             f"{d['torch_threads']} torch threads, device {d['device']}, {d['n_actions']} actions"
@@ -625,7 +627,8 @@ def parse_envs(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global BATCH, TRAIN_FREQ, DEVICE_FRAMES  # --batch, --train-freq, --device-frames
+    global BATCH, TRAIN_FREQ, DEVICE_FRAMES, ACT_GRAPH  # --batch, --train-freq, --device-frames
+    # --act-graph
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 3,000 steps a side, learning from step 1,000")
@@ -656,6 +659,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device-frames", choices=("auto", "on", "off"), default=DEVICE_FRAMES,
                         help="ours: learner.device_frames, the replay's frames copied to the "
                              "learner's device and batches gathered there (off)")
+    parser.add_argument("--act-graph", action="store_true",
+                        help="ours: learner.act_graph, acting captured in a CUDA graph")
     parser.add_argument("--vector-envs", type=parse_envs, default=[], metavar="LIST",
                         help="also step ale-py's AtariVectorEnv with these env counts (none)")
     parser.add_argument("--vector-seconds", type=float, default=10.0, metavar="S",
@@ -667,6 +672,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch < 1 or args.train_freq < 1:
         parser.error("--batch and --train-freq must be >= 1")
     BATCH, TRAIN_FREQ, DEVICE_FRAMES = args.batch, args.train_freq, args.device_frames
+    ACT_GRAPH = args.act_graph
     if args.steps is None:
         args.steps = 3_000 if args.quick else 25_000
     if args.learning_starts is None:
@@ -700,6 +706,7 @@ def main(argv: list[str] | None = None) -> int:
                      "torch_threads": args.threads or "torch's default",
                      "device": args.device, "envs": args.envs, "sb3_envs": args.sb3_envs,
                      "overlap": args.overlap, "device_frames": args.device_frames,
+                     "act_graph": args.act_graph,
                      "vector_envs": args.vector_envs},
         "sides": {},
     }

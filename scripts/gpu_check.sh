@@ -12,7 +12,8 @@
 # ale-py's AtariVectorEnv with nproc envs: the ratio issue 15 asks for); bench_train with nproc-1
 # envs and batches of 128 every 16 steps (the same gradient samples per step); bench_train with
 # nproc-1 envs at batch 32 and 128 with the replay's frames on the GPU (learner.device_frames:
-# compare with train and train128, which gather on the host); bench_learner
+# compare with train and train128, which gather on the host), and at 128 with acting captured
+# too (learner.act_graph); bench_learner
 # --compile (torch.compile); Pong with the fast-gpu preset for PONG_S seconds (default 300) of
 # training (PONG_FLAGS: more train flags, e.g. "--device-frames on"), stopped by SIGINT (which
 # saves), then every checkpoint evaluated under the protocol.
@@ -66,12 +67,14 @@ if [[ $what == *,train128,* ]]; then
         --json "$out/bench_train_b128.json" 2>&1 | tail -12
 fi
 if [[ $what == *,frames,* ]]; then
-    for shape in "32 4" "128 16"; do
+    for shape in "32 4 -" "128 16 -" "128 16 --act-graph"; do
         set -- $shape
-        stamp "bench_train: $(( $(nproc) - 1 )) envs, batch $1 every $2 steps, frames on the GPU"
+        act=$([[ $3 == - ]] || echo "$3")
+        stamp "bench_train: $(( $(nproc) - 1 )) envs, batch $1 every $2 steps, frames on the GPU $act"
         python3 scripts/bench_train.py --device cuda --envs "$(( $(nproc) - 1 ))" --batch "$1" \
-            --train-freq "$2" --device-frames on --sb3-envs none --steps "$steps" \
-            --learning-starts 5000 --json "$out/bench_train_frames_b$1.json" 2>&1 | tail -12
+            --train-freq "$2" --device-frames on $act --sb3-envs none --steps "$steps" \
+            --learning-starts 5000 --json "$out/bench_train_frames_b$1${act:+_act_graph}.json" \
+            2>&1 | tail -12
     done
 fi
 if [[ $what == *,pong,* ]]; then

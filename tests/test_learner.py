@@ -317,6 +317,29 @@ def test_graphed_updates_equal_eager_updates(cpu_graphs, precision):
     assert graphed.target_synced_at == 10
 
 
+def test_a_captured_act_batch_acts_on_the_live_weights(cpu_graphs):
+    """learner.act_graph: acting replays one capture per number of stacks, reading the online
+    weights that the (graphed) updates write in place."""
+    eager, graphed = make_learner(), make_learner(act_graph=True)
+    for learner in (eager, graphed):
+        with torch.no_grad():  # a greedy action that depends on the observation
+            torch.manual_seed(5)
+            learner.online.head[2].weight.normal_(0.0, 1.0)
+    obs = make_batch(7, n=24).obs
+    for i in range(3):
+        assert_same_results(run(eager, range(i * 4, i * 4 + 4)),
+                            run(graphed, range(i * 4, i * 4 + 4)))
+        for n in (24, 5, 24):
+            want = eager.q_values(obs[:n]).argmax(dim=1).numpy()
+            np.testing.assert_array_equal(graphed.act_batch(obs[:n]), want)
+            np.testing.assert_array_equal(eager.act_batch(obs[:n]), want)
+    acts = [g for g in cpu_graphs if g.outputs[0].dtype == torch.int64]
+    # one capture kept: captured again for each change of the number of stacks (24, 5, 24;
+    # then 24 replays the last one), and every call replays
+    assert len(acts) == 7 and sum(g.replays for g in acts) == 9
+    assert eager._act_graph is None and graphed._act_graph.shape == (24, STACK, HW, HW)
+
+
 def test_graphed_stats_are_a_copy_of_the_graphs_output(cpu_graphs):
     learner = make_learner()
     first = learner.update(make_batch(0)).stats

@@ -244,8 +244,9 @@ def test_a_gpu_learners_state_acts_the_same_on_a_cpu_learner():
     step(cpu, range(4, 6))  # and it trains on
 
 
-def test_act_batch_is_the_argmax_of_q_values():
-    learner = cuda_learner()
+@pytest.mark.parametrize("act_graph", [False, True])
+def test_act_batch_is_the_argmax_of_q_values(act_graph):
+    learner = cuda_learner(act_graph=act_graph)
     with torch.no_grad():
         learner.online.head[2].weight.mul_(50.0)
     obs = make_batch(3, n=33).obs
@@ -261,6 +262,11 @@ def test_act_batch_is_the_argmax_of_q_values():
     np.testing.assert_array_equal(learner.act_batch(pinned), expected)
     np.testing.assert_array_equal(learner.act_batch(obs[::-1]), expected[::-1])
     assert learner.act(obs[5]) == expected[5]
+    assert learner.act_graphed == act_graph and (learner._act_graph is not None) == act_graph
+    # after updates (weights written in place) it acts on the new weights
+    step(learner, range(6))
+    after = learner.q_values(obs).argmax(dim=1).cpu().numpy()
+    np.testing.assert_array_equal(learner.act_batch(obs), after)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "auto"])

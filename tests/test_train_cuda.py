@@ -25,8 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cuda_trainer(tmp_path, name, envs, device_frames="off", **run) -> Trainer:
+    # the frames on the GPU come with acting captured too: both options in one run
     config = toy_config(learner={"device": "cuda", "precision": "auto",
-                                 "device_frames": device_frames},
+                                 "device_frames": device_frames,
+                                 "act_graph": device_frames == "on"},
                         run={"envs": envs, "checkpoint_every": 300, "total_steps": 900, **run})
     return Trainer(config, tmp_path / name, make_env=make_fire_game, tensorboard=False,
                    out=open(os.devnull, "w"))
@@ -37,7 +39,7 @@ def test_a_cuda_run_stops_resumes_saves_and_checks_health(tmp_path, envs, device
     first = cuda_trainer(tmp_path, "run", envs, device_frames, save_replay=True)
     try:
         assert first.learner.device.type == "cuda" and first.learner.graphed
-        assert (first.frames is not None) == (device_frames == "on")
+        assert (first.frames is not None) == first.learner.act_graphed == (device_frames == "on")
         assert first.collector.overlap == (envs > 1)  # "auto" overlaps on a GPU
         stopped = first.run(stop_after=437)
         assert stopped.state == "interrupted"
