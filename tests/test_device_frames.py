@@ -202,6 +202,33 @@ def test_a_run_with_the_frames_on_the_device_equals_one_without(tmp_path, traine
     _assert_same(_state(host), _state(device))
 
 
+def test_a_resumed_run_with_the_frames_on_the_device_equals_an_uninterrupted_one(tmp_path,
+                                                                                 trainers):
+    """The resumed run's copy is made from the loaded replay snapshot, then kept up."""
+    kw = {"learner": {"device_frames": "on"},
+          "run": {"total_steps": 700, "report_seconds": 1e6, "checkpoint_every": 300,
+                  "eval_every": 0, "diag_batch": 64, "probe_size": 16, "seed": 6,
+                  "save_replay": True, "overlap": "on"}}
+    straight = envs_trainer(tmp_path, "straight", **kw)
+    trainers.append(straight)
+    straight.run()
+    first = envs_trainer(tmp_path, "stopped", **kw)
+    trainers.append(first)
+    assert first.run(stop_after=437).state == "interrupted"
+    first.close()
+    resumed = envs_trainer(tmp_path, "stopped", **kw)
+    trainers.append(resumed)
+    resumed.restore(first.store.latest())
+    assert resumed.frames.uploaded == 0  # copied at the first update, from the snapshot
+    assert resumed.run().state == "finished"
+    assert resumed.frames.uploaded >= 438
+    resumed.frames.sync()  # (the last round's frames)
+    assert_mirrors(resumed.frames, resumed.replay)
+    a, b = _state(straight), _state(resumed)
+    b["checks"] = [*[c for c in first.checks if c["steps"] <= 438], *b["checks"]]
+    _assert_same(a, b)
+
+
 def test_auto_keeps_the_frames_on_the_host_on_a_cpu(tmp_path, trainers):
     trainer = envs_trainer(tmp_path, envs=1, learner={"device_frames": "auto"})
     trainers.append(trainer)
