@@ -223,7 +223,9 @@ def fill_native(rb: FrameReplay, frames: list[np.ndarray], steps: int) -> float:
 
 
 def bench_native_replay(capacity: int, prioritized: bool, frames, number, repeats,
-                        streams: int = 1) -> dict:
+                        streams: int = 1, rows: bool = False) -> dict:
+    """sample() into a reused Batch, each field viewed by torch; with rows, the stacks' ring rows
+    only (`sample(..., rows=...)`, what a learner with the frames on its GPU draws)."""
     rb = FrameReplay(capacity, FRAME_SHAPE, stack=STACK, prioritized=prioritized, seed=SEED,
                      streams=streams)
     fill_us = fill_native(rb, frames, capacity + capacity // 20)  # past one wrap of the ring
@@ -234,10 +236,15 @@ def bench_native_replay(capacity: int, prioritized: bool, frames, number, repeat
             rb.sample(BATCH, out=batch)
             rb.update_priorities(batch.index, rng.uniform(0.01, 2.0, BATCH))
 
+    ring_rows = np.empty((BATCH, 2, STACK), np.int64) if rows else None
+
     def sample():
-        b = rb.sample(BATCH, out=batch)
-        torch.from_numpy(b.obs)
-        torch.from_numpy(b.next_obs)
+        b = rb.sample(BATCH, out=batch, rows=ring_rows)
+        if rows:
+            torch.from_numpy(ring_rows)
+        else:
+            torch.from_numpy(b.obs)
+            torch.from_numpy(b.next_obs)
         torch.from_numpy(b.action)
         torch.from_numpy(b.reward)
         torch.from_numpy(b.discount)
@@ -252,6 +259,7 @@ def bench_native_replay(capacity: int, prioritized: bool, frames, number, repeat
         valid_transitions=len(rb),
         fill_us_per_add=fill_us,
         streams=streams,
+        rows=rows,
     )
     return result  # the ring is freed with this frame; the caller collects
 
@@ -455,6 +463,8 @@ def sample_rows(res: dict, capacities: list[int], skip_sb3: bool) -> list[dict]:
             entries += [
                 (f"native uniform, {STREAMS} streams", f"native_uniform_{STREAMS}streams@{cap}"),
                 (f"native PER, {STREAMS} streams", f"native_per_{STREAMS}streams@{cap}"),
+                (f"native uniform, {STREAMS} streams, ring rows only (`rows=`)",
+                 f"native_uniform_{STREAMS}streams_rows@{cap}"),
             ]
         if not skip_sb3:
             entries += [
@@ -594,6 +604,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"replay: {key}")
         res["sample"][key] = bench_native_replay(cap, per, frames, n_native, repeats, STREAMS)
         gc.collect()
+    key = f"native_uniform_{STREAMS}streams_rows@{capacities[-1]}"  # learner.device_frames
+    log(f"replay: {key}")
+    res["sample"][key] = bench_native_replay(capacities[-1], False, frames, n_native, repeats,
+                                             STREAMS, rows=True)
+    gc.collect()
     log("replay writes")
     res["writes"] = bench_writes(5 if quick else 20, repeats)
     if not args.skip_sb3:
