@@ -24,6 +24,11 @@ set -uo pipefail
 out=${1:?usage: gpu_check.sh OUT_DIR [STAGES] [TRAIN_STEPS]}
 what=",${2:-tests,learner,train},"
 steps=${3:-40000}
+# DEVICE=cpu STARTS=400 runs the same stages on a CPU with few steps: a dry run of the plumbing
+# before a device call is spent on it (the tests marked cuda skip there). PACK=1 leaves one
+# archive in OUT_DIR, gpu_check.tar.gz, instead of a dozen files.
+device=${DEVICE:-cuda}
+starts=${STARTS:-5000}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 t0=$(date +%s)
@@ -46,24 +51,24 @@ if [[ $what == *,tests,* ]]; then
 fi
 if [[ $what == *,learner,* ]]; then
     stamp "bench_learner"
-    python3 scripts/bench_learner.py --device cuda --device-frames \
+    python3 scripts/bench_learner.py --device "$device" --device-frames \
         --json "$out/bench_learner.json" \
         2>&1 | tee "$out/bench_learner.log"
 fi
 if [[ $what == *,train,* ]]; then
     stamp "bench_train: 1 and $(( $(nproc) - 1 )) envs"
-    python3 scripts/bench_train.py --device cuda --envs "1,$(( $(nproc) - 1 ))" \
-        --sb3-envs none --vector-envs "$(nproc)" --steps "$steps" --learning-starts 5000 \
+    python3 scripts/bench_train.py --device "$device" --envs "1,$(( $(nproc) - 1 ))" \
+        --sb3-envs none --vector-envs "$(nproc)" --steps "$steps" --learning-starts "$starts" \
         --json "$out/bench_train.json" 2>&1 | tee "$out/bench_train.log"
     stamp "bench_train: $(( $(nproc) - 1 )) envs, updates after each round"
-    python3 scripts/bench_train.py --device cuda --envs "$(( $(nproc) - 1 ))" --overlap off \
-        --sb3-envs none --steps "$steps" --learning-starts 5000 \
+    python3 scripts/bench_train.py --device "$device" --envs "$(( $(nproc) - 1 ))" --overlap off \
+        --sb3-envs none --steps "$steps" --learning-starts "$starts" \
         --json "$out/bench_train_lockstep.json" 2>&1 | tee "$out/bench_train_lockstep.log"
 fi
 if [[ $what == *,train128,* ]]; then
     stamp "bench_train: $(( $(nproc) - 1 )) envs, batch 128 every 16 steps"
-    python3 scripts/bench_train.py --device cuda --envs "$(( $(nproc) - 1 ))" --batch 128 \
-        --train-freq 16 --sb3-envs none --steps "$steps" --learning-starts 5000 \
+    python3 scripts/bench_train.py --device "$device" --envs "$(( $(nproc) - 1 ))" --batch 128 \
+        --train-freq 16 --sb3-envs none --steps "$steps" --learning-starts "$starts" \
         --json "$out/bench_train_b128.json" 2>&1 | tail -12
 fi
 if [[ $what == *,frames,* ]]; then
@@ -71,9 +76,9 @@ if [[ $what == *,frames,* ]]; then
         set -- $shape
         act=$([[ $3 == - ]] || echo "$3")
         stamp "bench_train: $(( $(nproc) - 1 )) envs, batch $1 every $2 steps, frames on the GPU $act"
-        python3 scripts/bench_train.py --device cuda --envs "$(( $(nproc) - 1 ))" --batch "$1" \
+        python3 scripts/bench_train.py --device "$device" --envs "$(( $(nproc) - 1 ))" --batch "$1" \
             --train-freq "$2" --device-frames on $act --sb3-envs none --steps "$steps" \
-            --learning-starts 5000 --json "$out/bench_train_frames_b$1${act:+_act_graph}.json" \
+            --learning-starts "$starts" --json "$out/bench_train_frames_b$1${act:+_act_graph}.json" \
             2>&1 | tail -12
     done
 fi
@@ -97,8 +102,13 @@ if [[ $what == *,pong,* ]]; then
 fi
 if [[ $what == *,compile,* ]]; then
     stamp "bench_learner --compile (torch.compile reduce-overhead against the graph)"
-    timeout 300 python3 scripts/bench_learner.py --device cuda --compile --repeats 3 \
+    timeout 300 python3 scripts/bench_learner.py --device "$device" --compile --repeats 3 \
         --json "$out/bench_learner_compile.json" 2>&1 | tee "$out/bench_learner_compile.log"
+fi
+if [[ -n ${PACK:-} ]]; then
+    # The device tool brings back at most 8 files from OUT: everything in one archive.
+    tar -czf "$out/../gpu_check.tar.gz" -C "$out" . && rm -rf "${out:?}"/* \
+        && mv "$out/../gpu_check.tar.gz" "$out/" && stamp "packed: $out/gpu_check.tar.gz"
 fi
 stamp "done (status $status)"
 exit $status
