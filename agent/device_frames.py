@@ -57,9 +57,9 @@ class DeviceFrames:
         for s, (done, total) in enumerate(zip(self.synced, self.replay.stream_totals)):
             if total == done:
                 continue
-            # Only the live range (FrameReplay.stream_live_start): the row below it is the one
-            # being written next. A stream that went back (a reset replay) is copied again.
-            start = max(done if total > done else 0, total - P + 1)
+            # Only the live range: the row below it is the one being written next. A stream
+            # that went back (a reset replay) is copied again.
+            start = max(done if total > done else 0, self.replay.stream_live_start(s))
             pieces.append(s * P + np.arange(start, total, dtype=np.int64) % P)
             self.synced[s] = total
         if not pieces:

@@ -447,12 +447,10 @@ class Learner:
         else:
             # The eager step reallocates the gradients a captured graph writes into.
             self._graph = None
+            inputs = [self.to_device(host[name] if name in host else getattr(batch, name))
+                      for name in (INPUTS if rows is None else ROW_INPUTS)]
             if rows is not None:
-                inputs = [self.to_device(rows), *(self.to_device(getattr(batch, name))
-                                                  for name in ROW_INPUTS[1:])]
                 inputs[:1] = self._gather(inputs[0])
-            else:
-                inputs = [self.to_device(getattr(batch, name)) for name in INPUTS]
             self._mark_inputs_copied()
             stats, q, y = self.train_step(*inputs)
             td_abs = (q - y).abs().cpu().numpy() if want_td else None
@@ -471,13 +469,13 @@ class Learner:
     def _graph_for(self, batch, rows: np.ndarray | None = None) -> _UpdateGraph:
         """The captured update for this batch's shape (and its rows or frames) and the current
         config (captured now if there is none yet, or if any changed)."""
-        obs_shape = tuple(batch.obs.shape) if rows is None else ("rows", batch.batch_size)
+        key = tuple(batch.obs.shape) if rows is None else ("rows", batch.batch_size)
         graph = self._graph
-        if graph is None or not graph.fits(obs_shape, self.config):
-            graph = self._capture(batch, rows)
+        if graph is None or not graph.fits(key, self.config):
+            graph = self._capture(batch, rows, key)
         return graph
 
-    def _capture(self, batch, rows: np.ndarray | None = None) -> _UpdateGraph:
+    def _capture(self, batch, rows: np.ndarray | None, key: tuple) -> _UpdateGraph:
         self._graph = None  # free the previous capture's memory before making a new one
         obs_shape = tuple(batch.obs.shape)
         if obs_shape[1:] != (self.online.stack, *self.online.frame_shape):
@@ -500,8 +498,7 @@ class Learner:
                 dtype = torch.int64 if name == "action" else torch.float32
                 static = torch.empty((obs_shape[0],), dtype=dtype, device=self.device)
             inputs[name] = static.copy_(host)  # the warm-up steps on real, finite values
-        graph = _UpdateGraph(inputs, obs_shape if rows is None else ("rows", obs_shape[0]),
-                             self.config)
+        graph = _UpdateGraph(inputs, key, self.config)
 
         def step():
             if rows is None:
